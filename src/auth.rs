@@ -1,0 +1,329 @@
+//! Bearer-token verification. Which algorithm a token may use comes from the
+//! configuration: HS256 only with a configured secret, RS256/ES256 only with a
+//! key from the configured JWKS. A token's header picks between the configured
+//! verifiers and can never widen them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::domain::TenantId;
+
+/// Allowed clock skew for `exp` and `nbf`.
+const LEEWAY_SECONDS: u64 = 60;
+/// Keys are refetched when older than this, even when every kid is known.
+const JWKS_MAX_AGE: Duration = Duration::from_secs(600);
+/// Unknown kids trigger at most one refetch per interval, so a flood of forged
+/// kids cannot hammer the key server.
+pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    ActionsRead,
+    ActionsWrite,
+    ActionsExecute,
+    WhatsappAdmin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Self::ActionsRead, Self::ActionsWrite, Self::ActionsExecute, Self::WhatsappAdmin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ActionsRead => "actions:read",
+            Self::ActionsWrite => "actions:write",
+            Self::ActionsExecute => "actions:execute",
+            Self::WhatsappAdmin => "whatsapp:admin",
+        }
+    }
+
+    pub fn parse(input: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scope| scope.as_str() == input)
+    }
+}
+
+/// Who is calling: the tenant and what the token lets it do.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: TenantId,
+    scopes: HashSet<Scope>,
+}
+
+impl Caller {
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: Option<Value>,
+    org_id: Option<Value>,
+    scope: Option<Value>,
+    permissions: Option<Value>,
+}
+
+impl Claims {
+    fn into_caller(self) -> Result<Caller, String> {
+        let text = |value: Option<Value>| match value {
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let tenant = text(self.org_id)
+            .and_then(TenantId::new)
+            .or_else(|| text(self.sub).and_then(TenantId::new))
+            .ok_or("the token names no tenant (org_id or sub)")?;
+        let granted: Option<Vec<String>> = match (self.scope, self.permissions) {
+            (None, None) => None,
+            (scope, permissions) => {
+                let mut names = Vec::new();
+                if let Some(Value::String(list)) = scope {
+                    names.extend(list.split_whitespace().map(str::to_owned));
+                }
+                if let Some(Value::Array(items)) = permissions {
+                    names.extend(items.into_iter().filter_map(|v| v.as_str().map(str::to_owned)));
+                }
+                Some(names)
+            }
+        };
+        let scopes = match granted {
+            // A token that says nothing of scopes has every scope of its tenant.
+            None => Scope::ALL.into_iter().collect(),
+            Some(names) => names.iter().filter_map(|name| Scope::parse(name)).collect(),
+        };
+        Ok(Caller { tenant, scopes })
+    }
+}
+
+pub struct AuthSettings<'a> {
+    pub secret: Option<&'a str>,
+    pub jwks_url: Option<&'a str>,
+    pub issuer: Option<&'a str>,
+    pub audience: Option<&'a str>,
+}
+
+pub struct Authenticator {
+    secret: Option<DecodingKey>,
+    jwks: Option<Jwks>,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl Authenticator {
+    pub fn new(settings: AuthSettings<'_>) -> Result<Self, String> {
+        let jwks = match settings.jwks_url {
+            Some(url) => Some(Jwks::new(url)?),
+            None => None,
+        };
+        Ok(Self {
+            secret: settings.secret.map(|s| DecodingKey::from_secret(s.as_bytes())),
+            jwks,
+            issuer: settings.issuer.map(str::to_owned),
+            audience: settings.audience.map(str::to_owned),
+        })
+    }
+
+    /// The caller a token proves, or a one-line reason it proves nothing.
+    pub async fn verify(&self, token: &str) -> Result<Caller, String> {
+        let header = decode_header(token).map_err(|_| "the token is not a well-formed JWT with a supported algorithm".to_owned())?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.secret.clone().ok_or("HS256 tokens are not accepted by this server")?,
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let jwks = self.jwks.as_ref().ok_or("RS256/ES256 tokens are not accepted by this server")?;
+                let kid = header.kid.as_deref().ok_or("the token has no kid to find its key")?;
+                jwks.key(kid).await?
+            }
+            other => return Err(format!("{other:?} tokens are not accepted")),
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        match &self.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        let data = decode::<Claims>(token, &key, &validation).map_err(|e| describe(&e))?;
+        data.claims.into_caller()
+    }
+}
+
+fn describe(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "the token's signature is wrong".into(),
+        ErrorKind::InvalidIssuer => "the token's issuer is not accepted".into(),
+        ErrorKind::InvalidAudience => "the token's audience is not accepted".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
+        ErrorKind::InvalidAlgorithm => "the token's algorithm does not match its key".into(),
+        _ => "the token is invalid".into(),
+    }
+}
+
+/// A JWKS endpoint's keys, cached by kid.
+struct Jwks {
+    url: String,
+    http: reqwest::Client,
+    cache: Mutex<JwksCache>,
+}
+
+#[derive(Default)]
+struct JwksCache {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+}
+
+impl Jwks {
+    fn new(url: &str) -> Result<Self, String> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
+        Ok(Self { url: url.to_owned(), http, cache: Mutex::new(JwksCache::default()) })
+    }
+
+    async fn key(&self, kid: &str) -> Result<DecodingKey, String> {
+        let mut cache = self.cache.lock().await;
+        let age = cache.fetched_at.map(|at| at.elapsed());
+        let fresh = age.is_some_and(|age| age < JWKS_MAX_AGE);
+        if fresh && let Some(key) = cache.keys.get(kid) {
+            return Ok(key.clone());
+        }
+        if age.is_none_or(|age| age >= JWKS_REFETCH_INTERVAL) {
+            cache.fetched_at = Some(Instant::now());
+            match self.fetch().await {
+                Ok(keys) => cache.keys = keys,
+                Err(error) => tracing::warn!(%error, "could not refresh the JWKS; keeping the cached keys"),
+            }
+        }
+        cache.keys.get(kid).cloned().ok_or_else(|| "the token's kid names no known key".to_owned())
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, String> {
+        let response = self.http.get(&self.url).send().await.map_err(|e| e.to_string())?;
+        let set: JwkSet = response.error_for_status().map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+        let keys = set.keys.iter().filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?))).collect();
+        Ok(keys)
+    }
+}
+
+/// Mints an HS256 token for `actiond token` and dev mode.
+pub fn mint(secret: &str, tenant: &str, scopes: &[Scope], ttl: Duration, issuer: Option<&str>, audience: Option<&str>) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let mut claims = json!({"sub": tenant, "org_id": tenant, "iat": now, "exp": now + ttl.as_secs()});
+    if !scopes.is_empty() {
+        claims["scope"] = json!(scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
+    }
+    if let Some(issuer) = issuer {
+        claims["iss"] = json!(issuer);
+    }
+    if let Some(audience) = audience {
+        claims["aud"] = json!(audience);
+    }
+    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).expect("HS256 signing cannot fail")
+}
+
+/// `1h`, `30m`, `45s`, `7d` or plain seconds.
+pub fn parse_ttl(input: &str) -> Result<Duration, String> {
+    let input = input.trim();
+    let split = input.find(|c: char| !c.is_ascii_digit()).unwrap_or(input.len());
+    let (number, unit) = input.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("'{input}' is not a duration such as 1h, 30m or 3600s"))?;
+    let unit_seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("'{input}' has an unknown unit; use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(number * unit_seconds))
+}
+
+pub type SharedAuthenticator = Arc<Authenticator>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "a-test-secret-that-is-32-bytes-long!";
+
+    fn authenticator() -> Authenticator {
+        Authenticator::new(AuthSettings { secret: Some(SECRET), jwks_url: None, issuer: None, audience: None }).unwrap()
+    }
+
+    fn sign(claims: Value) -> String {
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[tokio::test]
+    async fn minted_tokens_carry_tenant_and_scopes() {
+        let token = mint(SECRET, "acme", &[Scope::ActionsRead], Duration::from_secs(60), None, None);
+        let caller = authenticator().verify(&token).await.unwrap();
+        assert_eq!(caller.tenant.as_str(), "acme");
+        assert!(caller.has(Scope::ActionsRead));
+        assert!(!caller.has(Scope::ActionsWrite));
+    }
+
+    #[tokio::test]
+    async fn tenant_is_org_id_else_sub_and_no_scope_claim_means_all() {
+        let exp = now() + 60;
+        let caller = authenticator().verify(&sign(json!({"sub": "user-1", "org_id": "org-9", "exp": exp}))).await.unwrap();
+        assert_eq!(caller.tenant.as_str(), "org-9");
+        assert!(Scope::ALL.iter().all(|s| caller.has(*s)));
+        let caller = authenticator().verify(&sign(json!({"sub": "user-1", "exp": exp, "permissions": ["whatsapp:admin"]}))).await.unwrap();
+        assert_eq!(caller.tenant.as_str(), "user-1");
+        assert!(caller.has(Scope::WhatsappAdmin) && !caller.has(Scope::ActionsRead));
+        assert!(authenticator().verify(&sign(json!({"exp": exp}))).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn rejects_expired_missing_exp_future_nbf_and_wrong_secret() {
+        let auth = authenticator();
+        assert!(auth.verify(&sign(json!({"sub": "a", "exp": now() - 120}))).await.is_err());
+        assert!(auth.verify(&sign(json!({"sub": "a"}))).await.is_err());
+        assert!(auth.verify(&sign(json!({"sub": "a", "exp": now() + 600, "nbf": now() + 300}))).await.is_err());
+        // Within the 60 s leeway both ways.
+        assert!(auth.verify(&sign(json!({"sub": "a", "exp": now() - 30, "nbf": now() + 30}))).await.is_ok());
+        let forged = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "a", "exp": now() + 60}),
+            &EncodingKey::from_secret(b"another-secret-another-secret-xx"),
+        )
+        .unwrap();
+        assert!(auth.verify(&forged).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn rejects_alg_none_and_algorithms_not_configured() {
+        let auth = authenticator();
+        // {"alg":"none"} . {"sub":"a","exp":9999999999} . (no signature)
+        assert!(auth.verify("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.").await.is_err());
+        let hs384 =
+            encode(&Header::new(Algorithm::HS384), &json!({"sub": "a", "exp": now() + 60}), &EncodingKey::from_secret(SECRET.as_bytes()))
+                .unwrap();
+        assert!(auth.verify(&hs384).await.is_err());
+    }
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_ttl("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_ttl("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_ttl("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_ttl("1y").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! Timestamps as the API shows and the store sorts them: RFC 3339, UTC, with
+//! a fixed six-digit fraction so that text order is time order.
+
+use time::OffsetDateTime;
+
+pub fn now() -> String {
+    format(OffsetDateTime::now_utc())
+}
+
+pub fn format(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.microsecond()
+    )
+}
+
+/// The timestamp `seconds` before now.
+pub fn seconds_ago(seconds: i64) -> String {
+    format(OffsetDateTime::now_utc() - time::Duration::seconds(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    #[test]
+    fn formats_rfc3339_with_fixed_fraction() {
+        assert_eq!(super::format(datetime!(2026-01-02 03:04:05.000007 UTC)), "2026-01-02T03:04:05.000007Z");
+        assert_eq!(super::format(datetime!(2026-01-02 03:04:05 +02:00)), "2026-01-02T01:04:05.000000Z");
+    }
+}

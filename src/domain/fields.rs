@@ -1,0 +1,134 @@
+//! Reads fields out of a JSON object while collecting every violation, so a
+//! request is answered with all of its problems at once rather than the first.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error_code::ErrorCode;
+
+/// One violation, tied to the request field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `webhook.to`.
+    pub field: String,
+    /// Stable snake_case identifier of the violation.
+    pub code: ErrorCode,
+    /// One line a person can act on.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { field: field.into(), code, message: message.into() }
+    }
+}
+
+/// A cursor over one JSON object that records violations as it reads.
+pub struct Fields<'a, 'e> {
+    object: &'a Map<String, Value>,
+    prefix: String,
+    errors: &'e mut Vec<FieldError>,
+}
+
+impl<'a, 'e> Fields<'a, 'e> {
+    pub fn new(object: &'a Map<String, Value>, errors: &'e mut Vec<FieldError>) -> Self {
+        Self { object, prefix: String::new(), errors }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        if self.prefix.is_empty() { name.to_owned() } else { format!("{}.{name}", self.prefix) }
+    }
+
+    pub fn error(&mut self, name: &str, code: ErrorCode, message: impl Into<String>) {
+        let field = self.path(name);
+        self.errors.push(FieldError::new(field, code, message));
+    }
+
+    /// Whether `name` is given (JSON `null` counts as absent).
+    pub fn object_has(&self, name: &str) -> bool {
+        self.present(name).is_some()
+    }
+
+    /// The value of `name`, treating JSON `null` like an absent field.
+    fn present(&self, name: &str) -> Option<&'a Value> {
+        self.object.get(name).filter(|value| !value.is_null())
+    }
+
+    fn wrong_type(&mut self, name: &str, expected: &str) {
+        self.error(name, ErrorCode::InvalidType, format!("must be {expected}"));
+    }
+
+    pub fn required_str(&mut self, name: &str) -> Option<&'a str> {
+        match self.present(name) {
+            None => {
+                self.error(name, ErrorCode::MissingField, "is required");
+                None
+            }
+            Some(_) => self.optional_str(name),
+        }
+    }
+
+    pub fn optional_str(&mut self, name: &str) -> Option<&'a str> {
+        match self.present(name)? {
+            Value::String(text) => Some(text),
+            _ => {
+                self.wrong_type(name, "a string");
+                None
+            }
+        }
+    }
+
+    pub fn optional_bool(&mut self, name: &str) -> Option<bool> {
+        match self.present(name)? {
+            Value::Bool(flag) => Some(*flag),
+            _ => {
+                self.wrong_type(name, "a boolean");
+                None
+            }
+        }
+    }
+
+    /// A list of strings; `None` when absent or when it has the wrong type
+    /// (the error is recorded), so callers can tell "absent" via `present`.
+    pub fn optional_str_list(&mut self, name: &str) -> Option<Vec<&'a str>> {
+        match self.present(name)? {
+            Value::Array(items) => {
+                let mut strings = Vec::with_capacity(items.len());
+                for (index, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(text) => strings.push(text.as_str()),
+                        _ => self.error(&format!("{name}[{index}]"), ErrorCode::InvalidType, "must be a string"),
+                    }
+                }
+                Some(strings)
+            }
+            _ => {
+                self.wrong_type(name, "an array of strings");
+                None
+            }
+        }
+    }
+
+    /// A nested object, read with the same error list and a longer path.
+    pub fn required_object(&mut self, name: &str) -> Option<Fields<'a, '_>> {
+        match self.present(name) {
+            None => {
+                self.error(name, ErrorCode::MissingField, "is required");
+                None
+            }
+            Some(Value::Object(object)) => {
+                let prefix = self.path(name);
+                Some(Fields { object, prefix, errors: self.errors })
+            }
+            Some(_) => {
+                self.wrong_type(name, "an object");
+                None
+            }
+        }
+    }
+}
+
+/// A text's length in characters, the unit every length rule of the API uses.
+pub fn char_len(text: &str) -> usize {
+    text.chars().count()
+}

@@ -1,0 +1,75 @@
+use std::fmt;
+
+/// A phone number valid by libphonenumber's rules, kept as E.164 digits
+/// without the leading `+` (`12817126508`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PhoneE164(String);
+
+impl PhoneE164 {
+    /// Parses a number in international form. Digits, one optional leading `+`,
+    /// and spaces, dashes, dots and parentheses are accepted. The number is always
+    /// read as international: a national number is rejected, never given a guessed
+    /// country code (Meta would prepend the sender's, reaching someone else).
+    pub fn parse(input: &str) -> Result<Self, &'static str> {
+        let trimmed = input.trim();
+        let unsigned = trimmed.strip_prefix('+').unwrap_or(trimmed);
+        let mut digits = String::with_capacity(unsigned.len());
+        for c in unsigned.chars() {
+            match c {
+                '0'..='9' => digits.push(c),
+                ' ' | '-' | '(' | ')' | '.' => {}
+                _ => return Err("may hold only digits, one leading '+', spaces, dashes and parentheses"),
+            }
+        }
+        if digits.is_empty() {
+            return Err("must be a phone number in international form, e.g. +12817126508");
+        }
+        if digits.len() > 15 {
+            return Err("has more than the 15 digits E.164 allows");
+        }
+        let parsed = phonenumber::parse(None, format!("+{digits}")).map_err(|_| "is not a phone number with a valid country code")?;
+        if !phonenumber::is_valid(&parsed) {
+            return Err("is not a valid phone number for its country code; include the country code");
+        }
+        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+        Ok(Self(e164.trim_start_matches('+').to_owned()))
+    }
+
+    /// E.164 digits without `+`, as stored and returned by the API.
+    pub fn digits(&self) -> &str {
+        &self.0
+    }
+
+    /// `+` and the digits, as sent to Meta so it never guesses a country.
+    pub fn international(&self) -> String {
+        format!("+{}", self.0)
+    }
+}
+
+impl fmt::Display for PhoneE164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_international_forms_and_stores_digits() {
+        for input in ["12817126508", "+12817126508", "+1 (281) 712-6508", " +1-281-712-6508 ", "+44 20 7946 0958"] {
+            let phone = PhoneE164::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert!(phone.digits().chars().all(|c| c.is_ascii_digit()), "{input}");
+        }
+        assert_eq!(PhoneE164::parse("+1 (281) 712-6508").unwrap().digits(), "12817126508");
+        assert_eq!(PhoneE164::parse("+44 20 7946 0958").unwrap().international(), "+442079460958");
+    }
+
+    #[test]
+    fn rejects_numbers_without_a_country_code_or_with_junk() {
+        for input in ["", "+", "2817126508", "0044 20 7946 0958", "12345", "+1 281 712 650a", "++12817126508", "1234567890123456"] {
+            assert!(PhoneE164::parse(input).is_err(), "{input:?} should be rejected");
+        }
+    }
+}

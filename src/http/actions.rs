@@ -1,0 +1,365 @@
+//! `/v2/_actions`: create (the seed), list, read, replace, merge-patch, delete.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ActionId, JsonObject, QueryParams, action_not_found};
+use super::response::{self, Envelope, Listing};
+use crate::auth::{Caller, Scope};
+use crate::domain::{ActionSpec, ActionType, TenantId, parse_action_spec};
+use crate::error_code::ErrorCode;
+use crate::store::{ActionFilter, ActionRecord, Created, IdempotentResponse};
+use crate::whatsapp::templates::check_template_use;
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+/// The 201 answer of the seed: the new action's id, name and type.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedAction {
+    pub action_id: Uuid,
+    #[schema(example = "My Whatsapp Action")]
+    pub name: String,
+    #[serde(rename = "type")]
+    #[schema(example = "SEND_WHATSAPP")]
+    pub kind: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeletedAction {
+    pub action_id: Uuid,
+    pub deleted: bool,
+}
+
+/// The body of create and PUT, as the seed page defines it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
+pub struct ActionBody {
+    /// Action display name, 1-255 characters after trimming.
+    #[schema(example = "My Whatsapp Action")]
+    name: String,
+    /// Action purpose, 1-2,000 characters.
+    #[schema(example = "Send WhatsApp when user requests messaging")]
+    description: String,
+    /// `SEND_WHATSAPP`, any letter case.
+    #[schema(example = "SEND_WHATSAPP")]
+    r#type: String,
+    /// Enable/disable the action. Default true.
+    is_active: Option<bool>,
+    /// When to trigger: `during` (any letter case; stored as DURING).
+    #[schema(example = "during")]
+    action_timing: String,
+    /// Recipient override, international form; stored as E.164 digits. An empty string means none.
+    phone_number: Option<String>,
+    webhook: WebhookBody,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
+pub struct WebhookBody {
+    /// Recipient WhatsApp number in international form (digits, optional +); stored as E.164 digits.
+    #[schema(example = "12817126508")]
+    to: String,
+    /// WhatsApp phone-number ID of a sender registered for this tenant.
+    #[schema(example = "650175178190170")]
+    from: String,
+    /// An APPROVED template of the sender's WABA in `language_code`.
+    #[schema(example = "call_permission_request")]
+    template_name: String,
+    /// One per body placeholder; named placeholders are filled in order of first appearance. Each may hold `{{variable}}`s.
+    #[schema(example = json!(["{{customer_name}}"]))]
+    body_params: Option<Vec<String>>,
+    /// One for a text header with a placeholder; one https:// URL or media id for a media header.
+    #[schema(example = json!([]))]
+    header_params: Option<Vec<String>>,
+    /// One per URL button with a placeholder and per COPY_CODE button, in button order.
+    #[schema(example = json!([]))]
+    button_params: Option<Vec<String>>,
+    /// A WhatsApp template language code. Default `en`.
+    #[schema(example = "en")]
+    language_code: Option<String>,
+    /// Require a WhatsApp reply before the call flow proceeds. Default false.
+    mandatory: Option<bool>,
+}
+
+/// Reads an action body and checks its template against the registry,
+/// answering every violation at once.
+async fn validate(state: &AppState, tenant: &TenantId, body: &Map<String, Value>) -> Result<ActionSpec, ApiError> {
+    let parsed = parse_action_spec(body);
+    let mut errors = parsed.errors;
+    if let Some(template_use) = &parsed.template_use {
+        errors.extend(check_template_use(state.store.as_ref(), tenant, template_use).await?);
+    }
+    match parsed.spec {
+        Some(spec) if errors.is_empty() => Ok(spec),
+        _ => Err(ApiError::validation(errors)),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_MAX && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::bad_request(
+            "Idempotency-Key",
+            ErrorCode::InvalidIdempotencyKey,
+            format!("must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters without spaces"),
+        )),
+    }
+}
+
+/// Hash of what the key promises to repeat: the route and the JSON body
+/// (object keys sorted, so formatting and key order do not matter).
+fn request_hash(route: &str, body: &Map<String, Value>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(Value::Object(body.clone()).to_string().as_bytes());
+    format!("{:x}", hasher.finalize())
+}
+
+fn location(action_id: &str) -> (HeaderName, String) {
+    (header::LOCATION, format!("/v2/_actions/{action_id}"))
+}
+
+fn replay(first: IdempotentResponse, request_hash: &str) -> Result<Response, ApiError> {
+    if first.request_hash != request_hash {
+        return Err(ApiError::conflict(
+            "Idempotency-Key",
+            ErrorCode::IdempotencyKeyReused,
+            "this Idempotency-Key was used in the last 24 h with a different request; use a new key",
+        ));
+    }
+    let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::CREATED);
+    let mut headers = vec![(HeaderName::from_static("idempotent-replayed"), "true".to_owned())];
+    if let Some(id) = first.body["action_id"].as_str() {
+        headers.push(location(id));
+    }
+    Ok(response::respond(status, first.body, None, &headers))
+}
+
+#[utoipa::path(post, path = "/v2/_actions", tag = "actions", operation_id = "create_action",
+    summary = "Create WhatsApp Action",
+    description = "Validates the action, including its template against the sender's registry (exists in the language, APPROVED, exact parameter counts), and stores it. With an Idempotency-Key, the same key and body within 24 h replay the first answer (header Idempotent-Replayed: true); a different body answers 409.",
+    request_body = ActionBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII characters; replays the first response for 24 h")),
+    responses(
+        (status = 201, description = "WhatsApp action created successfully", body = Envelope<CreatedAction>,
+            headers(("Location" = String, description = "/v2/_actions/{action_id}"))),
+        (status = 400, description = "Invalid WhatsApp template or numbers, or any other invalid field", body = ErrorBody),
+        (status = 401, description = "Invalid token", body = ErrorBody),
+        (status = 403, description = "The token lacks actions:write", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with a different body", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
+        (status = 429, description = "Rate limit spent", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::ActionsWrite)?;
+    let key = idempotency_key(&headers)?;
+    let hash = request_hash("POST /v2/_actions", &body);
+    if let Some(key) = &key
+        && let Some(first) = state.store.idempotent_response(&caller.tenant, key).await?
+    {
+        return replay(first, &hash);
+    }
+    let spec = validate(&state, &caller.tenant, &body).await?;
+    let id = Uuid::now_v7();
+    let created = CreatedAction { action_id: id, name: spec.name.clone(), kind: spec.kind.as_str().to_owned() };
+    let first_response = IdempotentResponse { request_hash: hash.clone(), status: 201, body: json!(created) };
+    match state.store.create_action(&caller.tenant, id, &spec, key.as_deref().map(|k| (k, first_response))).await? {
+        Created::New(_) => Ok(response::respond(StatusCode::CREATED, created, None, &[location(&id.to_string())])),
+        Created::Replay(first) => replay(first, &hash),
+    }
+}
+
+#[utoipa::path(get, path = "/v2/_actions", tag = "actions", operation_id = "list_actions",
+    summary = "List actions", description = "Newest first.",
+    params(
+        ("page" = Option<u32>, Query, description = "From 1; default 1"),
+        ("per_page" = Option<u32>, Query, description = "1-100; default 10"),
+        ("type" = Option<String>, Query, description = "SEND_WHATSAPP, any letter case"),
+        ("is_active" = Option<bool>, Query, description = "true or false"),
+    ),
+    responses(
+        (status = 200, description = "A page of actions", body = Envelope<Listing<ActionRecord>>),
+        (status = 400, description = "Invalid query parameter", body = ErrorBody),
+        (status = 401, description = "Invalid token", body = ErrorBody),
+        (status = 403, description = "The token lacks actions:read", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, caller: Caller, mut query: QueryParams) -> Result<Response, ApiError> {
+    caller.require(Scope::ActionsRead)?;
+    let page = query.page();
+    let kind = query.get("type").map(str::to_owned);
+    let kind = kind.and_then(|raw| match ActionType::parse(&raw) {
+        Some(kind) => Some(kind.as_str()),
+        None => {
+            query.invalid("type", format!("'{raw}' is not an action type; the only type is SEND_WHATSAPP"));
+            None
+        }
+    });
+    let is_active = query.boolean("is_active");
+    query.finish()?;
+    let (actions, total) = state.store.list_actions(&caller.tenant, ActionFilter { kind, is_active }, page).await?;
+    Ok(response::list(actions, total, page))
+}
+
+#[utoipa::path(get, path = "/v2/_actions/{action_id}", tag = "actions", operation_id = "get_action", summary = "Get an action",
+    params(("action_id" = Uuid, Path, description = "The action's id")),
+    responses(
+        (status = 200, description = "The action", body = Envelope<ActionRecord>),
+        (status = 401, description = "Invalid token", body = ErrorBody),
+        (status = 403, description = "The token lacks actions:read", body = ErrorBody),
+        (status = 404, description = "No such action for this tenant", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn get(State(state): State<AppState>, caller: Caller, ActionId(id): ActionId) -> Result<Response, ApiError> {
+    caller.require(Scope::ActionsRead)?;
+    let action = state.store.get_action(&caller.tenant, id).await?.ok_or_else(action_not_found)?;
+    Ok(response::ok(action))
+}
+
+#[utoipa::path(put, path = "/v2/_actions/{action_id}", tag = "actions", operation_id = "replace_action",
+    summary = "Replace an action", description = "Create's body and rules; every field is replaced.",
+    params(("action_id" = Uuid, Path, description = "The action's id")),
+    request_body = ActionBody,
+    responses(
+        (status = 200, description = "The replaced action", body = Envelope<ActionRecord>),
+        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 401, description = "Invalid token", body = ErrorBody),
+        (status = 403, description = "The token lacks actions:write", body = ErrorBody),
+        (status = 404, description = "No such action for this tenant", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn replace(
+    State(state): State<AppState>,
+    caller: Caller,
+    ActionId(id): ActionId,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::ActionsWrite)?;
+    state.store.get_action(&caller.tenant, id).await?.ok_or_else(action_not_found)?;
+    let spec = validate(&state, &caller.tenant, &body).await?;
+    let action = state.store.update_action(&caller.tenant, id, &spec).await?.ok_or_else(action_not_found)?;
+    Ok(response::ok(action))
+}
+
+#[utoipa::path(patch, path = "/v2/_actions/{action_id}", tag = "actions", operation_id = "patch_action",
+    summary = "Update some fields of an action",
+    description = "A JSON merge patch (RFC 7386) of create's body: given fields replace the stored ones, `webhook` merges field by field, `null` removes an optional field. The result must pass create's rules.",
+    params(("action_id" = Uuid, Path, description = "The action's id")),
+    request_body(content = Object, description = "Any subset of create's fields", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The updated action", body = Envelope<ActionRecord>),
+        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 401, description = "Invalid token", body = ErrorBody),
+        (status = 403, description = "The token lacks actions:write", body = ErrorBody),
+        (status = 404, description = "No such action for this tenant", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn patch(
+    State(state): State<AppState>,
+    caller: Caller,
+    ActionId(id): ActionId,
+    JsonObject(changes): JsonObject,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::ActionsWrite)?;
+    let current = state.store.get_action(&caller.tenant, id).await?.ok_or_else(action_not_found)?;
+    let mut body = as_body(&current);
+    merge_patch(&mut body, changes);
+    let spec = validate(&state, &caller.tenant, &body).await?;
+    let action = state.store.update_action(&caller.tenant, id, &spec).await?.ok_or_else(action_not_found)?;
+    Ok(response::ok(action))
+}
+
+#[utoipa::path(delete, path = "/v2/_actions/{action_id}", tag = "actions", operation_id = "delete_action", summary = "Delete an action",
+    params(("action_id" = Uuid, Path, description = "The action's id")),
+    responses(
+        (status = 200, description = "Deleted", body = Envelope<DeletedAction>),
+        (status = 401, description = "Invalid token", body = ErrorBody),
+        (status = 403, description = "The token lacks actions:write", body = ErrorBody),
+        (status = 404, description = "No such action for this tenant", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn delete(State(state): State<AppState>, caller: Caller, ActionId(id): ActionId) -> Result<Response, ApiError> {
+    caller.require(Scope::ActionsWrite)?;
+    if !state.store.delete_action(&caller.tenant, id).await? {
+        return Err(action_not_found());
+    }
+    Ok(response::ok(DeletedAction { action_id: id, deleted: true }))
+}
+
+/// A stored action as a create body, the base a merge patch applies to.
+fn as_body(action: &ActionRecord) -> Map<String, Value> {
+    let body = json!({
+        "name": action.name,
+        "description": action.description,
+        "type": action.kind,
+        "is_active": action.is_active,
+        "action_timing": action.action_timing,
+        "phone_number": action.phone_number,
+        "webhook": action.webhook,
+    });
+    match body {
+        Value::Object(object) => object,
+        _ => unreachable!("json! of an object literal is an object"),
+    }
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Map<String, Value>, changes: Map<String, Value>) {
+    for (key, change) in changes {
+        match (target.get_mut(&key), change) {
+            (_, Value::Null) => {
+                target.remove(&key);
+            }
+            (Some(Value::Object(existing)), Value::Object(nested)) => merge_patch(existing, nested),
+            (_, change) => {
+                target.insert(key, change);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let mut target = json!({"a": 1, "phone_number": "1", "webhook": {"to": "x", "mandatory": false}}).as_object().unwrap().clone();
+        let changes = json!({"a": 2, "phone_number": null, "webhook": {"mandatory": true, "body_params": ["p"]}});
+        merge_patch(&mut target, changes.as_object().unwrap().clone());
+        assert_eq!(Value::Object(target), json!({"a": 2, "webhook": {"to": "x", "mandatory": true, "body_params": ["p"]}}));
+    }
+
+    #[test]
+    fn request_hash_ignores_key_order_but_not_values() {
+        let a = json!({"x": 1, "y": [1, 2]}).as_object().unwrap().clone();
+        let b: Map<String, Value> = serde_json::from_str(r#"{"y":[1,2],  "x":1}"#).unwrap();
+        let c = json!({"x": 2, "y": [1, 2]}).as_object().unwrap().clone();
+        assert_eq!(request_hash("r", &a), request_hash("r", &b));
+        assert_ne!(request_hash("r", &a), request_hash("r", &c));
+        assert_ne!(request_hash("r", &a), request_hash("s", &a));
+    }
+}

@@ -1,0 +1,155 @@
+//! Extractors that turn a request into typed input or a clear 4xx: the caller,
+//! a JSON object body, path ids and query parameters.
+
+use axum::body::to_bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::request::Parts;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::auth::{Caller, Scope};
+use crate::domain::FieldError;
+use crate::error_code::ErrorCode;
+use crate::store::Page;
+
+pub const BODY_LIMIT: usize = 64 * 1024;
+pub const PER_PAGE_DEFAULT: u32 = 10;
+pub const PER_PAGE_MAX: u32 = 100;
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| ApiError::internal("a route that needs a caller has no auth layer"))
+    }
+}
+
+impl Caller {
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.has(scope) { Ok(()) } else { Err(ApiError::forbidden(scope.as_str())) }
+    }
+}
+
+/// A JSON object body sent as `application/json` (or `application/*+json`),
+/// at most 64 KiB. Its fields are read by the domain's collecting reader.
+pub struct JsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, ApiError> {
+        let headers = request.headers();
+        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        if !(essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > BODY_LIMIT) {
+            return Err(ApiError::payload_too_large(BODY_LIMIT));
+        }
+        let bytes = to_bytes(request.into_body(), BODY_LIMIT).await.map_err(|_| ApiError::payload_too_large(BODY_LIMIT))?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(object)) => Ok(Self(object)),
+            Ok(_) => Err(ApiError::bad_request("body", ErrorCode::InvalidJson, "the body must be a JSON object")),
+            Err(error) => Err(ApiError::bad_request("body", ErrorCode::InvalidJson, format!("the body is not valid JSON: {error}"))),
+        }
+    }
+}
+
+/// An action id from the path. Anything that is not a UUID names no action:
+/// 404, exactly as an id that does not exist.
+pub struct ActionId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for ActionId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| action_not_found())?;
+        Uuid::parse_str(&raw).map(Self).map_err(|_| action_not_found())
+    }
+}
+
+pub fn action_not_found() -> ApiError {
+    ApiError::not_found("action_id", "no action with this id")
+}
+
+/// A WhatsApp phone-number ID from the path.
+pub struct PhoneNumberId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PhoneNumberId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| sender_not_found())?;
+        Ok(Self(raw))
+    }
+}
+
+pub fn sender_not_found() -> ApiError {
+    ApiError::not_found("phone_number_id", "no sender with this phone-number ID")
+}
+
+/// Query parameters, read with every violation collected.
+pub struct QueryParams {
+    pairs: Vec<(String, String)>,
+    pub errors: Vec<FieldError>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        Ok(Self { pairs: form_urlencoded::parse(query.as_bytes()).into_owned().collect(), errors: Vec::new() })
+    }
+}
+
+impl QueryParams {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().rev().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    pub fn invalid(&mut self, name: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(name, ErrorCode::InvalidQueryParameter, message));
+    }
+
+    fn number(&mut self, name: &str, default: u32, min: u32, max: u32) -> u32 {
+        let Some(raw) = self.get(name) else { return default };
+        match raw.parse::<u32>() {
+            Ok(value) if (min..=max).contains(&value) => value,
+            _ => {
+                let message = format!("'{raw}' must be a whole number from {min} to {max}");
+                self.invalid(name, message);
+                default
+            }
+        }
+    }
+
+    /// `page` (from 1) and `per_page` (1-100, default 10).
+    pub fn page(&mut self) -> Page {
+        let number = self.number("page", 1, 1, 1_000_000);
+        let size = self.number("per_page", PER_PAGE_DEFAULT, 1, PER_PAGE_MAX);
+        Page { number, size }
+    }
+
+    pub fn boolean(&mut self, name: &str) -> Option<bool> {
+        let raw = self.get(name)?;
+        match raw.to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                let message = format!("'{raw}' must be true or false");
+                self.invalid(name, message);
+                None
+            }
+        }
+    }
+
+    /// Fails with every collected violation, if any.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() { Ok(()) } else { Err(ApiError::validation(self.errors)) }
+    }
+}

@@ -1,0 +1,83 @@
+//! The HTTP API: routes, middleware and the shared state handlers see.
+
+pub mod actions;
+pub mod context;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod response;
+pub mod senders;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::auth::Authenticator;
+use crate::crypto::Sealer;
+use crate::ratelimit::RateLimiter;
+use crate::store::Store;
+use crate::whatsapp::GraphClient;
+use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub graph: GraphClient,
+    pub auth: Arc<Authenticator>,
+    pub sealer: Sealer,
+    pub limiter: Option<Arc<RateLimiter>>,
+    pub metrics: PrometheusHandle,
+}
+
+/// Every route; `extra` (the dev sandbox) is mounted beside them.
+pub fn router(state: AppState, extra: Option<Router>) -> Router {
+    let api = Router::new()
+        .route("/v2/_actions", post(actions::create).get(actions::list))
+        .route("/v2/_actions/{action_id}", get(actions::get).put(actions::replace).patch(actions::patch).delete(actions::delete))
+        .route("/v2/_whatsapp/senders", post(senders::register).get(senders::list))
+        .route("/v2/_whatsapp/senders/{phone_number_id}", get(senders::get).delete(senders::delete))
+        .route("/v2/_whatsapp/senders/{phone_number_id}/_sync", post(senders::sync))
+        .route("/v2/_whatsapp/templates", get(senders::templates))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let mut router = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/docs", get(ops::docs))
+        .merge(api)
+        .with_state(state);
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
+    router
+        .fallback(|| async { ApiError::not_found("path", "no such route; see /docs") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("a handler panicked").into_response()))
+        .layer(middleware::from_fn(context::request_context))
+}
+
+/// Verifies the bearer token (with or without the `Bearer ` prefix), then
+/// spends one request of the tenant's rate limit.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Result<Response, ApiError> {
+    let header = request.headers().get(AUTHORIZATION).ok_or_else(|| ApiError::unauthorized("the Authorization header is missing"))?;
+    let value = header.to_str().map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?.trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => value,
+    };
+    let caller = state.auth.verify(token).await.map_err(ApiError::unauthorized)?;
+    tracing::Span::current().record("tenant", caller.tenant.as_str());
+    if let Some(limiter) = &state.limiter {
+        limiter.check(caller.tenant.as_str()).map_err(ApiError::rate_limited)?;
+    }
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}

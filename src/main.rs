@@ -1,0 +1,160 @@
+//! The `actiond` command line: serve [--dev] | token | migrate | openapi.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use actiond::auth::{Scope, mint, parse_ttl};
+use actiond::settings::{JWT_SECRET_MIN_BYTES, Settings};
+use actiond::whatsapp::sandbox::Sandbox;
+use actiond::{App, dev, openapi, store};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "actiond", version, about = "Stores, validates and runs WhatsApp actions for AI voice agents")]
+struct Cli {
+    /// A TOML file with the same keys as the ACTIOND_* variables (which override it).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        /// Zero setup: embedded SQLite, generated secrets and the WhatsApp sandbox.
+        #[arg(long)]
+        dev: bool,
+        /// Where dev mode keeps its database and generated secrets.
+        #[arg(long, default_value = dev::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Print an HS256 bearer token signed with the configured secret.
+    Token {
+        #[arg(long)]
+        tenant: String,
+        /// actions:read, actions:write, actions:execute or whatsapp:admin; repeat for more. None: every scope.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Lifetime such as 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Sign with dev mode's generated secret.
+        #[arg(long)]
+        dev: bool,
+        #[arg(long, default_value = dev::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document that /openapi.json serves.
+    Openapi,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("actiond: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve { dev, data_dir } => {
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            runtime.block_on(serve(settings, dev.then_some(data_dir)))
+        }
+        Command::Token { tenant, scopes, ttl, dev, data_dir } => {
+            let settings = if dev { dev::prepare(settings, &data_dir)? } else { settings };
+            let secret = settings.jwt_secret.as_deref().ok_or("ACTIOND_JWT_SECRET is missing: tokens are signed with it")?;
+            if secret.len() < JWT_SECRET_MIN_BYTES {
+                return Err(format!("ACTIOND_JWT_SECRET must be at least {JWT_SECRET_MIN_BYTES} bytes"));
+            }
+            let scopes = scopes
+                .iter()
+                .map(|s| {
+                    Scope::parse(s)
+                        .ok_or_else(|| format!("--scope {s}: use actions:read, actions:write, actions:execute or whatsapp:admin"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let ttl = parse_ttl(&ttl).map_err(|e| format!("--ttl {e}"))?;
+            println!("{}", mint(secret, &tenant, &scopes, ttl, settings.jwt_issuer.as_deref(), settings.jwt_audience.as_deref()));
+            Ok(())
+        }
+        Command::Migrate => {
+            store::open(&settings.database_url)?;
+            println!("migrations applied to {}", settings.database_url);
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", openapi::document());
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings, dev_data_dir: Option<PathBuf>) -> Result<(), String> {
+    let settings = match &dev_data_dir {
+        Some(dir) => dev::prepare(settings, dir)?,
+        None => settings,
+    };
+    let app = App::build(&settings, dev_data_dir.is_some().then(Sandbox::new)).await?;
+    let state = app.state().clone();
+    let banner = dev_data_dir.as_ref().map(|dir| dev::banner(&app, &settings, dir));
+    let server = tokio::spawn(app.run(shutdown_signal()));
+    if let Some(banner) = banner {
+        dev::register_sandbox_sender(&state).await?;
+        println!("{banner}");
+    }
+    server.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ACTIOND_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
+}

@@ -1,0 +1,540 @@
+//! SQLite behind the store interface. One writer thread owns the only writing
+//! connection and commits many requests per transaction (group commit); each
+//! request is answered only after the commit that holds it, with WAL and
+//! `synchronous=FULL`, so an acknowledged write survives a kill -9 or a power
+//! loss. Readers use their own connections and never wait for the writer.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::*;
+use crate::clock;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const READERS: usize = 4;
+/// Most requests one transaction commits; bounds the latency a batch adds.
+const MAX_BATCH: usize = 256;
+const IDEMPOTENCY_WINDOW_SECONDS: i64 = 24 * 60 * 60;
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<Box<dyn WriteJob>>,
+    readers: Arc<Readers>,
+}
+
+struct Readers {
+    connections: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    pub fn open(path: &str) -> Result<Self, String> {
+        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        let writer = connect(path).map_err(|e| e.to_string())?;
+        writer.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
+        migrate(&writer).map_err(|e| e.to_string())?;
+        let connections = (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || run_writer(writer, queue)).map_err(|e| e.to_string())?;
+        Ok(Self { writer: jobs, readers: Arc::new(Readers { connections, next: AtomicUsize::new(0) }) })
+    }
+
+    async fn write<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Job { op: Some(op), result: None, reply };
+        self.writer.send(Box::new(job)).map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+    }
+
+    async fn read<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let index = readers.next.fetch_add(1, Ordering::Relaxed) % readers.connections.len();
+            let connection = readers.connections[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            op(&connection).map_err(internal)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+}
+
+fn connect(path: &str) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(connection)
+}
+
+fn migrate(connection: &Connection) -> rusqlite::Result<()> {
+    connection
+        .execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL) STRICT")?;
+    for (version, sql) in MIGRATIONS {
+        let applied: bool =
+            connection.query_row("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))?;
+        if !applied {
+            let transaction = connection.unchecked_transaction()?;
+            transaction.execute_batch(sql)?;
+            transaction.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![version, clock::now()])?;
+            transaction.commit()?;
+        }
+    }
+    Ok(())
+}
+
+fn internal(error: rusqlite::Error) -> StoreError {
+    StoreError::Internal(error.to_string())
+}
+
+/// A write waiting for the writer: run inside the batch's transaction, then told
+/// whether that transaction committed.
+trait WriteJob: Send {
+    fn run(&mut self, connection: &Connection) -> bool;
+    fn finish(self: Box<Self>, committed: Result<(), String>);
+}
+
+struct Job<T, F> {
+    op: Option<F>,
+    result: Option<rusqlite::Result<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
+{
+    fn run(&mut self, connection: &Connection) -> bool {
+        let op = self.op.take().expect("a write job runs once");
+        let result = op(connection);
+        let succeeded = result.is_ok();
+        self.result = Some(result);
+        succeeded
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), String>) {
+        let outcome = match (committed, self.result) {
+            (Ok(()), Some(result)) => result.map_err(internal),
+            (Ok(()), None) => Err(StoreError::Internal("the write panicked".into())),
+            (Err(error), _) => Err(StoreError::Unavailable(format!("commit failed: {error}"))),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+fn run_writer(connection: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = commit_batch(&connection, &mut batch);
+        for job in batch {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+/// Runs each job under its own savepoint, so one failing job undoes only its
+/// own writes, then commits them all at once.
+fn commit_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
+    connection.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    let result = (|| {
+        for job in batch.iter_mut() {
+            connection.execute_batch("SAVEPOINT job")?;
+            let succeeded = catch_unwind(AssertUnwindSafe(|| job.run(connection))).unwrap_or(false);
+            if !succeeded {
+                connection.execute_batch("ROLLBACK TO job")?;
+            }
+            connection.execute_batch("RELEASE job")?;
+        }
+        connection.execute_batch("COMMIT")
+    })();
+    result.map_err(|error| {
+        let _ = connection.execute_batch("ROLLBACK");
+        error.to_string()
+    })
+}
+
+const ACTION_COLUMNS: &str = "id, tenant, name, description, type, is_active, action_timing, phone_number, webhook, created_at, updated_at";
+
+fn action_from_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
+    let id: String = row.get(0)?;
+    let webhook: String = row.get(8)?;
+    Ok(ActionRecord {
+        id: Uuid::parse_str(&id).map_err(|e| conversion(0, e))?,
+        company_id: row.get(1)?,
+        name: row.get(2)?,
+        description: row.get(3)?,
+        kind: row.get(4)?,
+        is_active: row.get(5)?,
+        action_timing: row.get(6)?,
+        phone_number: row.get(7)?,
+        webhook: serde_json::from_str(&webhook).map_err(|e| conversion(8, e))?,
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+    })
+}
+
+fn conversion(column: usize, error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(error))
+}
+
+fn select_action(connection: &Connection, tenant: &str, id: &str) -> rusqlite::Result<Option<ActionRecord>> {
+    connection
+        .query_row(&format!("SELECT {ACTION_COLUMNS} FROM actions WHERE tenant = ?1 AND id = ?2"), [tenant, id], action_from_row)
+        .optional()
+}
+
+fn select_idempotent(connection: &Connection, tenant: &str, key: &str) -> rusqlite::Result<Option<IdempotentResponse>> {
+    connection
+        .query_row(
+            "SELECT request_hash, status, response FROM idempotency_keys WHERE tenant = ?1 AND key = ?2 AND created_at > ?3",
+            params![tenant, key, clock::seconds_ago(IDEMPOTENCY_WINDOW_SECONDS)],
+            |row| {
+                let response: String = row.get(2)?;
+                Ok(IdempotentResponse {
+                    request_hash: row.get(0)?,
+                    status: row.get(1)?,
+                    body: serde_json::from_str(&response).map_err(|e| conversion(2, e))?,
+                })
+            },
+        )
+        .optional()
+}
+
+const SENDER_COLUMNS: &str = "s.phone_number_id, s.waba_id, s.display_phone_number, s.verified_name, s.quality_rating, s.healthy, \
+     (SELECT COUNT(*) FROM templates t WHERE t.phone_number_id = s.phone_number_id), s.created_at, s.updated_at, s.synced_at";
+
+fn sender_from_row(row: &Row<'_>) -> rusqlite::Result<SenderRecord> {
+    Ok(SenderRecord {
+        phone_number_id: row.get(0)?,
+        waba_id: row.get(1)?,
+        display_phone_number: row.get(2)?,
+        verified_name: row.get(3)?,
+        quality_rating: row.get(4)?,
+        healthy: row.get(5)?,
+        template_count: row.get(6)?,
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
+        synced_at: row.get(9)?,
+    })
+}
+
+fn select_sender(connection: &Connection, tenant: &str, phone_number_id: &str) -> rusqlite::Result<Option<SenderRecord>> {
+    connection
+        .query_row(
+            &format!("SELECT {SENDER_COLUMNS} FROM senders s WHERE s.tenant = ?1 AND s.phone_number_id = ?2"),
+            [tenant, phone_number_id],
+            sender_from_row,
+        )
+        .optional()
+}
+
+fn insert_templates(connection: &Connection, tenant: &str, phone_number_id: &str, templates: &[TemplateRecord]) -> rusqlite::Result<()> {
+    connection.execute("DELETE FROM templates WHERE phone_number_id = ?1", [phone_number_id])?;
+    let mut insert = connection.prepare_cached(
+        "INSERT OR REPLACE INTO templates (tenant, phone_number_id, name, language, id, status, category, parameter_format, components) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for template in templates {
+        insert.execute(params![
+            tenant,
+            phone_number_id,
+            template.name,
+            template.language,
+            template.id,
+            template.status,
+            template.category,
+            template.parameter_format,
+            template.components.to_string(),
+        ])?;
+    }
+    Ok(())
+}
+
+const TEMPLATE_COLUMNS: &str = "phone_number_id, id, name, language, status, category, parameter_format, components";
+
+fn template_from_row(row: &Row<'_>) -> rusqlite::Result<(String, TemplateRecord)> {
+    let components: String = row.get(7)?;
+    Ok((
+        row.get(0)?,
+        TemplateRecord {
+            id: row.get(1)?,
+            name: row.get(2)?,
+            language: row.get(3)?,
+            status: row.get(4)?,
+            category: row.get(5)?,
+            parameter_format: row.get(6)?,
+            components: serde_json::from_str(&components).map_err(|e| conversion(7, e))?,
+        },
+    ))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ready(&self) -> StoreResult<()> {
+        let latest = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+        let applied: i64 = self.read(|c| c.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))).await?;
+        if applied < latest {
+            return Err(StoreError::Unavailable(format!("migrations applied up to {applied}, expected {latest}")));
+        }
+        Ok(())
+    }
+
+    async fn idempotent_response(&self, tenant: &TenantId, key: &str) -> StoreResult<Option<IdempotentResponse>> {
+        let (tenant, key) = (tenant.as_str().to_owned(), key.to_owned());
+        self.read(move |c| select_idempotent(c, &tenant, &key)).await
+    }
+
+    async fn create_action(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        spec: &ActionSpec,
+        idempotency: Option<(&str, IdempotentResponse)>,
+    ) -> StoreResult<Created> {
+        let tenant = tenant.as_str().to_owned();
+        let webhook = serde_json::to_string(&WebhookRecord::from_spec(spec)).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let spec = spec.clone();
+        let idempotency = idempotency.map(|(key, response)| (key.to_owned(), response));
+        self.write(move |c| {
+            let now = clock::now();
+            if let Some((key, response)) = &idempotency {
+                if let Some(first) = select_idempotent(c, &tenant, key)? {
+                    return Ok(Created::Replay(first));
+                }
+                c.execute("DELETE FROM idempotency_keys WHERE tenant = ?1 AND key = ?2", [&tenant, key])?;
+                c.execute(
+                    "INSERT INTO idempotency_keys (tenant, key, request_hash, status, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![tenant, key, response.request_hash, response.status, response.body.to_string(), now],
+                )?;
+            }
+            c.execute(
+                &format!("INSERT INTO actions ({ACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)"),
+                params![
+                    id.to_string(),
+                    tenant,
+                    spec.name,
+                    spec.description,
+                    spec.kind.as_str(),
+                    spec.is_active,
+                    spec.timing.as_str(),
+                    spec.phone_number.as_ref().map(|p| p.digits()),
+                    webhook,
+                    now
+                ],
+            )?;
+            let stored = select_action(c, &tenant, &id.to_string())?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            Ok(Created::New(stored))
+        })
+        .await
+    }
+
+    async fn get_action(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<ActionRecord>> {
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |c| select_action(c, &tenant, &id.to_string())).await
+    }
+
+    async fn list_actions(&self, tenant: &TenantId, filter: ActionFilter<'_>, page: Page) -> StoreResult<(Vec<ActionRecord>, u64)> {
+        let tenant = tenant.as_str().to_owned();
+        let kind = filter.kind.map(str::to_owned);
+        let is_active = filter.is_active;
+        self.read(move |c| {
+            let condition = "tenant = ?1 AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR is_active = ?3)";
+            let total: u64 =
+                c.query_row(&format!("SELECT COUNT(*) FROM actions WHERE {condition}"), params![tenant, kind, is_active], |r| r.get(0))?;
+            let mut query = c.prepare_cached(&format!(
+                "SELECT {ACTION_COLUMNS} FROM actions WHERE {condition} ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5"
+            ))?;
+            let rows = query
+                .query_map(params![tenant, kind, is_active, page.size, page.offset()], action_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rows, total))
+        })
+        .await
+    }
+
+    async fn update_action(&self, tenant: &TenantId, id: Uuid, spec: &ActionSpec) -> StoreResult<Option<ActionRecord>> {
+        let tenant = tenant.as_str().to_owned();
+        let webhook = serde_json::to_string(&WebhookRecord::from_spec(spec)).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let spec = spec.clone();
+        self.write(move |c| {
+            let changed = c.execute(
+                "UPDATE actions SET name = ?3, description = ?4, type = ?5, is_active = ?6, action_timing = ?7, \
+                 phone_number = ?8, webhook = ?9, updated_at = ?10 WHERE tenant = ?1 AND id = ?2",
+                params![
+                    tenant,
+                    id.to_string(),
+                    spec.name,
+                    spec.description,
+                    spec.kind.as_str(),
+                    spec.is_active,
+                    spec.timing.as_str(),
+                    spec.phone_number.as_ref().map(|p| p.digits()),
+                    webhook,
+                    clock::now()
+                ],
+            )?;
+            if changed == 0 { Ok(None) } else { select_action(c, &tenant, &id.to_string()) }
+        })
+        .await
+    }
+
+    async fn delete_action(&self, tenant: &TenantId, id: Uuid) -> StoreResult<bool> {
+        let tenant = tenant.as_str().to_owned();
+        self.write(move |c| Ok(c.execute("DELETE FROM actions WHERE tenant = ?1 AND id = ?2", [tenant, id.to_string()])? > 0)).await
+    }
+
+    async fn save_sender(&self, tenant: &TenantId, sender: NewSender, templates: Vec<TemplateRecord>) -> StoreResult<SenderSaved> {
+        let tenant = tenant.as_str().to_owned();
+        self.write(move |c| {
+            let owner: Option<String> =
+                c.query_row("SELECT tenant FROM senders WHERE phone_number_id = ?1", [&sender.phone_number_id], |r| r.get(0)).optional()?;
+            let now = clock::now();
+            match owner.as_deref() {
+                Some(owner) if owner != tenant => return Ok(SenderSaved::Taken),
+                Some(_) => c.execute(
+                    "UPDATE senders SET waba_id = ?2, sealed_access_token = ?3, display_phone_number = ?4, verified_name = ?5, \
+                     quality_rating = ?6, healthy = 1, updated_at = ?7, synced_at = ?7 WHERE phone_number_id = ?1",
+                    params![
+                        sender.phone_number_id,
+                        sender.waba_id,
+                        sender.sealed_access_token,
+                        sender.display_phone_number,
+                        sender.verified_name,
+                        sender.quality_rating,
+                        now
+                    ],
+                )?,
+                None => c.execute(
+                    "INSERT INTO senders (phone_number_id, tenant, waba_id, sealed_access_token, display_phone_number, verified_name, \
+                     quality_rating, healthy, created_at, updated_at, synced_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8, ?8)",
+                    params![
+                        sender.phone_number_id,
+                        tenant,
+                        sender.waba_id,
+                        sender.sealed_access_token,
+                        sender.display_phone_number,
+                        sender.verified_name,
+                        sender.quality_rating,
+                        now
+                    ],
+                )?,
+            };
+            insert_templates(c, &tenant, &sender.phone_number_id, &templates)?;
+            let saved = select_sender(c, &tenant, &sender.phone_number_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            Ok(if owner.is_some() { SenderSaved::Updated(saved) } else { SenderSaved::Created(saved) })
+        })
+        .await
+    }
+
+    async fn replace_templates(
+        &self,
+        tenant: &TenantId,
+        phone_number_id: &str,
+        templates: Vec<TemplateRecord>,
+    ) -> StoreResult<Option<SenderRecord>> {
+        let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
+        self.write(move |c| {
+            let changed = c.execute(
+                "UPDATE senders SET healthy = 1, synced_at = ?3, updated_at = ?3 WHERE tenant = ?1 AND phone_number_id = ?2",
+                params![tenant, phone_number_id, clock::now()],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            insert_templates(c, &tenant, &phone_number_id, &templates)?;
+            select_sender(c, &tenant, &phone_number_id)
+        })
+        .await
+    }
+
+    async fn get_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<SenderRecord>> {
+        let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
+        self.read(move |c| select_sender(c, &tenant, &phone_number_id)).await
+    }
+
+    async fn sender_credentials(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<SenderCredentials>> {
+        let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
+        self.read(move |c| {
+            c.query_row(
+                "SELECT waba_id, sealed_access_token FROM senders WHERE tenant = ?1 AND phone_number_id = ?2",
+                [tenant, phone_number_id],
+                |r| Ok(SenderCredentials { waba_id: r.get(0)?, sealed_access_token: r.get(1)? }),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn list_senders(&self, tenant: &TenantId) -> StoreResult<Vec<SenderRecord>> {
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |c| {
+            let mut query = c.prepare_cached(&format!(
+                "SELECT {SENDER_COLUMNS} FROM senders s WHERE s.tenant = ?1 ORDER BY s.created_at, s.phone_number_id"
+            ))?;
+            query.query_map([tenant], sender_from_row)?.collect()
+        })
+        .await
+    }
+
+    async fn delete_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<bool> {
+        let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
+        self.write(move |c| Ok(c.execute("DELETE FROM senders WHERE tenant = ?1 AND phone_number_id = ?2", [tenant, phone_number_id])? > 0))
+            .await
+    }
+
+    async fn templates_named(&self, tenant: &TenantId, phone_number_id: &str, name: &str) -> StoreResult<Vec<TemplateRecord>> {
+        let (tenant, phone_number_id, name) = (tenant.as_str().to_owned(), phone_number_id.to_owned(), name.to_owned());
+        self.read(move |c| {
+            let mut query = c.prepare_cached(&format!(
+                "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE tenant = ?1 AND phone_number_id = ?2 AND name = ?3 ORDER BY language"
+            ))?;
+            query.query_map([tenant, phone_number_id, name], |row| template_from_row(row).map(|(_, t)| t))?.collect()
+        })
+        .await
+    }
+
+    async fn list_templates(
+        &self,
+        tenant: &TenantId,
+        phone_number_id: Option<&str>,
+        page: Page,
+    ) -> StoreResult<(Vec<(String, TemplateRecord)>, u64)> {
+        let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.map(str::to_owned));
+        self.read(move |c| {
+            let condition = "tenant = ?1 AND (?2 IS NULL OR phone_number_id = ?2)";
+            let total: u64 =
+                c.query_row(&format!("SELECT COUNT(*) FROM templates WHERE {condition}"), params![tenant, phone_number_id], |r| r.get(0))?;
+            let mut query = c.prepare_cached(&format!(
+                "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE {condition} ORDER BY phone_number_id, name, language LIMIT ?3 OFFSET ?4"
+            ))?;
+            let rows = query
+                .query_map(params![tenant, phone_number_id, page.size, page.offset()], template_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok((rows, total))
+        })
+        .await
+    }
+}

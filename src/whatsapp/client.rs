@@ -1,0 +1,111 @@
+//! The Graph API calls actiond makes, typed. Meta's errors are read from the
+//! body's `error.code`, never from the HTTP status (reference §2).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::store::TemplateRecord;
+
+/// Template pages followed at most, so a looping `paging.next` cannot spin forever.
+const MAX_TEMPLATE_PAGES: usize = 200;
+const TEMPLATE_FIELDS: &str = "name,language,status,category,components,parameter_format";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    /// Meta answered with an error object: the request was understood and refused.
+    #[error("Meta refused the request: {message} (code {code})")]
+    Refused { code: i64, message: String },
+    /// No usable answer: a transport failure, a timeout, or a body that is not Meta's.
+    #[error("the Graph API could not be reached: {0}")]
+    Unreachable(String),
+}
+
+/// What Meta says about a registered business phone number.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PhoneNumberInfo {
+    pub display_phone_number: Option<String>,
+    pub verified_name: Option<String>,
+    pub quality_rating: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    /// `{graph url}/{version}`, without a trailing slash.
+    versioned_base: String,
+    origin: String,
+}
+
+impl GraphClient {
+    pub fn new(graph_url: &str, version: &str) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let graph_url = graph_url.trim_end_matches('/');
+        let origin = reqwest::Url::parse(graph_url).map_err(|e| format!("ACTIOND_WHATSAPP_GRAPH_URL: {e}"))?.origin().ascii_serialization();
+        Ok(Self { http, versioned_base: format!("{graph_url}/{version}"), origin })
+    }
+
+    /// `GET /{version}/{phone_number_id}`: proves the token can see the number.
+    pub async fn phone_number(&self, phone_number_id: &str, access_token: &str) -> Result<PhoneNumberInfo, GraphError> {
+        let url = format!("{}/{phone_number_id}?fields=display_phone_number,verified_name,quality_rating", self.versioned_base);
+        let body = self.get(&url, access_token).await?;
+        serde_json::from_value(body).map_err(|e| GraphError::Unreachable(format!("unexpected phone number answer: {e}")))
+    }
+
+    /// Every template of the WABA, following `paging.next` until it is absent.
+    pub async fn templates(&self, waba_id: &str, access_token: &str) -> Result<Vec<TemplateRecord>, GraphError> {
+        let mut url = format!("{}/{waba_id}/message_templates?fields={TEMPLATE_FIELDS}&limit=100", self.versioned_base);
+        let mut templates = Vec::new();
+        for _ in 0..MAX_TEMPLATE_PAGES {
+            let page = self.get(&url, access_token).await?;
+            for item in page["data"].as_array().into_iter().flatten() {
+                templates.push(template_record(item)?);
+            }
+            match page["paging"]["next"].as_str() {
+                // The token goes only back to the Graph API's own origin.
+                Some(next) if next.starts_with(&self.origin) => url = next.to_owned(),
+                Some(next) => return Err(GraphError::Unreachable(format!("paging.next points off the Graph API: {next}"))),
+                None => return Ok(templates),
+            }
+        }
+        Err(GraphError::Unreachable(format!("template listing did not end after {MAX_TEMPLATE_PAGES} pages")))
+    }
+
+    async fn get(&self, url: &str, access_token: &str) -> Result<Value, GraphError> {
+        let response =
+            self.http.get(url).bearer_auth(access_token).send().await.map_err(|e| GraphError::Unreachable(e.without_url().to_string()))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if let Some(error) = body.get("error").filter(|e| e.is_object()) {
+            return Err(GraphError::Refused {
+                code: error["code"].as_i64().unwrap_or_default(),
+                message: error["message"].as_str().unwrap_or("no message").to_owned(),
+            });
+        }
+        if !status.is_success() || !body.is_object() {
+            return Err(GraphError::Unreachable(format!("HTTP {status} without a Graph API error body")));
+        }
+        Ok(body)
+    }
+}
+
+fn template_record(item: &Value) -> Result<TemplateRecord, GraphError> {
+    let text = |key: &str| item[key].as_str().map(str::to_owned);
+    let (Some(name), Some(language), Some(status)) = (text("name"), text("language"), text("status")) else {
+        return Err(GraphError::Unreachable("a template without name, language or status".into()));
+    };
+    Ok(TemplateRecord {
+        id: text("id").or_else(|| item["id"].as_i64().map(|id| id.to_string())).unwrap_or_default(),
+        name,
+        language,
+        status: status.to_ascii_uppercase(),
+        category: text("category").unwrap_or_default(),
+        parameter_format: text("parameter_format").unwrap_or_else(|| "POSITIONAL".into()),
+        components: item.get("components").cloned().unwrap_or(Value::Array(Vec::new())),
+    })
+}

@@ -1,0 +1,8 @@
+//! Everything that speaks Meta's WhatsApp Cloud API: the Graph client, the
+//! template registry's rules, and the sandbox that simulates Meta locally.
+
+pub mod client;
+pub mod sandbox;
+pub mod templates;
+
+pub use client::{GraphClient, GraphError};
