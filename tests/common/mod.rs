@@ -1,0 +1,234 @@
+//! The test seam: a real app on port 0 with a fresh SQLite file, the Graph API
+//! sandbox on its own port as Meta's stand-in, and a fresh tenant each.
+#![allow(dead_code)] // Each test crate uses a different part of the harness.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actiond::App;
+use actiond::auth::{Scope, mint};
+use actiond::crypto::Sealer;
+use actiond::settings::Settings;
+use actiond::whatsapp::sandbox::{SANDBOX_ACCESS_TOKEN, SANDBOX_PHONE_NUMBER_ID, SANDBOX_WABA_ID, Sandbox};
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub const SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
+pub const SENDER: &str = SANDBOX_PHONE_NUMBER_ID;
+
+pub struct TestApp {
+    pub base: String,
+    pub address: SocketAddr,
+    pub tenant: String,
+    pub sandbox: Sandbox,
+    pub sandbox_url: String,
+    pub database_path: PathBuf,
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    directory: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+/// A reply read whole: status, headers and the JSON body (Null if not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `(field, code)` of every error entry.
+    pub fn error_codes(&self) -> Vec<(String, String)> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| (e["field"].as_str().unwrap_or_default().to_owned(), e["code"].as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Asserts the envelope invariant: the body's ctx_id is the X-Request-ID.
+    pub fn assert_ctx_id(&self) {
+        let header = self.header("x-request-id").expect("X-Request-ID header");
+        assert!(Uuid::parse_str(header).is_ok(), "X-Request-ID is a UUID: {header}");
+        assert_eq!(self.body["ctx_id"].as_str(), Some(header), "body ctx_id equals X-Request-ID: {}", self.text);
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Serves a sandbox as the Graph API on its own port.
+pub async fn spawn_sandbox() -> (Sandbox, String) {
+    let sandbox = Sandbox::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = sandbox.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (sandbox, url)
+}
+
+pub fn test_settings(directory: &std::path::Path, graph_url: &str) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".into(),
+        database_url: format!("sqlite://{}", directory.join("actiond.db").display()),
+        jwt_secret: Some(SECRET.into()),
+        encryption_key: Some(Sealer::generate_key()),
+        whatsapp_graph_url: graph_url.into(),
+        rate_limit_per_second: 0,
+        ..Settings::default()
+    }
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let (sandbox, sandbox_url) = spawn_sandbox().await;
+    let directory = std::env::temp_dir().join(format!("actiond-test-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let mut settings = test_settings(&directory, &sandbox_url);
+    adjust(&mut settings);
+    start(settings, sandbox, sandbox_url, directory).await
+}
+
+async fn start(settings: Settings, sandbox: Sandbox, sandbox_url: String, directory: PathBuf) -> TestApp {
+    let app = App::build(&settings, None).await.expect("the app builds");
+    let address = app.address();
+    let (shutdown, stop) = oneshot::channel::<()>();
+    tokio::spawn(app.run(async {
+        let _ = stop.await;
+    }));
+    TestApp {
+        base: format!("http://{address}"),
+        address,
+        tenant: format!("tenant-{}", Uuid::new_v4()),
+        sandbox,
+        sandbox_url,
+        database_path: directory.join("actiond.db"),
+        settings,
+        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        directory,
+        shutdown: Some(shutdown),
+    }
+}
+
+impl TestApp {
+    /// Stops this app and starts another on the same database and sandbox.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop();
+        let tenant = self.tenant.clone();
+        let directory = std::mem::take(&mut self.directory);
+        let mut restarted = start(self.settings.clone(), self.sandbox.clone(), self.sandbox_url.clone(), directory).await;
+        restarted.tenant = tenant;
+        restarted
+    }
+
+    fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// A token for this app's tenant; no scopes given means every scope.
+    pub fn token(&self, scopes: &[Scope]) -> String {
+        self.token_for(&self.tenant, scopes)
+    }
+
+    pub fn token_for(&self, tenant: &str, scopes: &[Scope]) -> String {
+        mint(SECRET, tenant, scopes, Duration::from_secs(600), None, None)
+    }
+
+    pub async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        read(request.send().await.expect("the app answers")).await
+    }
+
+    /// A request as this app's tenant with every scope.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        self.send(method, path, Some(&self.token(&[])), body).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// Registers the sandbox's sender for this app's tenant.
+    pub async fn register_sender(&self) -> Reply {
+        let reply = self.register_sender_as(&self.token(&[])).await;
+        assert_eq!(reply.status, 201, "sender registration: {}", reply.text);
+        reply
+    }
+
+    pub async fn register_sender_as(&self, token: &str) -> Reply {
+        let body = json!({"phone_number_id": SANDBOX_PHONE_NUMBER_ID, "waba_id": SANDBOX_WABA_ID, "access_token": SANDBOX_ACCESS_TOKEN});
+        self.send(Method::POST, "/v2/_whatsapp/senders", Some(token), Some(&body)).await
+    }
+
+    /// Creates an action from `body`, asserting the 201, and returns its id.
+    pub async fn create_action(&self, body: &Value) -> String {
+        let reply = self.post("/v2/_actions", body).await;
+        assert_eq!(reply.status, 201, "create: {}", reply.text);
+        reply.body["data"]["action_id"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
+        if !self.directory.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.directory);
+        }
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply { status, headers, body, text }
+}
+
+/// The seed page's request, filled with the sandbox's sender and a template
+/// that takes one body parameter.
+pub fn seed_body() -> Value {
+    json!({
+        "name": "My Whatsapp Action",
+        "description": "Send WhatsApp when user requests messaging",
+        "type": "SEND_WHATSAPP",
+        "is_active": true,
+        "action_timing": "during",
+        "webhook": {
+            "to": "12817126508",
+            "from": SENDER,
+            "template_name": "call_permission_request",
+            "body_params": ["{{customer_name}}"],
+            "header_params": [],
+            "button_params": [],
+            "language_code": "en",
+            "mandatory": true
+        }
+    })
+}
