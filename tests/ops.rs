@@ -1,0 +1,92 @@
+//! Operations: health, readiness, metrics, the OpenAPI document and its
+//! committed copy, the docs page, unknown routes, the rate limit.
+
+mod common;
+
+use common::{spawn_app, spawn_app_with};
+use reqwest::Method;
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    let health = app.send(Method::GET, "/healthz", None, None).await;
+    assert_eq!((health.status, health.body["status"].as_str()), (200, Some("ok")));
+    health.assert_ctx_id();
+    let ready = app.send(Method::GET, "/readyz", None, None).await;
+    assert_eq!((ready.status, ready.body["status"].as_str()), (200, Some("ready")));
+    ready.assert_ctx_id();
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let app = spawn_app().await;
+    app.get("/v2/_actions").await;
+    app.send(Method::GET, "/v2/_actions", None, None).await;
+    let metrics = app.send(Method::GET, "/metrics", None, None).await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(metrics.text.contains(r#"actiond_http_requests_total{route="/v2/_actions",method="GET",status="200"}"#), "{}", metrics.text);
+    assert!(metrics.text.contains(r#"status="401""#));
+    assert!(metrics.text.contains("actiond_http_request_duration_seconds_bucket"));
+    assert!(metrics.header("x-request-id").is_some());
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_one() {
+    let app = spawn_app().await;
+    let served = app.send(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(served.status, 200);
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).expect("openapi.json is committed");
+    assert!(served.text == committed, "openapi.json drifted from the code: run `cargo run -- openapi > openapi.json`");
+    let document = &served.body;
+    assert_eq!(document["openapi"], "3.1.0");
+    for path in ["/v2/_actions", "/v2/_actions/{action_id}", "/v2/_whatsapp/senders", "/v2/_whatsapp/templates", "/healthz"] {
+        assert!(document["paths"].get(path).is_some(), "{path} documented");
+    }
+    let codes = document["components"]["schemas"]["ErrorCode"]["enum"].as_array().unwrap();
+    for code in ["invalid_phone_number", "template_not_approved", "param_count_mismatch", "idempotency_key_reused"] {
+        assert!(codes.iter().any(|c| c == code), "{code} documented");
+    }
+}
+
+#[tokio::test]
+async fn the_docs_page_is_self_contained_html() {
+    let app = spawn_app().await;
+    let page = app.send(Method::GET, "/docs", None, None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(page.text.contains("/openapi.json"));
+    assert!(!page.text.contains("<script src=\"http"), "no external scripts");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json_errors() {
+    let app = spawn_app().await;
+    let missing = app.get("/v2/nothing-here").await;
+    assert_eq!(missing.status, 404);
+    missing.assert_ctx_id();
+    assert_eq!(missing.error_codes()[0].1, "not_found");
+    let wrong_method = app.call(Method::PUT, "/v2/_actions", None).await;
+    assert_eq!(wrong_method.status, 405);
+    wrong_method.assert_ctx_id();
+    assert_eq!(wrong_method.error_codes()[0].1, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after_per_tenant() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit_per_second = 1;
+        s.rate_limit_burst = 3;
+    })
+    .await;
+    let statuses: Vec<u16> = futures::future::join_all((0..5).map(|_| app.get("/v2/_actions"))).await.iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
+    let limited = app.get("/v2/_actions").await;
+    assert_eq!(limited.status, 429);
+    limited.assert_ctx_id();
+    assert_eq!(limited.error_codes()[0].1, "rate_limited");
+    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let other = app.send(Method::GET, "/v2/_actions", Some(&app.token_for("another", &[])), None).await;
+    assert_eq!(other.status, 200, "each tenant has its own bucket");
+}

@@ -1,0 +1,153 @@
+//! WhatsApp senders and templates over real HTTP, against the Graph sandbox.
+
+mod common;
+
+use actiond::auth::Scope;
+use actiond::whatsapp::sandbox::{SANDBOX_ACCESS_TOKEN, SANDBOX_WABA_ID};
+use common::{SENDER, seed_body, spawn_app, spawn_app_with};
+use reqwest::Method;
+use serde_json::json;
+
+fn sender_path() -> String {
+    format!("/v2/_whatsapp/senders/{SENDER}")
+}
+
+#[tokio::test]
+async fn registering_checks_credentials_fetches_templates_and_hides_the_token() {
+    let app = spawn_app().await;
+    let reply = app.register_sender().await;
+    reply.assert_ctx_id();
+    assert_eq!(reply.header("location"), Some(sender_path().as_str()));
+    let sender = &reply.body["data"];
+    assert_eq!(sender["phone_number_id"], SENDER);
+    assert_eq!(sender["waba_id"], SANDBOX_WABA_ID);
+    assert_eq!(sender["verified_name"], "actiond Sandbox");
+    assert_eq!(sender["healthy"], true);
+    assert_eq!(sender["template_count"], 6);
+    assert!(!reply.text.contains(SANDBOX_ACCESS_TOKEN), "the token never appears in a response");
+
+    let listed = app.get("/v2/_whatsapp/senders").await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
+    let fetched = app.get(&sender_path()).await;
+    assert_eq!(fetched.body["data"]["phone_number_id"], SENDER);
+    for reply in [&listed, &fetched] {
+        assert!(!reply.text.contains(SANDBOX_ACCESS_TOKEN));
+    }
+
+    // At rest the token is sealed: its bytes are nowhere in the database files.
+    let mut stored = Vec::new();
+    for suffix in ["", "-wal"] {
+        if let Ok(bytes) = std::fs::read(format!("{}{suffix}", app.database_path.display())) {
+            stored.extend(bytes);
+        }
+    }
+    assert!(!stored.is_empty());
+    assert!(!stored.windows(SANDBOX_ACCESS_TOKEN.len()).any(|w| w == SANDBOX_ACCESS_TOKEN.as_bytes()), "token sealed at rest");
+}
+
+#[tokio::test]
+async fn template_pages_are_followed_to_the_end() {
+    let app = spawn_app().await;
+    app.sandbox.set_page_size(2);
+    let reply = app.register_sender().await;
+    assert_eq!(reply.body["data"]["template_count"], 6, "three pages of two");
+    let templates = app.get(&format!("/v2/_whatsapp/templates?sender={SENDER}&per_page=100")).await;
+    assert_eq!(templates.status, 200);
+    assert_eq!(templates.body["data"]["pagination"]["total_records"], 6);
+    let order_update = templates.body["data"]["data"].as_array().unwrap().iter().find(|t| t["name"] == "order_update").unwrap().clone();
+    assert_eq!(order_update["parameters"], json!({"header_params": 1, "body_params": 3, "button_params": 1}));
+    assert_eq!(order_update["sender"], SENDER);
+    assert_eq!(order_update["status"], "APPROVED");
+}
+
+#[tokio::test]
+async fn credentials_meta_refuses_are_a_400_and_an_unreachable_graph_a_502() {
+    let app = spawn_app().await;
+    let wrong_token = json!({"phone_number_id": SENDER, "waba_id": SANDBOX_WABA_ID, "access_token": "EAAG-wrong"});
+    let reply = app.post("/v2/_whatsapp/senders", &wrong_token).await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(reply.error_codes(), [("access_token".to_owned(), "invalid_sender_credentials".to_owned())]);
+    assert!(reply.body["detail"].as_str().unwrap().contains("code 190"), "{}", reply.body["detail"]);
+    assert!(!reply.text.contains("EAAG-wrong"));
+
+    let wrong_waba = json!({"phone_number_id": SENDER, "waba_id": "777", "access_token": SANDBOX_ACCESS_TOKEN});
+    let reply = app.post("/v2/_whatsapp/senders", &wrong_waba).await;
+    assert_eq!(reply.error_codes(), [("waba_id".to_owned(), "invalid_sender_credentials".to_owned())]);
+
+    let invalid = app.post("/v2/_whatsapp/senders", &json!({"phone_number_id": "abc", "waba_id": 5, "access_token": ""})).await;
+    assert_eq!(invalid.status, 400);
+    let fields: Vec<String> = invalid.error_codes().into_iter().map(|(f, c)| format!("{f}:{c}")).collect();
+    assert_eq!(fields, ["phone_number_id:invalid_whatsapp_id", "waba_id:invalid_type", "access_token:invalid_length"]);
+    assert_eq!(app.get("/v2/_whatsapp/senders").await.body["data"], json!([]), "nothing stored");
+
+    // A Graph API that cannot be reached: a closed port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let offline = spawn_app_with(|s| s.whatsapp_graph_url = format!("http://{closed}")).await;
+    let body = json!({"phone_number_id": SENDER, "waba_id": SANDBOX_WABA_ID, "access_token": SANDBOX_ACCESS_TOKEN});
+    let reply = offline.post("/v2/_whatsapp/senders", &body).await;
+    assert_eq!(reply.status, 502, "{}", reply.text);
+    assert_eq!(reply.error_codes()[0].1, "graph_unavailable");
+    reply.assert_ctx_id();
+}
+
+#[tokio::test]
+async fn a_phone_number_id_belongs_to_one_tenant() {
+    let app = spawn_app().await;
+    app.register_sender().await;
+    let again = app.register_sender_as(&app.token(&[])).await;
+    assert_eq!(again.status, 200, "the owner registering again replaces credentials: {}", again.text);
+    let other = app.token_for("someone-else", &[]);
+    let taken = app.register_sender_as(&other).await;
+    assert_eq!(taken.status, 409);
+    assert_eq!(taken.error_codes(), [("phone_number_id".to_owned(), "sender_taken".to_owned())]);
+    for (method, path) in
+        [(Method::GET, sender_path()), (Method::DELETE, sender_path()), (Method::POST, format!("{}/_sync", sender_path()))]
+    {
+        let reply = app.send(method.clone(), &path, Some(&other), None).await;
+        assert_eq!(reply.status, 404, "{method} {path}");
+        assert_eq!(reply.error_codes(), [("phone_number_id".to_owned(), "not_found".to_owned())]);
+    }
+    let theirs = app.send(Method::GET, &format!("/v2/_whatsapp/templates?sender={SENDER}"), Some(&other), None).await;
+    assert_eq!(theirs.status, 404);
+    let all = app.send(Method::GET, "/v2/_whatsapp/templates", Some(&other), None).await;
+    assert_eq!(all.body["data"]["pagination"]["total_records"], 0);
+    assert_eq!(app.get(&sender_path()).await.status, 200, "still the owner's");
+}
+
+#[tokio::test]
+async fn sync_picks_up_template_changes_and_delete_forgets_the_sender() {
+    let app = spawn_app().await;
+    app.register_sender().await;
+    app.create_action(&seed_body()).await;
+
+    app.sandbox.set_template_status("call_permission_request", "PAUSED");
+    let synced = app.call(Method::POST, &format!("{}/_sync", sender_path()), None).await;
+    assert_eq!(synced.status, 200, "{}", synced.text);
+    assert_eq!(synced.body["data"]["template_count"], 6);
+    let refused = app.post("/v2/_actions", &seed_body()).await;
+    assert_eq!(refused.error_codes(), [("webhook.template_name".to_owned(), "template_not_approved".to_owned())]);
+    assert!(refused.body["errors"][0]["message"].as_str().unwrap().contains("is PAUSED"));
+
+    let deleted = app.call(Method::DELETE, &sender_path(), None).await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(deleted.body["data"], json!({"phone_number_id": SENDER, "deleted": true}));
+    assert_eq!(app.get(&sender_path()).await.status, 404);
+    assert_eq!(app.get("/v2/_whatsapp/templates").await.body["data"]["pagination"]["total_records"], 0);
+    let unknown = app.post("/v2/_actions", &seed_body()).await;
+    assert_eq!(unknown.error_codes(), [("webhook.from".to_owned(), "unknown_sender".to_owned())]);
+}
+
+#[tokio::test]
+async fn sender_routes_need_whatsapp_admin() {
+    let app = spawn_app().await;
+    let reader = app.token(&[Scope::ActionsRead, Scope::ActionsWrite, Scope::ActionsExecute]);
+    assert_eq!(app.register_sender_as(&reader).await.status, 403);
+    assert_eq!(app.send(Method::GET, "/v2/_whatsapp/senders", Some(&reader), None).await.status, 403);
+    assert_eq!(
+        app.send(Method::GET, "/v2/_whatsapp/templates", Some(&reader), None).await.status,
+        200,
+        "templates are readable with actions:read"
+    );
+    let admin = app.token(&[Scope::WhatsappAdmin]);
+    assert_eq!(app.register_sender_as(&admin).await.status, 201);
+}
