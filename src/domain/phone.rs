@@ -27,7 +27,8 @@ impl PhoneE164 {
         if digits.len() > 15 {
             return Err("has more than the 15 digits E.164 allows");
         }
-        let parsed = phonenumber::parse(None, format!("+{digits}")).map_err(|_| "is not a phone number with a valid country code")?;
+        let parsed = phonenumber::parse(None, format!("+{digits}"))
+            .map_err(|_| "is not a phone number with a valid country code; write it in international form, e.g. +12817126508")?;
         if !phonenumber::is_valid(&parsed) {
             return Err("is not a valid phone number for its country code; include the country code");
         }

@@ -183,7 +183,7 @@ pub async fn create(
     let created = CreatedAction { action_id: id, name: spec.name.clone(), kind: spec.kind.as_str().to_owned() };
     let first_response = IdempotentResponse { request_hash: hash.clone(), status: 201, body: json!(created) };
     match state.store.create_action(&caller.tenant, id, &spec, key.as_deref().map(|k| (k, first_response))).await? {
-        Created::New(_) => Ok(response::respond(StatusCode::CREATED, created, None, &[location(&id.to_string())])),
+        Created::New => Ok(response::respond(StatusCode::CREATED, created, None, &[location(&id.to_string())])),
         Created::Replay(first) => replay(first, &hash),
     }
 }

@@ -108,7 +108,7 @@ pub struct IdempotentResponse {
 }
 
 pub enum Created {
-    New(ActionRecord),
+    New,
     /// The key was already used: here is what it answered first.
     Replay(IdempotentResponse),
 }

@@ -345,8 +345,7 @@ impl Store for SqliteStore {
                     now
                 ],
             )?;
-            let stored = select_action(c, &tenant, &id.to_string())?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-            Ok(Created::New(stored))
+            Ok(Created::New)
         })
         .await
     }

@@ -87,14 +87,13 @@ fn meta_error(status: StatusCode, code: i64, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn authorized(sandbox: &Sandbox, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(sandbox: &Sandbox, headers: &HeaderMap) -> bool {
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let expected = sandbox.with_state(|s| s.access_token.clone());
-    if given == Some(expected.as_str()) {
-        Ok(())
-    } else {
-        Err(meta_error(StatusCode::UNAUTHORIZED, 190, "Invalid OAuth access token - Cannot parse access token"))
-    }
+    sandbox.with_state(|s| given == Some(s.access_token.as_str()))
+}
+
+fn invalid_token() -> Response {
+    meta_error(StatusCode::UNAUTHORIZED, 190, "Invalid OAuth access token - Cannot parse access token")
 }
 
 fn unknown_node(node: &str) -> Response {
@@ -108,8 +107,8 @@ fn unknown_node(node: &str) -> Response {
 }
 
 async fn node(State(sandbox): State<Sandbox>, Path((_version, node)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorized(&sandbox, &headers) {
-        return refused;
+    if !authorized(&sandbox, &headers) {
+        return invalid_token();
     }
     if node != sandbox.with_state(|s| s.phone_number_id.clone()) {
         return unknown_node(&node);
@@ -138,8 +137,8 @@ async fn message_templates(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorized(&sandbox, &headers) {
-        return refused;
+    if !authorized(&sandbox, &headers) {
+        return invalid_token();
     }
     let (waba_id, templates, page_size) = sandbox.with_state(|s| (s.waba_id.clone(), s.templates.clone(), s.page_size));
     if node != waba_id {

@@ -281,7 +281,8 @@ pub fn check_against(template: &TemplateRecord, template_use: &TemplateUse<'_>) 
         let what = if taking.is_empty() {
             "has no button that takes a parameter (quick replies take none)".to_owned()
         } else {
-            format!("has {} that take a parameter ({})", plural(taking.len(), "button"), taking.join("; "))
+            let verb = if taking.len() == 1 { "takes" } else { "take" };
+            format!("has {} that {verb} a parameter ({})", plural(taking.len(), "button"), taking.join("; "))
         };
         errors.push(mismatch("webhook.button_params", format!("{label} {what}"), counts.button_params, button_given));
     } else {

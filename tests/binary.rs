@@ -1,0 +1,294 @@
+//! The real binary, end to end: `serve` refusing bad settings, `serve --dev`
+//! with its printed token and curl line, kill -9 durability, SIGTERM, JSON
+//! logs, and the `token`, `migrate` and `openapi` commands. CI points
+//! ACTIOND_BIN at the release build; otherwise the test profile's binary runs.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use actiond::auth::{AuthSettings, Authenticator, Scope};
+use actiond::crypto::Sealer;
+use common::{SECRET, seed_body, spawn_sandbox};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn binary() -> PathBuf {
+    std::env::var_os("ACTIOND_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_actiond")))
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("actiond-bin-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The binary with no ACTIOND_* from the test's environment.
+fn actiond(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command.args(args).current_dir(dir).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command
+}
+
+/// A running server whose output lines arrive on channels.
+struct Server {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+impl Server {
+    fn start(mut command: Command) -> Self {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the binary starts");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Self { child, stdout, stderr, stderr_seen: Vec::new() }
+    }
+
+    fn stdout_line(&mut self, matching: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = self.stdout.recv_timeout(WAIT).unwrap_or_else(|_| panic!("no such stdout line; stderr: {:?}", self.stderr_seen));
+            if matching(&line) {
+                return line;
+            }
+        }
+    }
+
+    fn stderr_line(&mut self, matching: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = self.stderr.recv_timeout(WAIT).unwrap_or_else(|_| panic!("no such log line; seen: {:?}", self.stderr_seen));
+            self.stderr_seen.push(line.clone());
+            if matching(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// The address from the JSON "listening" log line.
+    fn address(&mut self) -> String {
+        let line = self.stderr_line(|l| l.contains("\"listening\""));
+        let log: Value = serde_json::from_str(&line).unwrap();
+        format!("http://{}", log["fields"]["address"].as_str().unwrap())
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        self.wait()
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server did not exit");
+    }
+
+    /// Every log line written so far, after the process ended.
+    fn drain_stderr(&mut self) -> Vec<String> {
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(2)) {
+            self.stderr_seen.push(line);
+        }
+        self.stderr_seen.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+fn production_env(command: &mut Command, dir: &Path, graph_url: &str, encryption_key: &str) {
+    command
+        .env("ACTIOND_LISTEN", "127.0.0.1:0")
+        .env("ACTIOND_DATABASE_URL", format!("sqlite://{}", dir.join("actiond.db").display()))
+        .env("ACTIOND_JWT_SECRET", SECRET)
+        .env("ACTIOND_ENCRYPTION_KEY", encryption_key)
+        .env("ACTIOND_WHATSAPP_GRAPH_URL", graph_url)
+        .env("ACTIOND_RATE_LIMIT_PER_SECOND", "0");
+}
+
+fn token(tenant: &str) -> String {
+    actiond::auth::mint(SECRET, tenant, &[], Duration::from_secs(600), None, None)
+}
+
+#[test]
+fn serve_refuses_missing_or_bad_settings_and_names_them() {
+    let dir = temp_dir();
+    let output = actiond(&dir, &["serve"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ACTIOND_JWT_SECRET") && stderr.contains("ACTIOND_JWT_JWKS_URL"), "{stderr}");
+    assert!(stderr.contains("ACTIOND_ENCRYPTION_KEY"), "{stderr}");
+
+    let output = actiond(&dir, &["serve"])
+        .env("ACTIOND_JWT_SECRET", "short")
+        .env("ACTIOND_ENCRYPTION_KEY", "bm90LTMyLWJ5dGVz")
+        .env("ACTIOND_LISTEN", "nowhere")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    for expected in ["ACTIOND_JWT_SECRET must be at least 32 bytes", "ACTIOND_ENCRYPTION_KEY must decode to 32 bytes", "ACTIOND_LISTEN"] {
+        assert!(stderr.contains(expected), "{expected} in {stderr}");
+    }
+
+    let output = actiond(&dir, &["serve"]).env("ACTIOND_RATE_LIMIT_PER_SECOND", "lots").output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ACTIOND_RATE_LIMIT_PER_SECOND"));
+
+    std::fs::write(dir.join("actiond.toml"), "jwt_secret = 42\n").unwrap();
+    let output = actiond(&dir, &["--config", "actiond.toml", "serve"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ACTIOND_JWT_SECRET"), "the file's bad key is named");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn dev_mode_prints_a_token_and_a_curl_line_that_works_and_keeps_its_secrets() {
+    let dir = temp_dir();
+    let start = || {
+        let mut command = actiond(&dir, &["serve", "--dev", "--log-format", "json"]);
+        command.env("ACTIOND_LISTEN", "127.0.0.1:0");
+        Server::start(command)
+    };
+    let mut server = start();
+    let curl = server.stdout_line(|line| line.starts_with("curl "));
+    let output = Command::new("sh").arg("-c").arg(&curl).output().expect("curl runs");
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stdout)));
+    let action_id = created["data"]["action_id"].as_str().expect("the printed curl line creates an action").to_owned();
+    assert_eq!(created["data"]["type"], "SEND_WHATSAPP");
+    assert!(dir.join("actiond-dev/actiond.db").exists() && dir.join("actiond-dev/jwt_secret").exists());
+    assert!(server.terminate().success(), "SIGTERM exits cleanly");
+
+    // A restart reuses the data directory: the same secret verifies the old token.
+    let mut again = start();
+    let curl_again = again.stdout_line(|line| line.starts_with("curl "));
+    let base = curl_again.split_whitespace().nth(4).unwrap().trim_end_matches("/v2/_actions").to_owned();
+    let old_token = curl.split("Bearer ").nth(1).unwrap().split('\'').next().unwrap();
+    let fetched = Command::new("curl")
+        .args(["-s", &format!("{base}/v2/_actions/{action_id}"), "-H", &format!("Authorization: Bearer {old_token}")])
+        .output()
+        .unwrap();
+    let fetched: Value = serde_json::from_slice(&fetched.stdout).unwrap();
+    assert_eq!(fetched["data"]["id"], action_id.as_str());
+    assert_eq!(fetched["data"]["company_id"], "dev");
+    assert!(again.terminate().success());
+    let logs = again.drain_stderr().join("\n");
+    assert!(!logs.contains(actiond::whatsapp::sandbox::SANDBOX_ACCESS_TOKEN), "no access token in the logs");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn acknowledged_creates_survive_kill_9() {
+    let (_sandbox, graph_url) = spawn_sandbox().await;
+    let dir = temp_dir();
+    let key = Sealer::generate_key();
+    let start = || {
+        let mut command = actiond(&dir, &["serve", "--log-format", "json"]);
+        production_env(&mut command, &dir, &graph_url, &key);
+        Server::start(command)
+    };
+    let http = reqwest::Client::new();
+    let tenant = token("durable");
+    let mut server = start();
+    let base = server.address();
+    let body = json!({"phone_number_id": common::SENDER, "waba_id": actiond::whatsapp::sandbox::SANDBOX_WABA_ID,
+                      "access_token": actiond::whatsapp::sandbox::SANDBOX_ACCESS_TOKEN});
+    let registered = http.post(format!("{base}/v2/_whatsapp/senders")).bearer_auth(&tenant).json(&body).send().await.unwrap();
+    assert_eq!(registered.status().as_u16(), 201);
+
+    let creates = (0..40).map(|_| http.post(format!("{base}/v2/_actions")).bearer_auth(&tenant).json(&seed_body()).send());
+    let mut acknowledged = Vec::new();
+    for reply in futures::future::join_all(creates).await {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status().as_u16(), 201);
+        let body: Value = reply.json().await.unwrap();
+        acknowledged.push(body["data"]["action_id"].as_str().unwrap().to_owned());
+    }
+    server.child.kill().unwrap(); // SIGKILL: no shutdown code runs.
+    server.child.wait().unwrap();
+
+    let mut restarted = start();
+    let base = restarted.address();
+    for id in &acknowledged {
+        let reply = http.get(format!("{base}/v2/_actions/{id}")).bearer_auth(&tenant).send().await.unwrap();
+        assert_eq!(reply.status().as_u16(), 200, "action {id} acknowledged before kill -9 is there after");
+    }
+    let listed: Value = http.get(format!("{base}/v2/_actions")).bearer_auth(&tenant).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["data"]["pagination"]["total_records"], 40);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_ctx_id_of_their_request() {
+    let (_sandbox, graph_url) = spawn_sandbox().await;
+    let dir = temp_dir();
+    let mut command = actiond(&dir, &["serve", "--log-format", "json"]);
+    production_env(&mut command, &dir, &graph_url, &Sealer::generate_key());
+    let mut server = Server::start(command);
+    let base = server.address();
+    let reply = reqwest::Client::new().get(format!("{base}/v2/_actions")).bearer_auth(token("logs")).send().await.unwrap();
+    let ctx_id = reply.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let line = server.stderr_line(|l| l.contains("request finished"));
+    let log: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(log["span"]["ctx_id"], ctx_id.as_str());
+    assert_eq!(log["span"]["tenant"], "logs");
+    assert_eq!(log["fields"]["status"], 200);
+    assert_eq!(log["span"]["route"], "/v2/_actions");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn token_migrate_and_openapi_commands() {
+    let dir = temp_dir();
+    let output = actiond(&dir, &["token", "--tenant", "acme", "--scope", "actions:read", "--ttl", "10m"])
+        .env("ACTIOND_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let minted = String::from_utf8(output.stdout).unwrap();
+    let verifier = Authenticator::new(AuthSettings { secret: Some(SECRET), jwks_url: None, issuer: None, audience: None }).unwrap();
+    let caller = verifier.verify(minted.trim()).await.unwrap();
+    assert_eq!(caller.tenant.as_str(), "acme");
+    assert!(caller.has(Scope::ActionsRead) && !caller.has(Scope::ActionsWrite));
+
+    let refused =
+        actiond(&dir, &["token", "--tenant", "acme", "--scope", "everything"]).env("ACTIOND_JWT_SECRET", SECRET).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--scope everything"));
+    let unsigned = actiond(&dir, &["token", "--tenant", "acme"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&unsigned.stderr).contains("ACTIOND_JWT_SECRET"));
+
+    let database = dir.join("migrated.db");
+    let migrated = actiond(&dir, &["migrate"]).env("ACTIOND_DATABASE_URL", format!("sqlite://{}", database.display())).output().unwrap();
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    assert!(database.exists());
+
+    let document = actiond(&dir, &["openapi"]).output().unwrap();
+    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap();
+    assert!(document.stdout == committed, "`actiond openapi` prints the committed openapi.json");
+    let _ = std::fs::remove_dir_all(dir);
+}
