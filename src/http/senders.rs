@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
@@ -46,16 +45,8 @@ pub struct DeletedSender {
 pub struct TemplateView {
     /// The sender (phone-number ID) whose WABA holds the template.
     pub sender: String,
-    pub id: String,
-    pub name: String,
-    pub language: String,
-    /// APPROVED, PENDING, REJECTED, PAUSED, DISABLED, …; only APPROVED can be sent.
-    pub status: String,
-    pub category: String,
-    /// POSITIONAL ({{1}}) or NAMED ({{first_name}}).
-    pub parameter_format: String,
-    /// The components as Meta returns them.
-    pub components: Value,
+    #[serde(flatten)]
+    pub template: TemplateRecord,
     /// How many header, body and button parameters an action must give.
     pub parameters: ParameterCounts,
 }
@@ -63,17 +54,7 @@ pub struct TemplateView {
 impl TemplateView {
     fn new(sender: String, template: TemplateRecord) -> Self {
         let parameters = TemplateShape::of(&template).counts();
-        Self {
-            sender,
-            id: template.id,
-            name: template.name,
-            language: template.language,
-            status: template.status,
-            category: template.category,
-            parameter_format: template.parameter_format,
-            components: template.components,
-            parameters,
-        }
+        Self { sender, template, parameters }
     }
 }
 

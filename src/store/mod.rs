@@ -155,14 +155,18 @@ pub struct SenderCredentials {
 }
 
 /// One language version of a template in a sender's WABA.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TemplateRecord {
+    /// Meta's id of this language version.
     pub id: String,
     pub name: String,
     pub language: String,
+    /// APPROVED, PENDING, REJECTED, PAUSED, DISABLED, …; only APPROVED can be sent.
     pub status: String,
     pub category: String,
+    /// POSITIONAL ({{1}}) or NAMED ({{first_name}}).
     pub parameter_format: String,
+    /// The components as Meta returns them.
     pub components: serde_json::Value,
 }
 

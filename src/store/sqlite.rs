@@ -200,6 +200,30 @@ fn conversion(column: usize, error: impl std::error::Error + Send + Sync + 'stat
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(error))
 }
 
+const INSERT_ACTION: &str = "INSERT INTO actions (id, tenant, name, description, type, is_active, action_timing, phone_number, webhook, \
+     created_at, updated_at) VALUES (:id, :tenant, :name, :description, :type, :is_active, :action_timing, :phone_number, :webhook, :now, :now)";
+const UPDATE_ACTION: &str = "UPDATE actions SET name = :name, description = :description, type = :type, is_active = :is_active, \
+     action_timing = :action_timing, phone_number = :phone_number, webhook = :webhook, updated_at = :now WHERE tenant = :tenant AND id = :id";
+
+/// Binds an action's spec to INSERT_ACTION or UPDATE_ACTION, which take the same names.
+fn write_action(c: &Connection, sql: &str, tenant: &str, id: Uuid, spec: &ActionSpec, webhook: &str, now: &str) -> rusqlite::Result<usize> {
+    c.execute(
+        sql,
+        rusqlite::named_params! {
+            ":id": id.to_string(),
+            ":tenant": tenant,
+            ":name": spec.name,
+            ":description": spec.description,
+            ":type": spec.kind.as_str(),
+            ":is_active": spec.is_active,
+            ":action_timing": spec.timing.as_str(),
+            ":phone_number": spec.phone_number.as_ref().map(|p| p.digits()),
+            ":webhook": webhook,
+            ":now": now,
+        },
+    )
+}
+
 fn select_action(connection: &Connection, tenant: &str, id: &str) -> rusqlite::Result<Option<ActionRecord>> {
     connection
         .query_row(&format!("SELECT {ACTION_COLUMNS} FROM actions WHERE tenant = ?1 AND id = ?2"), [tenant, id], action_from_row)
@@ -330,21 +354,7 @@ impl Store for SqliteStore {
                     params![tenant, key, response.request_hash, response.status, response.body.to_string(), now],
                 )?;
             }
-            c.execute(
-                &format!("INSERT INTO actions ({ACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)"),
-                params![
-                    id.to_string(),
-                    tenant,
-                    spec.name,
-                    spec.description,
-                    spec.kind.as_str(),
-                    spec.is_active,
-                    spec.timing.as_str(),
-                    spec.phone_number.as_ref().map(|p| p.digits()),
-                    webhook,
-                    now
-                ],
-            )?;
+            write_action(c, INSERT_ACTION, &tenant, id, &spec, &webhook, &now)?;
             Ok(Created::New)
         })
         .await
@@ -379,22 +389,7 @@ impl Store for SqliteStore {
         let webhook = serde_json::to_string(&WebhookRecord::from_spec(spec)).map_err(|e| StoreError::Internal(e.to_string()))?;
         let spec = spec.clone();
         self.write(move |c| {
-            let changed = c.execute(
-                "UPDATE actions SET name = ?3, description = ?4, type = ?5, is_active = ?6, action_timing = ?7, \
-                 phone_number = ?8, webhook = ?9, updated_at = ?10 WHERE tenant = ?1 AND id = ?2",
-                params![
-                    tenant,
-                    id.to_string(),
-                    spec.name,
-                    spec.description,
-                    spec.kind.as_str(),
-                    spec.is_active,
-                    spec.timing.as_str(),
-                    spec.phone_number.as_ref().map(|p| p.digits()),
-                    webhook,
-                    clock::now()
-                ],
-            )?;
+            let changed = write_action(c, UPDATE_ACTION, &tenant, id, &spec, &webhook, &clock::now())?;
             if changed == 0 { Ok(None) } else { select_action(c, &tenant, &id.to_string()) }
         })
         .await
@@ -411,36 +406,27 @@ impl Store for SqliteStore {
             let owner: Option<String> =
                 c.query_row("SELECT tenant FROM senders WHERE phone_number_id = ?1", [&sender.phone_number_id], |r| r.get(0)).optional()?;
             let now = clock::now();
-            match owner.as_deref() {
-                Some(owner) if owner != tenant => return Ok(SenderSaved::Taken),
-                Some(_) => c.execute(
-                    "UPDATE senders SET waba_id = ?2, sealed_access_token = ?3, display_phone_number = ?4, verified_name = ?5, \
-                     quality_rating = ?6, healthy = 1, updated_at = ?7, synced_at = ?7 WHERE phone_number_id = ?1",
-                    params![
-                        sender.phone_number_id,
-                        sender.waba_id,
-                        sender.sealed_access_token,
-                        sender.display_phone_number,
-                        sender.verified_name,
-                        sender.quality_rating,
-                        now
-                    ],
-                )?,
-                None => c.execute(
-                    "INSERT INTO senders (phone_number_id, tenant, waba_id, sealed_access_token, display_phone_number, verified_name, \
-                     quality_rating, healthy, created_at, updated_at, synced_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8, ?8)",
-                    params![
-                        sender.phone_number_id,
-                        tenant,
-                        sender.waba_id,
-                        sender.sealed_access_token,
-                        sender.display_phone_number,
-                        sender.verified_name,
-                        sender.quality_rating,
-                        now
-                    ],
-                )?,
-            };
+            if owner.as_deref().is_some_and(|owner| owner != tenant) {
+                return Ok(SenderSaved::Taken);
+            }
+            c.execute(
+                "INSERT INTO senders (phone_number_id, tenant, waba_id, sealed_access_token, display_phone_number, verified_name, \
+                 quality_rating, healthy, created_at, updated_at, synced_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8, ?8) \
+                 ON CONFLICT (phone_number_id) DO UPDATE SET waba_id = excluded.waba_id, \
+                 sealed_access_token = excluded.sealed_access_token, display_phone_number = excluded.display_phone_number, \
+                 verified_name = excluded.verified_name, quality_rating = excluded.quality_rating, healthy = 1, \
+                 updated_at = excluded.updated_at, synced_at = excluded.synced_at",
+                params![
+                    sender.phone_number_id,
+                    tenant,
+                    sender.waba_id,
+                    sender.sealed_access_token,
+                    sender.display_phone_number,
+                    sender.verified_name,
+                    sender.quality_rating,
+                    now
+                ],
+            )?;
             insert_templates(c, &tenant, &sender.phone_number_id, &templates)?;
             let saved = select_sender(c, &tenant, &sender.phone_number_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
             Ok(if owner.is_some() { SenderSaved::Updated(saved) } else { SenderSaved::Created(saved) })
