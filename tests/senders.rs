@@ -100,12 +100,16 @@ async fn a_phone_number_id_belongs_to_one_tenant() {
     let taken = app.register_sender_as(&other).await;
     assert_eq!(taken.status, 409);
     assert_eq!(taken.error_codes(), [("phone_number_id".to_owned(), "sender_taken".to_owned())]);
-    for (method, path) in
-        [(Method::GET, sender_path()), (Method::DELETE, sender_path()), (Method::POST, format!("{}/_sync", sender_path()))]
-    {
-        let reply = app.send(method.clone(), &path, Some(&other), None).await;
-        assert_eq!(reply.status, 404, "{method} {path}");
-        assert_eq!(reply.error_codes(), [("phone_number_id".to_owned(), "not_found".to_owned())]);
+    let missing = "/v2/_whatsapp/senders/123456789";
+    for (method, suffix) in [(Method::GET, ""), (Method::DELETE, ""), (Method::POST, "/_sync")] {
+        let foreign = app.send(method.clone(), &format!("{}{suffix}", sender_path()), Some(&other), None).await;
+        let absent = app.send(method.clone(), &format!("{missing}{suffix}"), Some(&other), None).await;
+        assert_eq!(foreign.status, 404, "{method} {suffix}");
+        assert_eq!(foreign.error_codes(), [("phone_number_id".to_owned(), "not_found".to_owned())]);
+        assert_eq!(
+            (foreign.status, &foreign.body["detail"], foreign.error_codes()),
+            (absent.status, &absent.body["detail"], absent.error_codes())
+        );
     }
     let theirs = app.send(Method::GET, &format!("/v2/_whatsapp/templates?sender={SENDER}"), Some(&other), None).await;
     assert_eq!(theirs.status, 404);
