@@ -78,6 +78,10 @@ async fn credentials_meta_refuses_are_a_400_and_an_unreachable_graph_a_502() {
     assert_eq!(invalid.status, 400);
     let fields: Vec<String> = invalid.error_codes().into_iter().map(|(f, c)| format!("{f}:{c}")).collect();
     assert_eq!(fields, ["phone_number_id:invalid_whatsapp_id", "waba_id:invalid_type", "access_token:invalid_length"]);
+    let not_a_token = json!({"phone_number_id": SENDER, "waba_id": SANDBOX_WABA_ID, "access_token": "EAAG\u{7}é token"});
+    let reply = app.post("/v2/_whatsapp/senders", &not_a_token).await;
+    assert_eq!(reply.status, 400, "a token that cannot be a header is the client's error, not a 502");
+    assert_eq!(reply.error_codes(), [("access_token".to_owned(), "invalid_sender_credentials".to_owned())]);
     assert_eq!(app.get("/v2/_whatsapp/senders").await.body["data"], json!([]), "nothing stored");
 
     // A Graph API that cannot be reached: a closed port.

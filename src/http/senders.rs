@@ -100,11 +100,20 @@ pub async fn register(State(state): State<AppState>, caller: Caller, JsonObject(
     let phone_number_id = whatsapp_id(&mut fields, "phone_number_id");
     let waba_id = whatsapp_id(&mut fields, "waba_id");
     let access_token = fields.required_str("access_token").map(str::trim).filter(|token| {
-        let fits = !token.is_empty() && token.len() <= ACCESS_TOKEN_MAX;
-        if !fits {
+        if token.is_empty() || token.len() > ACCESS_TOKEN_MAX {
             fields.error("access_token", ErrorCode::InvalidLength, format!("must be 1-{ACCESS_TOKEN_MAX} characters"));
+            return false;
         }
-        fits
+        // It travels in an Authorization header: anything else is not a token Meta issued.
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            fields.error(
+                "access_token",
+                ErrorCode::InvalidSenderCredentials,
+                "must be printable ASCII without spaces, as Meta's tokens are",
+            );
+            return false;
+        }
+        true
     });
     let (Some(phone_number_id), Some(waba_id), Some(access_token)) = (phone_number_id, waba_id, access_token) else {
         return Err(ApiError::validation(errors));
