@@ -225,7 +225,7 @@ impl Jwks {
 /// Mints an HS256 token for `actiond token` and dev mode.
 pub fn mint(secret: &str, tenant: &str, scopes: &[Scope], ttl: Duration, issuer: Option<&str>, audience: Option<&str>) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-    let mut claims = json!({"sub": tenant, "org_id": tenant, "iat": now, "exp": now + ttl.as_secs()});
+    let mut claims = json!({"sub": tenant, "org_id": tenant, "iat": now, "exp": now.saturating_add(ttl.as_secs())});
     if !scopes.is_empty() {
         claims["scope"] = json!(scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
     }
@@ -251,7 +251,7 @@ pub fn parse_ttl(input: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => return Err(format!("'{input}' has an unknown unit; use s, m, h or d")),
     };
-    Ok(Duration::from_secs(number * unit_seconds))
+    number.checked_mul(unit_seconds).map(Duration::from_secs).ok_or_else(|| format!("'{input}' is too long a duration"))
 }
 
 pub type SharedAuthenticator = Arc<Authenticator>;

@@ -36,7 +36,7 @@ error_codes! {
     InvalidTemplateName => "invalid_template_name": "400: the template name breaks WhatsApp's rule ^[a-z0-9_]{1,512}$.",
     TemplateNotFound => "template_not_found": "400: the sender's WhatsApp Business Account has no template of that name in that language.",
     TemplateNotApproved => "template_not_approved": "400: the template exists but is not APPROVED; the message names its status.",
-    UnsupportedTemplate => "unsupported_template": "400: the template has a component actiond cannot fill from string parameters (a LOCATION header).",
+    UnsupportedTemplate => "unsupported_template": "400: the template has a part actiond cannot fill from string parameters: a LOCATION header, a carousel, a limited-time offer, a catalog or product button.",
     InvalidLanguageCode => "invalid_language_code": "400: not one of WhatsApp's template language codes.",
     ParamCountMismatch => "param_count_mismatch": "400: the number of parameters differs from the template's placeholders; the message names both counts.",
     InvalidParameter => "invalid_parameter": "400: a template parameter breaks WhatsApp's text rules (1-1024 characters, no newline or tab, at most 4 consecutive spaces) or holds a malformed {{variable}}.",

@@ -447,4 +447,8 @@ async fn scopes_guard_each_route() {
     assert_eq!(app.send(Method::GET, "/v2/_actions", Some(&writer), None).await.status, 403);
     assert_eq!(app.send(Method::POST, "/v2/_actions", Some(&writer), Some(&seed_body())).await.status, 201);
     assert_eq!(app.send(Method::POST, "/v2/_whatsapp/senders", Some(&writer), Some(&json!({}))).await.status, 403);
+    // The scope is checked before the body is read: a reader's broken body is still a 403.
+    let broken =
+        app.http.post(format!("{}/v2/_actions", app.base)).bearer_auth(&reader).header("content-type", "text/plain").body("{").send().await;
+    assert_eq!(broken.unwrap().status().as_u16(), 403);
 }

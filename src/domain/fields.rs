@@ -88,8 +88,8 @@ impl<'a, 'e> Fields<'a, 'e> {
         }
     }
 
-    /// A list of strings; `None` when absent or when it has the wrong type
-    /// (the error is recorded), so callers can tell "absent" via `present`.
+    /// A list of strings; `None` when absent, or when it or any item has the
+    /// wrong type (each error recorded), so no count is taken of a partial list.
     pub fn optional_str_list(&mut self, name: &str) -> Option<Vec<&'a str>> {
         match self.present(name)? {
             Value::Array(items) => {
@@ -100,7 +100,7 @@ impl<'a, 'e> Fields<'a, 'e> {
                         _ => self.error(&format!("{name}[{index}]"), ErrorCode::InvalidType, "must be a string"),
                     }
                 }
-                Some(strings)
+                (strings.len() == items.len()).then_some(strings)
             }
             _ => {
                 self.wrong_type(name, "an array of strings");

@@ -10,9 +10,8 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ActionId, JsonObject, QueryParams, action_not_found};
+use super::extract::{ActionId, ActionsRead, ActionsWrite, Authorized, JsonObject, QueryParams, action_not_found};
 use super::response::{self, Envelope, Listing};
-use crate::auth::{Caller, Scope};
 use crate::domain::{ActionSpec, ActionType, TenantId, parse_action_spec};
 use crate::error_code::ErrorCode;
 use crate::store::{ActionFilter, ActionRecord, Created, IdempotentResponse};
@@ -166,11 +165,10 @@ fn replay(first: IdempotentResponse, request_hash: &str) -> Result<Response, Api
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<ActionsWrite>,
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::ActionsWrite)?;
     let key = idempotency_key(&headers)?;
     let hash = request_hash("POST /v2/_actions", &body);
     if let Some(key) = &key
@@ -203,8 +201,11 @@ pub async fn create(
         (status = 403, description = "The token lacks actions:read", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, caller: Caller, mut query: QueryParams) -> Result<Response, ApiError> {
-    caller.require(Scope::ActionsRead)?;
+pub async fn list(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<ActionsRead>,
+    mut query: QueryParams,
+) -> Result<Response, ApiError> {
     let page = query.page();
     let kind = query.get("type").map(str::to_owned);
     let kind = kind.and_then(|raw| match ActionType::parse(&raw) {
@@ -229,8 +230,11 @@ pub async fn list(State(state): State<AppState>, caller: Caller, mut query: Quer
         (status = 404, description = "No such action for this tenant", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, caller: Caller, ActionId(id): ActionId) -> Result<Response, ApiError> {
-    caller.require(Scope::ActionsRead)?;
+pub async fn get(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<ActionsRead>,
+    ActionId(id): ActionId,
+) -> Result<Response, ApiError> {
     let action = state.store.get_action(&caller.tenant, id).await?.ok_or_else(action_not_found)?;
     Ok(response::ok(action))
 }
@@ -251,11 +255,10 @@ pub async fn get(State(state): State<AppState>, caller: Caller, ActionId(id): Ac
     security(("bearer" = [])))]
 pub async fn replace(
     State(state): State<AppState>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<ActionsWrite>,
     ActionId(id): ActionId,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::ActionsWrite)?;
     state.store.get_action(&caller.tenant, id).await?.ok_or_else(action_not_found)?;
     let spec = validate(&state, &caller.tenant, &body).await?;
     let action = state.store.update_action(&caller.tenant, id, &spec).await?.ok_or_else(action_not_found)?;
@@ -279,11 +282,10 @@ pub async fn replace(
     security(("bearer" = [])))]
 pub async fn patch(
     State(state): State<AppState>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<ActionsWrite>,
     ActionId(id): ActionId,
     JsonObject(changes): JsonObject,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::ActionsWrite)?;
     let current = state.store.get_action(&caller.tenant, id).await?.ok_or_else(action_not_found)?;
     let mut body = as_body(&current);
     merge_patch(&mut body, changes);
@@ -301,8 +303,11 @@ pub async fn patch(
         (status = 404, description = "No such action for this tenant", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn delete(State(state): State<AppState>, caller: Caller, ActionId(id): ActionId) -> Result<Response, ApiError> {
-    caller.require(Scope::ActionsWrite)?;
+pub async fn delete(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<ActionsWrite>,
+    ActionId(id): ActionId,
+) -> Result<Response, ApiError> {
     if !state.store.delete_action(&caller.tenant, id).await? {
         return Err(action_not_found());
     }

@@ -1,6 +1,8 @@
 //! Extractors that turn a request into typed input or a clear 4xx: the caller,
 //! a JSON object body, path ids and query parameters.
 
+use std::marker::PhantomData;
+
 use axum::body::to_bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -26,9 +28,32 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-impl Caller {
-    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.has(scope) { Ok(()) } else { Err(ApiError::forbidden(scope.as_str())) }
+/// A scope a route needs, as a type, so the check runs as an extractor:
+/// before the body is read, and impossible to forget in a handler.
+pub trait RequiredScope {
+    const SCOPE: Scope;
+}
+
+macro_rules! required_scopes {
+    ($($name:ident),*) => {$(
+        pub struct $name;
+        impl RequiredScope for $name {
+            const SCOPE: Scope = Scope::$name;
+        }
+    )*};
+}
+
+required_scopes!(ActionsRead, ActionsWrite, ActionsExecute, WhatsappAdmin);
+
+/// The caller, proven to hold scope `S`; 403 otherwise.
+pub struct Authorized<S>(pub Caller, pub PhantomData<S>);
+
+impl<S: RequiredScope, St: Send + Sync> FromRequestParts<St> for Authorized<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.has(S::SCOPE) { Ok(Self(caller, PhantomData)) } else { Err(ApiError::forbidden(S::SCOPE.as_str())) }
     }
 }
 
@@ -130,7 +155,7 @@ impl QueryParams {
 
     /// `page` (from 1) and `per_page` (1-100, default 10).
     pub fn page(&mut self) -> Page {
-        let number = self.number("page", 1, 1, 1_000_000);
+        let number = self.number("page", 1, 1, u32::MAX);
         let size = self.number("per_page", PER_PAGE_DEFAULT, 1, PER_PAGE_MAX);
         Page { number, size }
     }

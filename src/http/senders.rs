@@ -8,9 +8,8 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonObject, PhoneNumberId, QueryParams, sender_not_found};
+use super::extract::{ActionsRead, Authorized, JsonObject, PhoneNumberId, QueryParams, WhatsappAdmin, sender_not_found};
 use super::response::{self, Envelope, Listing};
-use crate::auth::{Caller, Scope};
 use crate::domain::{FieldError, Fields, TenantId};
 use crate::error_code::ErrorCode;
 use crate::store::{NewSender, SenderRecord, SenderSaved, TemplateRecord};
@@ -93,8 +92,11 @@ fn graph_failure(field: &str, error: GraphError) -> ApiError {
         (status = 502, description = "The Graph API could not be reached", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn register(State(state): State<AppState>, caller: Caller, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
-    caller.require(Scope::WhatsappAdmin)?;
+pub async fn register(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<WhatsappAdmin>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
     let mut errors: Vec<FieldError> = Vec::new();
     let mut fields = Fields::new(&body, &mut errors);
     let phone_number_id = whatsapp_id(&mut fields, "phone_number_id");
@@ -161,8 +163,7 @@ pub async fn save_sender(
         (status = 403, description = "The token lacks whatsapp:admin", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    caller.require(Scope::WhatsappAdmin)?;
+pub async fn list(State(state): State<AppState>, Authorized(caller, _): Authorized<WhatsappAdmin>) -> Result<Response, ApiError> {
     Ok(response::ok(state.store.list_senders(&caller.tenant).await?))
 }
 
@@ -176,8 +177,11 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
         (status = 404, description = "No such sender for this tenant", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, caller: Caller, PhoneNumberId(id): PhoneNumberId) -> Result<Response, ApiError> {
-    caller.require(Scope::WhatsappAdmin)?;
+pub async fn get(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<WhatsappAdmin>,
+    PhoneNumberId(id): PhoneNumberId,
+) -> Result<Response, ApiError> {
     let sender = state.store.get_sender(&caller.tenant, &id).await?.ok_or_else(sender_not_found)?;
     Ok(response::ok(sender))
 }
@@ -192,8 +196,11 @@ pub async fn get(State(state): State<AppState>, caller: Caller, PhoneNumberId(id
         (status = 404, description = "No such sender for this tenant", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn delete(State(state): State<AppState>, caller: Caller, PhoneNumberId(id): PhoneNumberId) -> Result<Response, ApiError> {
-    caller.require(Scope::WhatsappAdmin)?;
+pub async fn delete(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<WhatsappAdmin>,
+    PhoneNumberId(id): PhoneNumberId,
+) -> Result<Response, ApiError> {
     if !state.store.delete_sender(&caller.tenant, &id).await? {
         return Err(sender_not_found());
     }
@@ -212,8 +219,11 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, PhoneNumberId
         (status = 502, description = "The Graph API could not be reached", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn sync(State(state): State<AppState>, caller: Caller, PhoneNumberId(id): PhoneNumberId) -> Result<Response, ApiError> {
-    caller.require(Scope::WhatsappAdmin)?;
+pub async fn sync(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<WhatsappAdmin>,
+    PhoneNumberId(id): PhoneNumberId,
+) -> Result<Response, ApiError> {
     let credentials = state.store.sender_credentials(&caller.tenant, &id).await?.ok_or_else(sender_not_found)?;
     let access_token = state.sealer.open(&credentials.sealed_access_token, &id).map_err(ApiError::internal)?;
     let templates = state.graph.templates(&credentials.waba_id, &access_token).await.map_err(|e| graph_failure("access_token", e))?;
@@ -237,8 +247,11 @@ pub async fn sync(State(state): State<AppState>, caller: Caller, PhoneNumberId(i
         (status = 404, description = "No such sender for this tenant", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn templates(State(state): State<AppState>, caller: Caller, mut query: QueryParams) -> Result<Response, ApiError> {
-    caller.require(Scope::ActionsRead)?;
+pub async fn templates(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<ActionsRead>,
+    mut query: QueryParams,
+) -> Result<Response, ApiError> {
     let page = query.page();
     let sender = query.get("sender").map(str::to_owned);
     query.finish()?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::errors::{ErrorClass, classify};
 use crate::store::TemplateRecord;
 
 /// Template pages followed at most, so a looping `paging.next` cannot spin forever.
@@ -35,7 +36,8 @@ pub struct GraphClient {
     http: reqwest::Client,
     /// `{graph url}/{version}`, without a trailing slash.
     versioned_base: String,
-    origin: String,
+    /// The configured Graph URL, whose origin alone may receive the token.
+    graph_url: reqwest::Url,
 }
 
 impl GraphClient {
@@ -46,8 +48,8 @@ impl GraphClient {
             .build()
             .map_err(|e| e.to_string())?;
         let graph_url = graph_url.trim_end_matches('/');
-        let origin = reqwest::Url::parse(graph_url).map_err(|e| format!("ACTIOND_WHATSAPP_GRAPH_URL: {e}"))?.origin().ascii_serialization();
-        Ok(Self { http, versioned_base: format!("{graph_url}/{version}"), origin })
+        let parsed = reqwest::Url::parse(graph_url).map_err(|e| format!("ACTIOND_WHATSAPP_GRAPH_URL: {e}"))?;
+        Ok(Self { http, versioned_base: format!("{graph_url}/{version}"), graph_url: parsed })
     }
 
     /// `GET /{version}/{phone_number_id}`: proves the token can see the number.
@@ -67,9 +69,12 @@ impl GraphClient {
                 templates.push(template_record(item)?);
             }
             match page["paging"]["next"].as_str() {
-                // The token goes only back to the Graph API's own origin.
-                Some(next) if next.starts_with(&self.origin) => url = next.to_owned(),
-                Some(next) => return Err(GraphError::Unreachable(format!("paging.next points off the Graph API: {next}"))),
+                // The token goes only back to the Graph API's own origin. The URL
+                // is never quoted in an error: Meta puts the token in its query.
+                Some(next) => match reqwest::Url::parse(next) {
+                    Ok(parsed) if parsed.origin() == self.graph_url.origin() => url = next.to_owned(),
+                    _ => return Err(GraphError::Unreachable("paging.next points away from the Graph API".into())),
+                },
                 None => return Ok(templates),
             }
         }
@@ -82,9 +87,12 @@ impl GraphClient {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if let Some(error) = body.get("error").filter(|e| e.is_object()) {
-            return Err(GraphError::Refused {
-                code: error["code"].as_i64().unwrap_or_default(),
-                message: error["message"].as_str().unwrap_or("no message").to_owned(),
+            let code = error["code"].as_i64().unwrap_or_default();
+            let message = error["message"].as_str().unwrap_or("no message").to_owned();
+            // A throttle or an outage at Meta says nothing about the credentials.
+            return Err(match classify(code) {
+                ErrorClass::Transient => GraphError::Unreachable(format!("Meta is unavailable: {message} (code {code})")),
+                _ => GraphError::Refused { code, message },
             });
         }
         if !status.is_success() || !body.is_object() {

@@ -15,6 +15,9 @@ use crate::store::{Store, StoreResult, TemplateRecord};
 
 static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}").unwrap());
 
+/// Buttons whose send-time parameters are not strings (products, catalogs).
+const UNFILLABLE_BUTTONS: &[&str] = &["CATALOG", "MPM", "SPM"];
+
 /// Meta caps a COPY_CODE button's value at 15 characters.
 pub const COPY_CODE_MAX_CHARS: usize = 15;
 
@@ -23,25 +26,35 @@ pub enum Header {
     None,
     /// A text header and its placeholders (Meta allows at most one).
     Text(Vec<String>),
-    /// IMAGE, VIDEO or DOCUMENT: one media parameter on every send.
+    /// IMAGE, VIDEO, GIF or DOCUMENT: one media parameter on every send.
     Media(MediaKind),
-    /// A header actiond cannot fill from string parameters (LOCATION).
-    Unsupported(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaKind {
     Image,
     Video,
+    /// WhatsApp plays GIF headers as looping MP4 video; they are sent as video.
+    Gif,
     Document,
 }
 
 impl MediaKind {
+    /// The header format as Meta names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Image => "IMAGE",
+            Self::Video => "VIDEO",
+            Self::Gif => "GIF",
+            Self::Document => "DOCUMENT",
+        }
+    }
+
     /// The parameter type of the send payload.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Image => "image",
-            Self::Video => "video",
+            Self::Video | Self::Gif => "video",
             Self::Document => "document",
         }
     }
@@ -84,6 +97,9 @@ pub struct TemplateShape {
     pub named: bool,
     /// Every button, in the template's order (its index is the send's `index`).
     pub buttons: Vec<Button>,
+    /// Parts actiond cannot fill from string parameters (a LOCATION header,
+    /// carousels, limited-time offers, catalog and product buttons).
+    pub unsupported: Vec<String>,
 }
 
 /// The counts a template expects, as the templates API shows them.
@@ -101,6 +117,7 @@ impl TemplateShape {
             body: Vec::new(),
             named: template.parameter_format.eq_ignore_ascii_case("NAMED"),
             buttons: Vec::new(),
+            unsupported: Vec::new(),
         };
         for component in template.components.as_array().into_iter().flatten() {
             let text = component["text"].as_str().unwrap_or_default();
@@ -110,15 +127,27 @@ impl TemplateShape {
                         "" | "TEXT" => Header::Text(placeholders(text)),
                         "IMAGE" => Header::Media(MediaKind::Image),
                         "VIDEO" => Header::Media(MediaKind::Video),
+                        "GIF" => Header::Media(MediaKind::Gif),
                         "DOCUMENT" => Header::Media(MediaKind::Document),
-                        other => Header::Unsupported(other.to_owned()),
+                        other => {
+                            shape.unsupported.push(format!("a {other} header"));
+                            Header::None
+                        }
                     }
                 }
                 "BODY" => shape.body = placeholders(text),
                 "BUTTONS" => {
                     shape.buttons = component["buttons"].as_array().into_iter().flatten().map(button).collect();
+                    for button in &shape.buttons {
+                        if let Button::Static(kind) = button
+                            && UNFILLABLE_BUTTONS.contains(&kind.as_str())
+                        {
+                            shape.unsupported.push(format!("a {kind} button"));
+                        }
+                    }
                 }
-                _ => {}
+                "FOOTER" => {}
+                other => shape.unsupported.push(format!("a {other} component")),
             }
         }
         // Meta reports named placeholders by format; names in the text say it too.
@@ -131,7 +160,7 @@ impl TemplateShape {
             header_params: match &self.header {
                 Header::Text(placeholders) => placeholders.len(),
                 Header::Media(_) => 1,
-                Header::None | Header::Unsupported(_) => 0,
+                Header::None => 0,
             },
             body_params: self.body.len(),
             button_params: self.buttons.iter().filter(|b| b.takes_parameter()).count(),
@@ -216,20 +245,19 @@ pub fn check_against(template: &TemplateRecord, template_use: &TemplateUse<'_>) 
     let counts = shape.counts();
 
     let header_given = template_use.header_params.len();
-    match &shape.header {
-        Header::Unsupported(format) => errors.push(FieldError::new(
+    if !shape.unsupported.is_empty() {
+        errors.push(FieldError::new(
             "webhook.template_name",
             ErrorCode::UnsupportedTemplate,
-            format!("{label} has a {format} header, which actiond cannot fill from string parameters"),
-        )),
+            format!("{label} has {}, which actiond cannot fill from string parameters", shape.unsupported.join(" and ")),
+        ));
+    }
+    match &shape.header {
         Header::Media(kind) => {
             if header_given != 1 {
                 errors.push(mismatch(
                     "webhook.header_params",
-                    format!(
-                        "{label} has an {} header, which takes 1 media parameter (an https:// URL or a media id)",
-                        kind.as_str().to_uppercase()
-                    ),
+                    format!("{label} has an {} header, which takes 1 media parameter (an https:// URL or a media id)", kind.label()),
                     1,
                     header_given,
                 ));
@@ -239,7 +267,7 @@ pub fn check_against(template: &TemplateRecord, template_use: &TemplateUse<'_>) 
                 errors.push(FieldError::new(
                     "webhook.header_params[0]",
                     ErrorCode::InvalidMediaParameter,
-                    format!("{label} has an {} header: the parameter must be an https:// URL or a media id", kind.as_str().to_uppercase()),
+                    format!("{label} has an {} header: the parameter must be an https:// URL or a media id", kind.label()),
                 ));
             }
         }
@@ -433,9 +461,21 @@ mod tests {
     }
 
     #[test]
-    fn location_headers_are_unsupported() {
-        let location =
-            template("APPROVED", "POSITIONAL", json!([{"type": "HEADER", "format": "LOCATION"}, {"type": "BODY", "text": "Here"}]));
-        assert_eq!(codes(&check_against(&location, &usage(vec![], vec![], vec![]))), [("webhook.template_name", "unsupported_template")]);
+    fn parts_that_strings_cannot_fill_are_unsupported() {
+        for components in [
+            json!([{"type": "HEADER", "format": "LOCATION"}, {"type": "BODY", "text": "Here"}]),
+            json!([{"type": "BODY", "text": "Look"}, {"type": "CAROUSEL", "cards": []}]),
+            json!([{"type": "BODY", "text": "Shop"}, {"type": "BUTTONS", "buttons": [{"type": "CATALOG", "text": "View"}]}]),
+        ] {
+            let errors = check_against(&template("APPROVED", "POSITIONAL", components.clone()), &usage(vec![], vec![], vec![]));
+            assert_eq!(codes(&errors), [("webhook.template_name", "unsupported_template")], "{components}");
+        }
+    }
+
+    #[test]
+    fn gif_headers_take_one_media_parameter() {
+        let gif = template("APPROVED", "POSITIONAL", json!([{"type": "HEADER", "format": "GIF"}, {"type": "BODY", "text": "Hi"}]));
+        assert_eq!(TemplateShape::of(&gif).counts().header_params, 1);
+        assert_eq!(check_against(&gif, &usage(vec!["https://cdn.example/a.mp4"], vec![], vec![])), vec![]);
     }
 }
