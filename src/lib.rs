@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod clock;
 pub mod crypto;
+pub mod delivery;
 pub mod dev;
 pub mod domain;
 pub mod error_code;

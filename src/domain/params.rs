@@ -75,6 +75,20 @@ impl Param {
     pub fn has_variables(&self) -> bool {
         PLACEHOLDER.is_match(&self.0)
     }
+
+    /// The parameter with each `{{variable}}` filled from the call's variables,
+    /// or the names of those the call did not give.
+    pub fn render(&self, variables: &std::collections::HashMap<String, String>) -> Result<String, Vec<String>> {
+        let mut missing = Vec::new();
+        let rendered = PLACEHOLDER.replace_all(&self.0, |captures: &regex::Captures<'_>| {
+            let name = captures[1].trim();
+            variables.get(name).cloned().unwrap_or_else(|| {
+                missing.push(name.to_owned());
+                String::new()
+            })
+        });
+        if missing.is_empty() { Ok(rendered.into_owned()) } else { Err(missing) }
+    }
 }
 
 /// A media header parameter is an `https://` URL or a numeric media id from
@@ -118,6 +132,17 @@ mod tests {
         assert!(Param::parse("{{1bad}}").is_err());
         assert!(Param::parse("{{}}").is_err());
         assert!(!Param::parse("plain").unwrap().has_variables());
+    }
+
+    #[test]
+    fn render_fills_variables_and_names_the_missing() {
+        let param = Param::parse("Hi {{ name }}, order {{order.id}}").unwrap();
+        let mut variables = std::collections::HashMap::new();
+        variables.insert("name".to_owned(), "Ana".to_owned());
+        assert_eq!(param.render(&variables), Err(vec!["order.id".to_owned()]));
+        variables.insert("order.id".to_owned(), "A-1".to_owned());
+        assert_eq!(param.render(&variables).unwrap(), "Hi Ana, order A-1");
+        assert_eq!(Param::parse("plain").unwrap().render(&variables).unwrap(), "plain");
     }
 
     #[test]

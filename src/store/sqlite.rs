@@ -17,7 +17,8 @@ use uuid::Uuid;
 use super::*;
 use crate::clock;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/sqlite/0001_init.sql")), (2, include_str!("../../migrations/sqlite/0002_executions.sql"))];
 const READERS: usize = 4;
 /// Most requests one transaction commits; bounds the latency a batch adds.
 const MAX_BATCH: usize = 256;

@@ -2,6 +2,8 @@
 //! template registry's rules, and the sandbox that simulates Meta locally.
 
 pub mod client;
+pub mod errors;
+pub mod payload;
 pub mod sandbox;
 pub mod templates;
 

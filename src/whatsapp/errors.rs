@@ -1,0 +1,42 @@
+//! Meta's error codes sorted by what actiond does about them (reference §2),
+//! by `error.code` and never by HTTP status, which Meta has changed before.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Not accepted, and worth trying again with back-off.
+    Transient,
+    /// 131056: too many messages to this recipient; back off this pair only.
+    PairRateLimited,
+    /// The sender's token is expired or revoked: hold its sends until it is synced.
+    SenderCredentials,
+    /// Nothing a retry can fix: fail the execution with Meta's code.
+    Permanent,
+}
+
+pub fn classify(code: i64) -> ErrorClass {
+    match code {
+        // Throughput, app and WABA rate limits, temporary downtime, maintenance.
+        4 | 80007 | 130429 | 2 | 131000 | 131016 | 133004 | 131057 => ErrorClass::Transient,
+        131056 => ErrorClass::PairRateLimited,
+        0 | 190 => ErrorClass::SenderCredentials,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_follow_metas_table() {
+        for code in [130429, 131000, 131016, 133004, 4, 80007, 2, 131057] {
+            assert_eq!(classify(code), ErrorClass::Transient, "{code}");
+        }
+        assert_eq!(classify(131056), ErrorClass::PairRateLimited);
+        assert_eq!(classify(190), ErrorClass::SenderCredentials);
+        assert_eq!(classify(0), ErrorClass::SenderCredentials);
+        for code in [131026, 132000, 132001, 132015, 132016, 131047, 131049, 131050, 100, 368, 131031, 133010] {
+            assert_eq!(classify(code), ErrorClass::Permanent, "{code}");
+        }
+    }
+}
