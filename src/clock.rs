@@ -21,6 +21,16 @@ pub fn format(at: OffsetDateTime) -> String {
     )
 }
 
+/// Milliseconds since the Unix epoch: the clock of delivery jobs.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A Unix time in seconds (as Meta's webhooks give it) in the API's format.
+pub fn from_unix_seconds(seconds: i64) -> Option<String> {
+    OffsetDateTime::from_unix_timestamp(seconds).ok().map(format)
+}
+
 /// The timestamp `seconds` before now.
 pub fn seconds_ago(seconds: i64) -> String {
     format(OffsetDateTime::now_utc() - time::Duration::seconds(seconds))

@@ -15,7 +15,7 @@ use crate::crypto::Sealer;
 use crate::domain::TenantId;
 use crate::http::senders::save_sender;
 use crate::settings::{DEFAULT_DATABASE_URL, Settings};
-use crate::whatsapp::sandbox::{SANDBOX_ACCESS_TOKEN, SANDBOX_PHONE_NUMBER_ID, SANDBOX_WABA_ID};
+use crate::whatsapp::sandbox::{SANDBOX_ACCESS_TOKEN, SANDBOX_PHONE_NUMBER_ID, SANDBOX_WABA_ID, Sandbox};
 
 pub const DEFAULT_DATA_DIR: &str = "actiond-dev";
 pub const DEV_TENANT: &str = "dev";
@@ -27,19 +27,28 @@ pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub fn prepare(mut settings: Settings, data_dir: &Path) -> Result<Settings, String> {
     std::fs::create_dir_all(data_dir).map_err(|e| format!("--data-dir {}: {e}", data_dir.display()))?;
     if settings.jwt_secret.is_none() && settings.jwt_jwks_url.is_none() {
-        settings.jwt_secret = Some(read_or_create(&data_dir.join("jwt_secret"), || {
-            let mut bytes = [0u8; 48];
-            rand::rng().fill_bytes(&mut bytes);
-            URL_SAFE_NO_PAD.encode(bytes)
-        })?);
+        settings.jwt_secret = Some(read_or_create(&data_dir.join("jwt_secret"), random_secret)?);
     }
     if settings.encryption_key.is_none() {
         settings.encryption_key = Some(read_or_create(&data_dir.join("encryption_key"), Sealer::generate_key)?);
+    }
+    // The sandbox signs its webhooks with the app secret, as Meta does.
+    if settings.whatsapp_app_secret.is_none() {
+        settings.whatsapp_app_secret = Some(read_or_create(&data_dir.join("whatsapp_app_secret"), random_secret)?);
+    }
+    if settings.whatsapp_verify_token.is_none() {
+        settings.whatsapp_verify_token = Some(read_or_create(&data_dir.join("whatsapp_verify_token"), random_secret)?);
     }
     if settings.database_url == DEFAULT_DATABASE_URL {
         settings.database_url = format!("sqlite://{}", data_dir.join("actiond.db").display());
     }
     Ok(settings)
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 48];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn read_or_create(path: &PathBuf, generate: impl FnOnce() -> String) -> Result<String, String> {
@@ -61,6 +70,12 @@ fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(value.as_bytes())
+}
+
+/// Points the sandbox's webhooks at the app, signed with its app secret.
+pub fn connect_sandbox(sandbox: &Sandbox, app: &App, settings: &Settings) {
+    let secret = settings.whatsapp_app_secret.as_deref().unwrap_or_default();
+    sandbox.set_webhook(&format!("http://{}/v2/_whatsapp/webhook", app.address()), secret);
 }
 
 /// Registers the sandbox sender for the dev tenant unless it already is.

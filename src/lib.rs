@@ -21,14 +21,17 @@ pub mod whatsapp;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 
 use crate::auth::{AuthSettings, Authenticator};
 use crate::crypto::Sealer;
-use crate::http::AppState;
+use crate::delivery::{DeliverySettings, Waiters, Worker};
+use crate::http::{AppState, WebhookSecrets};
 use crate::ratelimit::RateLimiter;
 use crate::settings::Settings;
 use crate::whatsapp::GraphClient;
@@ -36,12 +39,16 @@ use crate::whatsapp::sandbox::Sandbox;
 
 /// Where the built-in Graph API simulator is mounted when the app hosts it.
 pub const SANDBOX_GRAPH_PATH: &str = "/_sandbox/graph";
+/// Where its controls (`POST /_sandbox/reply`) are mounted.
+pub const SANDBOX_CONTROLS_PATH: &str = "/_sandbox";
 
 pub struct App {
     listener: TcpListener,
     address: SocketAddr,
     router: Router,
     state: AppState,
+    worker: Arc<Worker>,
+    background_delivery: bool,
 }
 
 impl App {
@@ -56,23 +63,58 @@ impl App {
             None => settings.whatsapp_graph_url.clone(),
         };
         let encryption_key = settings.encryption_key.as_deref().ok_or("ACTIOND_ENCRYPTION_KEY is missing")?;
+        let store = store::open(&settings.database_url)?;
+        let graph = GraphClient::new(&graph_url, &settings.whatsapp_api_version)?;
+        let sealer = Sealer::from_base64(encryption_key)?;
+        let waiters = Arc::new(Waiters::default());
+        let delivery = Arc::new(Notify::new());
+        let worker = Arc::new(Worker::new(
+            Arc::clone(&store),
+            graph.clone(),
+            sealer.clone(),
+            Arc::clone(&waiters),
+            Arc::clone(&delivery),
+            DeliverySettings {
+                max_attempts: settings.delivery_max_attempts,
+                first_backoff: Duration::from_millis(settings.delivery_backoff_ms),
+                sender_mps: settings.sender_mps,
+                reconcile_after: Duration::from_millis(settings.delivery_reconcile_ms),
+            },
+        ));
         let state = AppState {
-            store: store::open(&settings.database_url)?,
-            graph: GraphClient::new(&graph_url, &settings.whatsapp_api_version)?,
+            store,
+            graph,
             auth: Arc::new(Authenticator::new(AuthSettings {
                 secret: settings.jwt_secret.as_deref(),
                 jwks_url: settings.jwt_jwks_url.as_deref(),
                 issuer: settings.jwt_issuer.as_deref(),
                 audience: settings.jwt_audience.as_deref(),
             })?),
-            sealer: Sealer::from_base64(encryption_key)?,
+            sealer,
             limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst).map(Arc::new),
             metrics: metrics_handle(),
+            waiters,
+            delivery,
+            webhook: WebhookSecrets {
+                app_secret: settings.whatsapp_app_secret.clone(),
+                verify_token: settings.whatsapp_verify_token.clone(),
+            },
         };
-        let sandbox_routes = sandbox.map(|sandbox| Router::new().nest(SANDBOX_GRAPH_PATH, sandbox.router()));
+        let sandbox_routes =
+            sandbox.map(|sandbox| Router::new().nest(SANDBOX_GRAPH_PATH, sandbox.router()).nest(SANDBOX_CONTROLS_PATH, sandbox.controls()));
         let router = http::router(state.clone(), sandbox_routes);
         tracing::info!(%address, "listening");
-        Ok(Self { listener, address, router, state })
+        Ok(Self { listener, address, router, state, worker, background_delivery: true })
+    }
+
+    /// Leaves delivery to explicit `Worker::run_once` calls: the test seam.
+    pub fn without_background_delivery(mut self) -> Self {
+        self.background_delivery = false;
+        self
+    }
+
+    pub fn worker(&self) -> Arc<Worker> {
+        Arc::clone(&self.worker)
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -83,10 +125,17 @@ impl App {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then stops taking connections and
-    /// finishes the requests in flight.
+    /// Serves until `shutdown` resolves, then stops taking connections,
+    /// finishes the requests in flight and the deliveries under way.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+        let (stop_worker, stopped) = watch::channel(false);
+        let worker = self.background_delivery.then(|| tokio::spawn(Arc::clone(&self.worker).run(stopped)));
+        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        let _ = stop_worker.send(true);
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        served
     }
 }
 

@@ -114,7 +114,11 @@ async fn serve(settings: Settings, dev_data_dir: Option<PathBuf>) -> Result<(), 
         Some(dir) => dev::prepare(settings, dir)?,
         None => settings,
     };
-    let app = App::build(&settings, dev_data_dir.is_some().then(Sandbox::new)).await?;
+    let sandbox = dev_data_dir.is_some().then(Sandbox::new);
+    let app = App::build(&settings, sandbox.clone()).await?;
+    if let Some(sandbox) = &sandbox {
+        dev::connect_sandbox(sandbox, &app, &settings);
+    }
     let state = app.state().clone();
     let banner = dev_data_dir.as_ref().map(|dir| dev::banner(&app, &settings, dir));
     let server = tokio::spawn(app.run(shutdown_signal()));

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{actions, ops, senders};
+use crate::http::{actions, executions, ops, senders, webhook};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,13 +14,15 @@ use crate::http::{actions, ops, senders};
     paths(
         actions::create, actions::list, actions::get, actions::replace, actions::patch, actions::delete,
         senders::register, senders::list, senders::get, senders::delete, senders::sync, senders::templates,
+        executions::execute, executions::get, executions::list, webhook::verify, webhook::receive,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::docs,
     ),
     components(schemas(crate::error_code::ErrorCode)),
     modifiers(&BearerAuth),
     tags(
         (name = "actions", description = "WhatsApp actions"),
-        (name = "whatsapp", description = "WhatsApp senders and their templates"),
+        (name = "executions", description = "Running actions during calls"),
+        (name = "whatsapp", description = "WhatsApp senders, their templates, and Meta's webhook"),
         (name = "operations", description = "Health, readiness, metrics and documentation"),
     )
 )]

@@ -29,6 +29,8 @@ pub struct Settings {
     pub rate_limit_burst: u32,
     pub delivery_max_attempts: u32,
     pub delivery_backoff_ms: u64,
+    /// How long a send with an unknown outcome waits for Meta's status before it is sent again.
+    pub delivery_reconcile_ms: u64,
     pub sender_mps: u32,
 }
 
@@ -50,6 +52,7 @@ impl Default for Settings {
             rate_limit_burst: 100,
             delivery_max_attempts: 8,
             delivery_backoff_ms: 1000,
+            delivery_reconcile_ms: 120_000,
             sender_mps: 80,
         }
     }
@@ -135,6 +138,12 @@ impl Settings {
         }
         if reqwest::Url::parse(&self.whatsapp_graph_url).is_err() {
             problems.push(format!("ACTIOND_WHATSAPP_GRAPH_URL: '{}' is not a URL", self.whatsapp_graph_url));
+        }
+        if self.delivery_max_attempts == 0 {
+            problems.push("ACTIOND_DELIVERY_MAX_ATTEMPTS must be at least 1".into());
+        }
+        if self.sender_mps == 0 {
+            problems.push("ACTIOND_SENDER_MPS must be at least 1".into());
         }
         if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
             problems.push("ACTIOND_RATE_LIMIT_BURST must be at least 1 while ACTIOND_RATE_LIMIT_PER_SECOND is set".into());

@@ -243,6 +243,76 @@ async fn acknowledged_creates_survive_kill_9() {
 }
 
 #[tokio::test]
+async fn after_kill_9_every_acknowledged_execution_is_delivered_once() {
+    let (sandbox, graph_url) = spawn_sandbox().await;
+    let dir = temp_dir();
+    let key = Sealer::generate_key();
+    let start = || {
+        let mut command = actiond(&dir, &["serve", "--log-format", "json"]);
+        production_env(&mut command, &dir, &graph_url, &key);
+        // 5 messages a second: the kill lands with sends done, in flight and queued.
+        command
+            .env("ACTIOND_WHATSAPP_APP_SECRET", common::APP_SECRET)
+            .env("ACTIOND_DELIVERY_RECONCILE_MS", "8000")
+            .env("ACTIOND_SENDER_MPS", "5");
+        Server::start(command)
+    };
+    let http = reqwest::Client::new();
+    let tenant = token("crash");
+    let mut server = start();
+    let base = server.address();
+    sandbox.set_webhook(&format!("{base}/v2/_whatsapp/webhook"), common::APP_SECRET);
+    let sender = json!({"phone_number_id": common::SENDER, "waba_id": actiond::whatsapp::sandbox::SANDBOX_WABA_ID,
+                        "access_token": actiond::whatsapp::sandbox::SANDBOX_ACCESS_TOKEN});
+    assert_eq!(
+        http.post(format!("{base}/v2/_whatsapp/senders")).bearer_auth(&tenant).json(&sender).send().await.unwrap().status().as_u16(),
+        201
+    );
+    let mut action = seed_body();
+    action["webhook"]["mandatory"] = json!(false);
+    let created: Value =
+        http.post(format!("{base}/v2/_actions")).bearer_auth(&tenant).json(&action).send().await.unwrap().json().await.unwrap();
+    let action_id = created["data"]["action_id"].as_str().unwrap().to_owned();
+
+    let executes = (0..30).map(|index| {
+        let body = json!({"to": format!("+1415555{:04}", 200 + index), "variables": {"customer_name": "Ana"}});
+        http.post(format!("{base}/v2/_actions/{action_id}/_execute")).bearer_auth(&tenant).json(&body).send()
+    });
+    let mut acknowledged = Vec::new();
+    for reply in futures::future::join_all(executes).await {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status().as_u16(), 202);
+        let body: Value = reply.json().await.unwrap();
+        acknowledged.push(body["data"]["execution_id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.child.kill().unwrap(); // SIGKILL, mid-delivery.
+    server.child.wait().unwrap();
+    let sent_before = sandbox.sent().len();
+    assert!(sent_before > 0 && sent_before < acknowledged.len(), "killed mid-delivery: {sent_before} of {} sent", acknowledged.len());
+
+    // The restarted process listens elsewhere; Meta's (the sandbox's) webhooks follow it.
+    let mut restarted = start();
+    let base = restarted.address();
+    sandbox.set_webhook(&format!("{base}/v2/_whatsapp/webhook"), common::APP_SECRET);
+    for id in &acknowledged {
+        let reply = http.get(format!("{base}/v2/_executions/{id}?wait=30")).bearer_auth(&tenant).send().await.unwrap();
+        let execution: Value = reply.json().await.unwrap();
+        let status = execution["data"]["status"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            ["accepted", "sent", "delivered", "read"].contains(&status.as_str()),
+            "execution {id} acknowledged before kill -9: {status}"
+        );
+    }
+    let sent = sandbox.sent();
+    for id in &acknowledged {
+        let copies = sent.iter().filter(|m| m.payload["biz_opaque_callback_data"] == id.as_str()).count();
+        assert_eq!(copies, 1, "execution {id} sent exactly once");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn json_logs_carry_the_ctx_id_of_their_request() {
     let (_sandbox, graph_url) = spawn_sandbox().await;
     let dir = temp_dir();

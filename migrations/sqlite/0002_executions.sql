@@ -16,6 +16,9 @@ CREATE TABLE executions (
     status          TEXT NOT NULL,
     wamid           TEXT,
     attempts        INTEGER NOT NULL DEFAULT 0,
+    -- Set while a send is in flight: found set on a claim, the process died
+    -- mid-send and Meta may have the message.
+    attempt_open    INTEGER NOT NULL DEFAULT 0,
     error           TEXT,
     reply           TEXT,
     timeline        TEXT NOT NULL,

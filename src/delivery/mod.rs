@@ -3,3 +3,8 @@
 
 pub mod pacing;
 pub mod retry;
+pub mod waiters;
+pub mod worker;
+
+pub use waiters::Waiters;
+pub use worker::{DeliverySettings, Worker};

@@ -10,15 +10,12 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ActionId, ActionsRead, ActionsWrite, Authorized, JsonObject, QueryParams, action_not_found};
+use super::extract::{ActionId, ActionsRead, ActionsWrite, Authorized, JsonObject, QueryParams, action_not_found, idempotency_key};
 use super::response::{self, Envelope, Listing};
 use crate::domain::{ActionSpec, ActionType, TenantId, parse_action_spec};
 use crate::error_code::ErrorCode;
 use crate::store::{ActionFilter, ActionRecord, Created, IdempotentResponse};
 use crate::whatsapp::templates::check_template_use;
-
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
-const IDEMPOTENCY_KEY_MAX: usize = 255;
 
 /// The 201 answer of the seed: the new action's id, name and type.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -99,20 +96,6 @@ async fn validate(state: &AppState, tenant: &TenantId, body: &Map<String, Value>
     match parsed.spec {
         Some(spec) if errors.is_empty() => Ok(spec),
         _ => Err(ApiError::validation(errors)),
-    }
-}
-
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
-    match value.to_str() {
-        Ok(key) if !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_MAX && key.bytes().all(|b| b.is_ascii_graphic()) => {
-            Ok(Some(key.to_owned()))
-        }
-        _ => Err(ApiError::bad_request(
-            "Idempotency-Key",
-            ErrorCode::InvalidIdempotencyKey,
-            format!("must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters without spaces"),
-        )),
     }
 }
 
@@ -308,9 +291,8 @@ pub async fn delete(
     Authorized(caller, _): Authorized<ActionsWrite>,
     ActionId(id): ActionId,
 ) -> Result<Response, ApiError> {
-    if !state.store.delete_action(&caller.tenant, id).await? {
-        return Err(action_not_found());
-    }
+    let cancelled = state.store.delete_action(&caller.tenant, id).await?.ok_or_else(action_not_found)?;
+    state.waiters.wake(&cancelled);
     Ok(response::ok(DeletedAction { action_id: id, deleted: true }))
 }
 

@@ -74,6 +74,20 @@ impl ApiError {
         Self::single(StatusCode::FORBIDDEN, "Authorization", ErrorCode::InsufficientScope, format!("the token lacks the scope {scope}"))
     }
 
+    pub fn forbidden_with(field: &str, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::single(StatusCode::FORBIDDEN, field, code, message)
+    }
+
+    /// 401 for a webhook whose signature is missing or wrong.
+    pub fn invalid_signature() -> Self {
+        Self::single(
+            StatusCode::UNAUTHORIZED,
+            "X-Hub-Signature-256",
+            ErrorCode::InvalidSignature,
+            "X-Hub-Signature-256 is missing or is not the HMAC-SHA256 of the body under the app secret",
+        )
+    }
+
     pub fn conflict(field: &str, code: ErrorCode, message: impl Into<String>) -> Self {
         Self::single(StatusCode::CONFLICT, field, code, message)
     }
@@ -152,10 +166,11 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let bearer_refused = self.errors.iter().any(|e| e.code == ErrorCode::InvalidToken);
         let body = ErrorBody { ctx_id: ctx_id(), detail: self.detail, errors: self.errors };
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();
-        if self.status == StatusCode::UNAUTHORIZED {
+        if bearer_refused {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
         }
         if let Some(seconds) = self.retry_after {

@@ -17,6 +17,7 @@ use crate::error_code::ErrorCode;
 use crate::store::Page;
 
 pub const BODY_LIMIT: usize = 64 * 1024;
+const IDEMPOTENCY_KEY_MAX: usize = 255;
 pub const PER_PAGE_DEFAULT: u32 = 10;
 pub const PER_PAGE_MAX: u32 = 100;
 
@@ -61,6 +62,23 @@ impl<S: RequiredScope, St: Send + Sync> FromRequestParts<St> for Authorized<S> {
 /// at most 64 KiB. Its fields are read by the domain's collecting reader.
 pub struct JsonObject(pub Map<String, Value>);
 
+/// Like `JsonObject`, but a request with no body at all reads as `{}`.
+pub struct OptionalJsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let headers = request.headers();
+        let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        let chunked = headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+        if !headers.contains_key(CONTENT_TYPE) && !chunked && declared.unwrap_or(0) == 0 {
+            return Ok(Self(Map::new()));
+        }
+        JsonObject::from_request(request, state).await.map(|JsonObject(object)| Self(object))
+    }
+}
+
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
@@ -84,6 +102,21 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     }
 }
 
+/// The `Idempotency-Key` header, when given: 1-255 printable ASCII characters.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_MAX && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::bad_request(
+            "Idempotency-Key",
+            ErrorCode::InvalidIdempotencyKey,
+            format!("must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters without spaces"),
+        )),
+    }
+}
+
 /// An action id from the path. Anything that is not a UUID names no action:
 /// 404, exactly as an id that does not exist.
 pub struct ActionId(pub Uuid);
@@ -92,13 +125,33 @@ impl<S: Send + Sync> FromRequestParts<S> for ActionId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| action_not_found())?;
-        Uuid::parse_str(&raw).map(Self).map_err(|_| action_not_found())
+        uuid_in_path(parts, state, action_not_found).await.map(Self)
     }
 }
 
 pub fn action_not_found() -> ApiError {
     ApiError::not_found("action_id", "no action with this id")
+}
+
+/// An execution id from the path; anything not a UUID is a 404 too.
+pub struct ExecutionId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for ExecutionId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        uuid_in_path(parts, state, execution_not_found).await.map(Self)
+    }
+}
+
+pub fn execution_not_found() -> ApiError {
+    ApiError::not_found("execution_id", "no execution with this id")
+}
+
+/// The route's one path parameter as a UUID, or the resource's 404.
+async fn uuid_in_path<S: Send + Sync>(parts: &mut Parts, state: &S, not_found: fn() -> ApiError) -> Result<Uuid, ApiError> {
+    let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| not_found())?;
+    Uuid::parse_str(&raw).map_err(|_| not_found())
 }
 
 /// A WhatsApp phone-number ID from the path.

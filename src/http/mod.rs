@@ -3,10 +3,12 @@
 pub mod actions;
 pub mod context;
 pub mod error;
+pub mod executions;
 pub mod extract;
 pub mod ops;
 pub mod response;
 pub mod senders;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -17,10 +19,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Notify;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::Authenticator;
 use crate::crypto::Sealer;
+use crate::delivery::Waiters;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::whatsapp::GraphClient;
@@ -34,6 +38,18 @@ pub struct AppState {
     pub sealer: Sealer,
     pub limiter: Option<Arc<RateLimiter>>,
     pub metrics: PrometheusHandle,
+    /// Wakes `?wait` requests when an execution changes.
+    pub waiters: Arc<Waiters>,
+    /// Wakes the delivery worker when a job is stored or released.
+    pub delivery: Arc<Notify>,
+    pub webhook: WebhookSecrets,
+}
+
+/// What Meta's webhook is checked with; absent values refuse every call.
+#[derive(Clone, Default)]
+pub struct WebhookSecrets {
+    pub app_secret: Option<String>,
+    pub verify_token: Option<String>,
 }
 
 /// Every route; `extra` (the dev sandbox) is mounted beside them.
@@ -45,6 +61,9 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         .route("/v2/_whatsapp/senders/{phone_number_id}", get(senders::get).delete(senders::delete))
         .route("/v2/_whatsapp/senders/{phone_number_id}/_sync", post(senders::sync))
         .route("/v2/_whatsapp/templates", get(senders::templates))
+        .route("/v2/_actions/{action_id}/_execute", post(executions::execute))
+        .route("/v2/_executions", get(executions::list))
+        .route("/v2/_executions/{execution_id}", get(executions::get))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let mut router = Router::new()
         .route("/healthz", get(ops::healthz))
@@ -52,6 +71,7 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/docs", get(ops::docs))
+        .route("/v2/_whatsapp/webhook", get(webhook::verify).post(webhook::receive))
         .merge(api)
         .with_state(state);
     if let Some(extra) = extra {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 pub use sqlite::SqliteStore;
 
-use crate::domain::{ActionSpec, TenantId};
+use crate::domain::{ActionSpec, ExecutionStatus, TenantId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -148,10 +148,11 @@ pub enum SenderSaved {
     Taken,
 }
 
-/// What a sync needs to call the Graph API again.
+/// What a sync or a send needs to call the Graph API.
 pub struct SenderCredentials {
     pub waba_id: String,
     pub sealed_access_token: Vec<u8>,
+    pub healthy: bool,
 }
 
 /// One language version of a template in a sender's WABA.
@@ -168,6 +169,134 @@ pub struct TemplateRecord {
     pub parameter_format: String,
     /// The components as Meta returns them.
     pub components: serde_json::Value,
+}
+
+/// Why an execution failed: actiond's code, and Meta's when Meta said no.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExecutionError {
+    /// `provider_error` when Meta refused the message, else actiond's reason
+    /// (`template_paused`, `max_attempts_reached`, `sender_removed`, …).
+    pub code: String,
+    pub message: String,
+    /// Meta's `error.code`, when it gave one.
+    pub provider_code: Option<i64>,
+}
+
+/// The recipient's answer to the message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExecutionReply {
+    /// `text`, `button` (a template quick reply) or `interactive` (a button or list reply).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+    /// The tapped button's payload or reply id.
+    pub payload: Option<String>,
+    pub received_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TimelineEntry {
+    pub status: ExecutionStatus,
+    pub at: String,
+}
+
+/// The execution object of the API.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ExecutionRecord {
+    pub execution_id: Uuid,
+    pub action_id: Uuid,
+    pub call_id: Option<String>,
+    /// Recipient, E.164 digits without `+`.
+    pub to: String,
+    pub status: ExecutionStatus,
+    pub mandatory: bool,
+    /// Meta's message id once the Graph API accepted the message.
+    pub wamid: Option<String>,
+    /// Sends tried so far.
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ExecutionError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ExecutionReply>,
+    /// Each status reached, once, with its time.
+    pub timeline: Vec<TimelineEntry>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// A mandatory execution expires when no reply came by then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_deadline: Option<String>,
+}
+
+/// An execution to store with its delivery job.
+pub struct NewExecution {
+    pub id: Uuid,
+    pub action_id: Uuid,
+    pub call_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub to: String,
+    pub sender: String,
+    pub template_name: String,
+    pub language: String,
+    pub mandatory: bool,
+    /// The template message exactly as it will be sent.
+    pub payload: serde_json::Value,
+    /// Seconds a mandatory execution waits for its reply.
+    pub reply_timeout: u32,
+}
+
+pub enum Executed {
+    New(ExecutionRecord),
+    /// The same call id or idempotency key was executed before: nothing new is sent.
+    Existing(ExecutionRecord),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecutionFilter<'a> {
+    pub action_id: Option<Uuid>,
+    pub call_id: Option<&'a str>,
+    pub status: Option<ExecutionStatus>,
+}
+
+/// A job the worker holds a lease on.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub execution_id: Uuid,
+    pub tenant: TenantId,
+    pub sender: String,
+    pub recipient: String,
+    pub payload: serde_json::Value,
+    pub attempts: u32,
+    /// An earlier attempt began and recorded no outcome: the process stopped
+    /// mid-send, so Meta may have the message.
+    pub attempt_open: bool,
+}
+
+/// What became of one send attempt, as the worker records it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Accepted {
+        wamid: String,
+    },
+    /// Try again at `due_ms`; the error says why the last try failed.
+    Retry {
+        due_ms: i64,
+        error: ExecutionError,
+    },
+    Failed(ExecutionError),
+    /// Not attempted yet (pacing): the job waits until `due_ms`, no attempt counted.
+    Deferred {
+        due_ms: i64,
+    },
+    /// Sender credentials refused: hold the job with its sender's others.
+    Held,
+}
+
+/// One event from Meta's webhook, with the key that makes it apply once.
+#[derive(Debug, Clone)]
+pub enum WebhookEvent {
+    Status { key: String, wamid: String, execution_hint: Option<Uuid>, status: ExecutionStatus, error: Option<ExecutionError> },
+    Reply { key: String, context_wamid: Option<String>, execution_hint: Option<Uuid>, reply: ExecutionReply },
+    TemplateStatus { key: String, waba_id: String, name: String, language: String, status: String },
 }
 
 #[async_trait]
@@ -188,7 +317,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_action(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<ActionRecord>>;
     async fn list_actions(&self, tenant: &TenantId, filter: ActionFilter<'_>, page: Page) -> StoreResult<(Vec<ActionRecord>, u64)>;
     async fn update_action(&self, tenant: &TenantId, id: Uuid, spec: &ActionSpec) -> StoreResult<Option<ActionRecord>>;
-    async fn delete_action(&self, tenant: &TenantId, id: Uuid) -> StoreResult<bool>;
+    /// Deletes the action and cancels its unsettled executions; `None` when
+    /// there was no such action, else the ids of the cancelled executions.
+    async fn delete_action(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Vec<Uuid>>>;
 
     async fn save_sender(&self, tenant: &TenantId, sender: NewSender, templates: Vec<TemplateRecord>) -> StoreResult<SenderSaved>;
     async fn replace_templates(
@@ -210,6 +341,29 @@ pub trait Store: Send + Sync + 'static {
         phone_number_id: Option<&str>,
         page: Page,
     ) -> StoreResult<(Vec<(String, TemplateRecord)>, u64)>;
+    /// Stores the execution and its delivery job in one transaction, or
+    /// returns the execution that already has this call id or idempotency key.
+    async fn create_execution(&self, tenant: &TenantId, execution: NewExecution) -> StoreResult<Executed>;
+    async fn get_execution(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<ExecutionRecord>>;
+    async fn list_executions(&self, tenant: &TenantId, filter: ExecutionFilter<'_>, page: Page)
+    -> StoreResult<(Vec<ExecutionRecord>, u64)>;
+
+    // The delivery worker's side: jobs name their tenant, so these take none.
+    /// Leases up to `limit` due jobs until `lease_until_ms`.
+    async fn claim_jobs(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<ClaimedJob>>;
+    /// Marks an attempt as started (status `sending`, one more attempt); false
+    /// when the execution has ended meanwhile, and its job is gone.
+    async fn begin_attempt(&self, execution_id: Uuid) -> StoreResult<bool>;
+    async fn record_outcome(&self, execution_id: Uuid, outcome: Outcome) -> StoreResult<()>;
+    /// Meta refused the sender's token: mark it unhealthy and hold its jobs
+    /// until a sync proves new credentials.
+    async fn hold_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<()>;
+    /// Applies Meta's webhook events, each once; returns the executions changed.
+    async fn apply_webhook_events(&self, events: Vec<WebhookEvent>) -> StoreResult<Vec<Uuid>>;
+    /// Expires mandatory executions whose reply deadline has passed.
+    async fn expire_due(&self) -> StoreResult<Vec<Uuid>>;
+    /// Jobs waiting to be sent, and the earliest time one comes due.
+    async fn queue(&self) -> StoreResult<(u64, Option<i64>)>;
 }
 
 /// Opens the store the URL names: `sqlite://PATH` (PostgreSQL comes later).

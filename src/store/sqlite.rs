@@ -43,6 +43,9 @@ impl SqliteStore {
         let writer = connect(path).map_err(|e| e.to_string())?;
         writer.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
         migrate(&writer).map_err(|e| e.to_string())?;
+        // One process owns a SQLite file, so a lease found at start belongs to a
+        // process that died: its jobs are due again now, not when it expires.
+        writer.execute("UPDATE delivery_jobs SET lease_until = 0", []).map_err(|e| e.to_string())?;
         let connections = (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || run_writer(writer, queue)).map_err(|e| e.to_string())?;
@@ -316,6 +319,166 @@ fn template_from_row(row: &Row<'_>) -> rusqlite::Result<(String, TemplateRecord)
     ))
 }
 
+const EXECUTION_COLUMNS: &str = "id, action_id, call_id, recipient, status, mandatory, wamid, attempts, error, reply, timeline, \
+     created_at, updated_at, reply_deadline";
+
+fn json_column<T: serde::de::DeserializeOwned>(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(column)?;
+    text.map(|text| serde_json::from_str(&text).map_err(|e| conversion(column, e))).transpose()
+}
+
+fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<ExecutionRecord> {
+    let uuid = |column: usize| -> rusqlite::Result<Uuid> {
+        let text: String = row.get(column)?;
+        Uuid::parse_str(&text).map_err(|e| conversion(column, e))
+    };
+    let status: String = row.get(4)?;
+    Ok(ExecutionRecord {
+        execution_id: uuid(0)?,
+        action_id: uuid(1)?,
+        call_id: row.get(2)?,
+        to: row.get(3)?,
+        status: ExecutionStatus::parse(&status).ok_or_else(|| conversion(4, std::fmt::Error))?,
+        mandatory: row.get(5)?,
+        wamid: row.get(6)?,
+        attempts: row.get(7)?,
+        error: json_column(row, 8)?,
+        reply: json_column(row, 9)?,
+        timeline: json_column(row, 10)?.unwrap_or_default(),
+        created_at: row.get(11)?,
+        updated_at: row.get(12)?,
+        reply_deadline: row.get(13)?,
+    })
+}
+
+fn select_execution(c: &Connection, tenant: &str, id: &str) -> rusqlite::Result<Option<ExecutionRecord>> {
+    c.query_row(&format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE tenant = ?1 AND id = ?2"), [tenant, id], execution_from_row)
+        .optional()
+}
+
+fn to_json(value: &impl serde::Serialize) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+/// The one place an execution's status changes: forward only, each status
+/// once on the timeline, and an ended execution's job gone with it.
+fn advance(c: &Connection, id: &str, next: ExecutionStatus) -> rusqlite::Result<bool> {
+    let Some((status, timeline)) = c
+        .query_row("SELECT status, timeline FROM executions WHERE id = ?1", [id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .optional()?
+    else {
+        return Ok(false);
+    };
+    let current = ExecutionStatus::parse(&status).ok_or_else(|| conversion(0, std::fmt::Error))?;
+    if !current.may_become(next) {
+        return Ok(false);
+    }
+    let now = clock::now();
+    let mut timeline: Vec<TimelineEntry> = serde_json::from_str(&timeline).map_err(|e| conversion(1, e))?;
+    timeline.push(TimelineEntry { status: next, at: now.clone() });
+    c.execute(
+        "UPDATE executions SET status = ?2, timeline = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, next.as_str(), to_json(&timeline)?, now],
+    )?;
+    if next.is_terminal() {
+        c.execute("DELETE FROM delivery_jobs WHERE execution_id = ?1", [id])?;
+    }
+    Ok(true)
+}
+
+fn set_error(c: &Connection, id: &str, error: &ExecutionError) -> rusqlite::Result<()> {
+    c.execute("UPDATE executions SET error = ?2 WHERE id = ?1", params![id, to_json(error)?])?;
+    Ok(())
+}
+
+/// Sends held for a sender go again once new credentials are proven.
+fn release_sender_jobs(c: &Connection, tenant: &str, phone_number_id: &str) -> rusqlite::Result<()> {
+    c.execute(
+        "UPDATE delivery_jobs SET held = 0, due_at = MIN(due_at, ?3) WHERE tenant = ?1 AND sender = ?2 AND held = 1",
+        params![tenant, phone_number_id, clock::now_ms()],
+    )?;
+    Ok(())
+}
+
+/// The execution a webhook event concerns: by Meta's wamid, else by the id
+/// actiond put in the message (biz_opaque_callback_data, a quick-reply payload).
+fn find_execution(c: &Connection, wamid: Option<&str>, hint: Option<Uuid>) -> rusqlite::Result<Option<String>> {
+    if let Some(wamid) = wamid
+        && let Some(id) = c.query_row("SELECT id FROM executions WHERE wamid = ?1", [wamid], |r| r.get(0)).optional()?
+    {
+        return Ok(Some(id));
+    }
+    match hint {
+        Some(hint) => c.query_row("SELECT id FROM executions WHERE id = ?1", [hint.to_string()], |r| r.get(0)).optional(),
+        None => Ok(None),
+    }
+}
+
+fn apply_event(c: &Connection, event: WebhookEvent, changed: &mut Vec<Uuid>) -> rusqlite::Result<()> {
+    let mut touched = |id: &str| {
+        if let Ok(id) = Uuid::parse_str(id) {
+            changed.push(id);
+        }
+    };
+    match event {
+        WebhookEvent::Status { wamid, execution_hint, status, error, .. } => {
+            let Some(id) = find_execution(c, Some(&wamid), execution_hint)? else { return Ok(()) };
+            // A status for a send whose answer was lost: Meta has the message, so
+            // its wamid is adopted and the job, waiting to reconcile, is done.
+            let adopted = c.execute("UPDATE executions SET wamid = ?2 WHERE id = ?1 AND wamid IS NULL", [&id, &wamid])?;
+            if adopted > 0 {
+                c.execute("DELETE FROM delivery_jobs WHERE execution_id = ?1", [&id])?;
+            }
+            if let Some(error) = &error {
+                set_error(c, &id, error)?;
+            }
+            if advance(c, &id, status)? || adopted > 0 {
+                touched(&id);
+            }
+        }
+        WebhookEvent::Reply { context_wamid, execution_hint, reply, .. } => {
+            let Some(id) = find_execution(c, context_wamid.as_deref(), execution_hint)? else { return Ok(()) };
+            let recorded = c.execute(
+                "UPDATE executions SET reply = ?2, updated_at = ?3 WHERE id = ?1 AND reply IS NULL",
+                params![id, to_json(&reply)?, clock::now()],
+            )?;
+            let mandatory: bool = c.query_row("SELECT mandatory FROM executions WHERE id = ?1", [&id], |r| r.get(0))?;
+            if recorded > 0 && (!mandatory || advance(c, &id, ExecutionStatus::Replied)?) {
+                touched(&id);
+            }
+        }
+        WebhookEvent::TemplateStatus { waba_id, name, language, status, .. } => {
+            c.execute(
+                "UPDATE templates SET status = ?4 WHERE name = ?2 AND language = ?3 \
+                 AND phone_number_id IN (SELECT phone_number_id FROM senders WHERE waba_id = ?1)",
+                params![waba_id, name, language, status],
+            )?;
+            if status == "APPROVED" {
+                return Ok(());
+            }
+            // Sends not yet accepted would fail at Meta (132015/132016): stop them now.
+            let mut pending = c.prepare(
+                "SELECT e.id FROM executions e JOIN delivery_jobs j ON j.execution_id = e.id \
+                 WHERE e.template_name = ?2 AND e.language = ?3 AND e.wamid IS NULL \
+                 AND e.sender IN (SELECT phone_number_id FROM senders WHERE waba_id = ?1)",
+            )?;
+            let ids: Vec<String> = pending.query_map(params![waba_id, name, language], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let error = ExecutionError {
+                code: "template_not_approved".into(),
+                message: format!("template '{name}' ({language}) became {status} before the message was sent"),
+                provider_code: None,
+            };
+            for id in ids {
+                set_error(c, &id, &error)?;
+                if advance(c, &id, ExecutionStatus::Failed)? {
+                    touched(&id);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ready(&self) -> StoreResult<()> {
@@ -396,9 +559,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_action(&self, tenant: &TenantId, id: Uuid) -> StoreResult<bool> {
+    async fn delete_action(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Vec<Uuid>>> {
         let tenant = tenant.as_str().to_owned();
-        self.write(move |c| Ok(c.execute("DELETE FROM actions WHERE tenant = ?1 AND id = ?2", [tenant, id.to_string()])? > 0)).await
+        self.write(move |c| {
+            if c.execute("DELETE FROM actions WHERE tenant = ?1 AND id = ?2", [&tenant, &id.to_string()])? == 0 {
+                return Ok(None);
+            }
+            let mut open = c.prepare("SELECT id, status, mandatory FROM executions WHERE tenant = ?1 AND action_id = ?2")?;
+            let rows: Vec<(String, String, bool)> =
+                open.query_map([&tenant, &id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+            let mut cancelled = Vec::new();
+            for (execution, status, mandatory) in rows {
+                let settled = ExecutionStatus::parse(&status).is_none_or(|status| status.settles(mandatory));
+                if !settled && advance(c, &execution, ExecutionStatus::Cancelled)? {
+                    cancelled.extend(Uuid::parse_str(&execution).ok());
+                }
+            }
+            Ok(Some(cancelled))
+        })
+        .await
     }
 
     async fn save_sender(&self, tenant: &TenantId, sender: NewSender, templates: Vec<TemplateRecord>) -> StoreResult<SenderSaved> {
@@ -429,6 +608,7 @@ impl Store for SqliteStore {
                 ],
             )?;
             insert_templates(c, &tenant, &sender.phone_number_id, &templates)?;
+            release_sender_jobs(c, &tenant, &sender.phone_number_id)?;
             let saved = select_sender(c, &tenant, &sender.phone_number_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
             Ok(if owner.is_some() { SenderSaved::Updated(saved) } else { SenderSaved::Created(saved) })
         })
@@ -451,6 +631,7 @@ impl Store for SqliteStore {
                 return Ok(None);
             }
             insert_templates(c, &tenant, &phone_number_id, &templates)?;
+            release_sender_jobs(c, &tenant, &phone_number_id)?;
             select_sender(c, &tenant, &phone_number_id)
         })
         .await
@@ -465,9 +646,9 @@ impl Store for SqliteStore {
         let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
         self.read(move |c| {
             c.query_row(
-                "SELECT waba_id, sealed_access_token FROM senders WHERE tenant = ?1 AND phone_number_id = ?2",
+                "SELECT waba_id, sealed_access_token, healthy FROM senders WHERE tenant = ?1 AND phone_number_id = ?2",
                 [tenant, phone_number_id],
-                |r| Ok(SenderCredentials { waba_id: r.get(0)?, sealed_access_token: r.get(1)? }),
+                |r| Ok(SenderCredentials { waba_id: r.get(0)?, sealed_access_token: r.get(1)?, healthy: r.get(2)? }),
             )
             .optional()
         })
@@ -522,5 +703,238 @@ impl Store for SqliteStore {
             Ok((rows, total))
         })
         .await
+    }
+
+    async fn create_execution(&self, tenant: &TenantId, execution: NewExecution) -> StoreResult<Executed> {
+        let tenant = tenant.as_str().to_owned();
+        let payload = execution.payload.to_string();
+        self.write(move |c| {
+            let existing: Option<String> = match (&execution.call_id, &execution.idempotency_key) {
+                (Some(call_id), _) => c
+                    .query_row(
+                        "SELECT id FROM executions WHERE tenant = ?1 AND action_id = ?2 AND call_id = ?3",
+                        [&tenant, &execution.action_id.to_string(), call_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+                (None, _) => None,
+            };
+            let existing = match (existing, &execution.idempotency_key) {
+                (None, Some(key)) => c
+                    .query_row("SELECT id FROM executions WHERE tenant = ?1 AND idempotency_key = ?2", [&tenant, key], |r| r.get(0))
+                    .optional()?,
+                (found, _) => found,
+            };
+            if let Some(id) = existing {
+                return select_execution(c, &tenant, &id)?.map(Executed::Existing).ok_or(rusqlite::Error::QueryReturnedNoRows);
+            }
+            let now = clock::now();
+            let id = execution.id.to_string();
+            let timeline = to_json(&[TimelineEntry { status: ExecutionStatus::Queued, at: now.clone() }])?;
+            let deadline = execution
+                .mandatory
+                .then(|| clock::format(time::OffsetDateTime::now_utc() + time::Duration::seconds(i64::from(execution.reply_timeout))));
+            c.execute(
+                "INSERT INTO executions (id, tenant, action_id, call_id, idempotency_key, recipient, sender, template_name, language, \
+                 mandatory, payload, status, timeline, reply_timeout, reply_deadline, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued', ?12, ?13, ?14, ?15, ?15)",
+                params![
+                    id,
+                    tenant,
+                    execution.action_id.to_string(),
+                    execution.call_id,
+                    execution.idempotency_key,
+                    execution.to,
+                    execution.sender,
+                    execution.template_name,
+                    execution.language,
+                    execution.mandatory,
+                    payload,
+                    timeline,
+                    execution.reply_timeout,
+                    deadline,
+                    now
+                ],
+            )?;
+            c.execute(
+                "INSERT INTO delivery_jobs (execution_id, tenant, sender, due_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, tenant, execution.sender, clock::now_ms()],
+            )?;
+            select_execution(c, &tenant, &id)?.map(Executed::New).ok_or(rusqlite::Error::QueryReturnedNoRows)
+        })
+        .await
+    }
+
+    async fn get_execution(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<ExecutionRecord>> {
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |c| select_execution(c, &tenant, &id.to_string())).await
+    }
+
+    async fn list_executions(
+        &self,
+        tenant: &TenantId,
+        filter: ExecutionFilter<'_>,
+        page: Page,
+    ) -> StoreResult<(Vec<ExecutionRecord>, u64)> {
+        let tenant = tenant.as_str().to_owned();
+        let action_id = filter.action_id.map(|id| id.to_string());
+        let call_id = filter.call_id.map(str::to_owned);
+        let status = filter.status.map(|s| s.as_str());
+        self.read(move |c| {
+            let condition =
+                "tenant = ?1 AND (?2 IS NULL OR action_id = ?2) AND (?3 IS NULL OR call_id = ?3) AND (?4 IS NULL OR status = ?4)";
+            let total: u64 = c.query_row(
+                &format!("SELECT COUNT(*) FROM executions WHERE {condition}"),
+                params![tenant, action_id, call_id, status],
+                |r| r.get(0),
+            )?;
+            let mut query = c.prepare_cached(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM executions WHERE {condition} ORDER BY created_at DESC, id DESC LIMIT ?5 OFFSET ?6"
+            ))?;
+            let rows = query
+                .query_map(params![tenant, action_id, call_id, status, page.size, page.offset()], execution_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rows, total))
+        })
+        .await
+    }
+
+    async fn claim_jobs(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<ClaimedJob>> {
+        self.write(move |c| {
+            let mut due = c.prepare_cached(
+                "SELECT j.execution_id, j.tenant, j.sender, e.recipient, e.payload, e.attempts, e.attempt_open \
+                 FROM delivery_jobs j JOIN executions e ON e.id = j.execution_id \
+                 WHERE j.held = 0 AND j.due_at <= ?1 AND j.lease_until <= ?1 ORDER BY j.due_at LIMIT ?2",
+            )?;
+            let jobs = due
+                .query_map(params![now_ms, limit], |row| {
+                    let id: String = row.get(0)?;
+                    let tenant: String = row.get(1)?;
+                    let payload: String = row.get(4)?;
+                    Ok(ClaimedJob {
+                        execution_id: Uuid::parse_str(&id).map_err(|e| conversion(0, e))?,
+                        tenant: TenantId::new(tenant).ok_or_else(|| conversion(1, std::fmt::Error))?,
+                        sender: row.get(2)?,
+                        recipient: row.get(3)?,
+                        payload: serde_json::from_str(&payload).map_err(|e| conversion(4, e))?,
+                        attempts: row.get(5)?,
+                        attempt_open: row.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut lease = c.prepare_cached("UPDATE delivery_jobs SET lease_until = ?2 WHERE execution_id = ?1")?;
+            for job in &jobs {
+                lease.execute(params![job.execution_id.to_string(), lease_until_ms])?;
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn begin_attempt(&self, execution_id: Uuid) -> StoreResult<bool> {
+        self.write(move |c| {
+            let id = execution_id.to_string();
+            let status: Option<String> = c.query_row("SELECT status FROM executions WHERE id = ?1", [&id], |r| r.get(0)).optional()?;
+            match status.as_deref().and_then(ExecutionStatus::parse) {
+                Some(status) if !status.is_terminal() => {
+                    advance(c, &id, ExecutionStatus::Sending)?;
+                    c.execute(
+                        "UPDATE executions SET attempts = attempts + 1, attempt_open = 1, updated_at = ?2 WHERE id = ?1",
+                        [&id, &clock::now()],
+                    )?;
+                    Ok(true)
+                }
+                _ => {
+                    c.execute("DELETE FROM delivery_jobs WHERE execution_id = ?1", [&id])?;
+                    Ok(false)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn record_outcome(&self, execution_id: Uuid, outcome: Outcome) -> StoreResult<()> {
+        self.write(move |c| {
+            let id = execution_id.to_string();
+            c.execute("UPDATE executions SET attempt_open = 0 WHERE id = ?1", [&id])?;
+            match outcome {
+                Outcome::Accepted { wamid } => {
+                    c.execute("UPDATE executions SET wamid = ?2, error = NULL WHERE id = ?1", [&id, &wamid])?;
+                    advance(c, &id, ExecutionStatus::Accepted)?;
+                    c.execute("DELETE FROM delivery_jobs WHERE execution_id = ?1", [&id])?;
+                }
+                Outcome::Retry { due_ms, error } => {
+                    set_error(c, &id, &error)?;
+                    c.execute("UPDATE delivery_jobs SET due_at = ?2, lease_until = 0 WHERE execution_id = ?1", params![id, due_ms])?;
+                }
+                Outcome::Failed(error) => {
+                    set_error(c, &id, &error)?;
+                    advance(c, &id, ExecutionStatus::Failed)?;
+                }
+                Outcome::Deferred { due_ms } => {
+                    c.execute("UPDATE delivery_jobs SET due_at = ?2, lease_until = 0 WHERE execution_id = ?1", params![id, due_ms])?;
+                }
+                Outcome::Held => {
+                    c.execute("UPDATE delivery_jobs SET held = 1, lease_until = 0 WHERE execution_id = ?1", [&id])?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn hold_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<()> {
+        let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE senders SET healthy = 0, updated_at = ?3 WHERE tenant = ?1 AND phone_number_id = ?2",
+                params![tenant, phone_number_id, clock::now()],
+            )?;
+            c.execute("UPDATE delivery_jobs SET held = 1, lease_until = 0 WHERE tenant = ?1 AND sender = ?2", [tenant, phone_number_id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn apply_webhook_events(&self, events: Vec<WebhookEvent>) -> StoreResult<Vec<Uuid>> {
+        self.write(move |c| {
+            let mut changed = Vec::new();
+            let now = clock::now();
+            for event in events {
+                let key = match &event {
+                    WebhookEvent::Status { key, .. } | WebhookEvent::Reply { key, .. } | WebhookEvent::TemplateStatus { key, .. } => {
+                        key.clone()
+                    }
+                };
+                if c.execute("INSERT OR IGNORE INTO webhook_events (key, received_at) VALUES (?1, ?2)", [&key, &now])? == 1 {
+                    apply_event(c, event, &mut changed)?;
+                }
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn expire_due(&self) -> StoreResult<Vec<Uuid>> {
+        self.write(move |c| {
+            let mut due = c.prepare_cached(
+                "SELECT id FROM executions WHERE reply_deadline IS NOT NULL AND reply_deadline <= ?1 \
+                 AND status NOT IN ('replied', 'failed', 'expired', 'cancelled')",
+            )?;
+            let ids: Vec<String> = due.query_map([clock::now()], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let mut expired = Vec::new();
+            for id in ids {
+                if advance(c, &id, ExecutionStatus::Expired)? {
+                    expired.extend(Uuid::parse_str(&id).ok());
+                }
+            }
+            Ok(expired)
+        })
+        .await
+    }
+
+    async fn queue(&self) -> StoreResult<(u64, Option<i64>)> {
+        self.read(|c| c.query_row("SELECT COUNT(*), MIN(due_at) FROM delivery_jobs WHERE held = 0", [], |r| Ok((r.get(0)?, r.get(1)?))))
+            .await
     }
 }

@@ -23,6 +23,18 @@ pub enum GraphError {
     Unreachable(String),
 }
 
+/// Why a send did not return a wamid.
+#[derive(Debug)]
+pub enum SendError {
+    /// Meta answered with an error object: it did not take the message.
+    Refused { code: i64, message: String },
+    /// The request never reached Meta (no connection): safe to send again.
+    NotSent(String),
+    /// Meta may or may not have taken the message: a timeout, a dropped
+    /// connection, a 5xx without Meta's error body.
+    Unknown(String),
+}
+
 /// What Meta says about a registered business phone number.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PhoneNumberInfo {
@@ -79,6 +91,29 @@ impl GraphClient {
             }
         }
         Err(GraphError::Unreachable(format!("template listing did not end after {MAX_TEMPLATE_PAGES} pages")))
+    }
+
+    /// `POST /{version}/{phone_number_id}/messages`: Meta's wamid for the message.
+    pub async fn send_message(&self, phone_number_id: &str, access_token: &str, message: &Value) -> Result<String, SendError> {
+        let url = format!("{}/{phone_number_id}/messages", self.versioned_base);
+        let response = match self.http.post(&url).bearer_auth(access_token).json(message).send().await {
+            Ok(response) => response,
+            Err(error) if error.is_connect() || error.is_builder() => return Err(SendError::NotSent(error.without_url().to_string())),
+            Err(error) => return Err(SendError::Unknown(error.without_url().to_string())),
+        };
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if let Some(error) = body.get("error").filter(|e| e.is_object()) {
+            let mut message = error["message"].as_str().unwrap_or("no message").to_owned();
+            if let Some(details) = error["error_data"]["details"].as_str() {
+                message = format!("{message}: {details}");
+            }
+            return Err(SendError::Refused { code: error["code"].as_i64().unwrap_or_default(), message });
+        }
+        match body["messages"][0]["id"].as_str() {
+            Some(wamid) if status.is_success() => Ok(wamid.to_owned()),
+            _ => Err(SendError::Unknown(format!("HTTP {status} without a message id or Meta's error body"))),
+        }
     }
 
     async fn get(&self, url: &str, access_token: &str) -> Result<Value, GraphError> {

@@ -6,5 +6,6 @@ pub mod errors;
 pub mod payload;
 pub mod sandbox;
 pub mod templates;
+pub mod webhook;
 
-pub use client::{GraphClient, GraphError};
+pub use client::{GraphClient, GraphError, SendError};

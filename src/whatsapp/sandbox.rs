@@ -1,22 +1,39 @@
 //! A local simulator of the parts of Meta's Graph API that actiond calls. Dev
-//! mode mounts it under `/_sandbox/graph`; the tests serve it on its own port.
-//! It answers as Meta does, errors included, so the code under test is the code
-//! that runs against Meta.
+//! mode mounts it under `/_sandbox/graph` (and its controls under `/_sandbox`);
+//! the tests serve it on its own port. It answers as Meta does, errors
+//! included, and posts signed status webhooks back, so the code under test is
+//! the code that runs against Meta.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use super::templates::TemplateShape;
+use super::webhook::sign;
+use crate::store::TemplateRecord;
 
 pub const SANDBOX_PHONE_NUMBER_ID: &str = "650175178190170";
 pub const SANDBOX_WABA_ID: &str = "102290129340398";
 pub const SANDBOX_ACCESS_TOKEN: &str = "sandbox-access-token";
 pub const SANDBOX_DISPLAY_NUMBER: &str = "15550783881";
+/// A recipient Meta accepts and later reports undeliverable (131026); a
+/// fictional 555-01XX number.
+pub const UNDELIVERABLE_RECIPIENT: &str = "12025550131";
+/// A recipient throttled on every other send (130429), so retries succeed.
+pub const THROTTLED_RECIPIENT: &str = "12025550129";
+/// Failed webhook posts are tried again this many times, as Meta retries.
+const WEBHOOK_TRIES: u32 = 20;
 
 #[derive(Clone)]
 pub struct Sandbox {
@@ -29,6 +46,45 @@ struct SandboxState {
     access_token: String,
     templates: Vec<Value>,
     page_size: usize,
+    webhook: Option<WebhookTarget>,
+    /// When each status webhook follows a send: sent, delivered, read.
+    status_delays: [Duration; 3],
+    scripts: HashMap<String, VecDeque<Scripted>>,
+    sends_to: HashMap<String, u32>,
+    sent: Vec<SentMessage>,
+}
+
+#[derive(Clone)]
+struct WebhookTarget {
+    url: String,
+    app_secret: String,
+}
+
+/// What the sandbox does with the next send to a recipient.
+#[derive(Debug, Clone)]
+pub enum Scripted {
+    Accept,
+    /// Meta's error object, with this HTTP status.
+    Refuse {
+        status: u16,
+        code: i64,
+        message: String,
+    },
+    /// A 5xx with no body: the sender cannot know whether Meta took it.
+    Bodiless500,
+    /// Accepted, then reported `sent` and `failed` with this code.
+    FailLater {
+        code: i64,
+        message: String,
+    },
+}
+
+/// A message the sandbox accepted.
+#[derive(Debug, Clone)]
+pub struct SentMessage {
+    pub wamid: String,
+    pub to: String,
+    pub payload: Value,
 }
 
 impl Default for Sandbox {
@@ -45,6 +101,11 @@ impl Sandbox {
             access_token: SANDBOX_ACCESS_TOKEN.into(),
             templates: default_templates(),
             page_size: 25,
+            webhook: None,
+            status_delays: [Duration::from_millis(200), Duration::from_millis(600), Duration::from_millis(1200)],
+            scripts: HashMap::new(),
+            sends_to: HashMap::new(),
+            sent: Vec::new(),
         };
         Self { state: Arc::new(Mutex::new(state)) }
     }
@@ -72,12 +133,274 @@ impl Sandbox {
         self.with_state(|s| s.page_size = page_size.max(1));
     }
 
+    /// Where status and reply webhooks go, signed with `app_secret`.
+    pub fn set_webhook(&self, url: &str, app_secret: &str) {
+        let target = WebhookTarget { url: url.to_owned(), app_secret: app_secret.to_owned() };
+        self.with_state(|s| s.webhook = Some(target));
+    }
+
+    /// The delays after a send of its sent, delivered and read webhooks.
+    pub fn set_status_delays(&self, delays: [Duration; 3]) {
+        self.with_state(|s| s.status_delays = delays);
+    }
+
+    /// Queues what the next sends to `recipient` (E.164 digits) meet.
+    pub fn script(&self, recipient: &str, outcomes: impl IntoIterator<Item = Scripted>) {
+        self.with_state(|s| s.scripts.entry(recipient.to_owned()).or_default().extend(outcomes));
+    }
+
+    /// Every message accepted so far, oldest first.
+    pub fn sent(&self) -> Vec<SentMessage> {
+        self.with_state(|s| s.sent.clone())
+    }
+
+    /// Meta's Graph API: phone number, templates, messages.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/{version}/{node}", get(node))
             .route("/{version}/{node}/message_templates", get(message_templates))
+            .route("/{version}/{node}/messages", post(messages))
             .with_state(self.clone())
     }
+
+    /// The sandbox's own controls: `POST /reply` answers a message.
+    pub fn controls(&self) -> Router {
+        Router::new().route("/reply", post(reply)).with_state(self.clone())
+    }
+
+    /// Answers a sent message as its recipient would: a text, or a tap on the
+    /// quick-reply button with this label. The reply webhook is posted signed.
+    pub async fn reply(&self, request: ReplyRequest) -> Result<Value, String> {
+        let (configured, message, templates) = self.with_state(|s| {
+            let message = s.sent.iter().rev().find(|m| {
+                request.wamid.as_deref() == Some(m.wamid.as_str())
+                    || request.execution_id.as_deref().is_some_and(|id| m.payload["biz_opaque_callback_data"] == id)
+            });
+            (s.webhook.is_some(), message.cloned(), s.templates.clone())
+        });
+        if !configured {
+            return Err("the sandbox has no webhook target to answer through".into());
+        }
+        let message = message.ok_or("no message the sandbox accepted has that wamid or execution_id")?;
+        let reply_id = wamid();
+        let mut inbound = json!({"from": message.to, "id": reply_id, "timestamp": unix_now().to_string(),
+                                 "context": {"from": SANDBOX_DISPLAY_NUMBER, "id": message.wamid}});
+        match (&request.button, &request.text) {
+            (Some(label), _) => {
+                let index = quick_reply_index(&templates, &message.payload, label)
+                    .ok_or_else(|| format!("the template of that message has no quick-reply button labelled '{label}'"))?;
+                let payload = message.payload["template"]["components"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["sub_type"] == "quick_reply" && c["index"].as_str().and_then(|i| i.parse().ok()) == Some(index))
+                    .and_then(|c| c["parameters"][0]["payload"].as_str())
+                    .unwrap_or(label)
+                    .to_owned();
+                inbound["type"] = json!("button");
+                inbound["button"] = json!({"payload": payload, "text": label});
+            }
+            (None, Some(text)) => {
+                inbound["type"] = json!("text");
+                inbound["text"] = json!({"body": text});
+            }
+            (None, None) => return Err("give text or button".into()),
+        }
+        let value = json!({"contacts": [{"profile": {"name": "Sandbox Recipient"}, "wa_id": message.to}], "messages": [inbound]});
+        self.post_webhook(value).await?;
+        Ok(json!({"message_id": reply_id, "context": message.wamid}))
+    }
+
+    /// Posts one signed webhook, retrying as Meta does; each try goes to the
+    /// target configured at that moment, as Meta's goes to the callback URL.
+    async fn post_webhook(&self, value: Value) -> Result<(), String> {
+        let (phone_number_id, waba_id) = self.with_state(|s| (s.phone_number_id.clone(), s.waba_id.clone()));
+        let mut value = value;
+        value["messaging_product"] = json!("whatsapp");
+        value["metadata"] = json!({"display_phone_number": SANDBOX_DISPLAY_NUMBER, "phone_number_id": phone_number_id});
+        let body = json!({"object": "whatsapp_business_account",
+                          "entry": [{"id": waba_id, "changes": [{"field": "messages", "value": value}]}]})
+        .to_string();
+        let client = reqwest::Client::new();
+        let mut last = String::new();
+        for attempt in 0..WEBHOOK_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt.min(8)))).await;
+            }
+            let Some(target) = self.with_state(|s| s.webhook.clone()) else { return Err("no webhook target".into()) };
+            let sent = client
+                .post(&target.url)
+                .header("content-type", "application/json")
+                .header("x-hub-signature-256", sign(&target.app_secret, body.as_bytes()))
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) => last = format!("the webhook answered {}", response.status()),
+                Err(error) => last = error.without_url().to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    /// Posts the statuses Meta would, one after another, in the background.
+    fn report_statuses(&self, message: &SentMessage, failure: Option<(i64, String)>) {
+        if self.with_state(|s| s.webhook.is_none()) {
+            return;
+        }
+        let delays = self.with_state(|s| s.status_delays);
+        let mut plan = vec![("sent", delays[0], None)];
+        match failure {
+            Some(error) => plan.push(("failed", delays[1], Some(error))),
+            None => plan.extend([("delivered", delays[1], None), ("read", delays[2], None)]),
+        }
+        let (sandbox, message) = (self.clone(), message.clone());
+        tokio::spawn(async move {
+            let mut elapsed = Duration::ZERO;
+            for (status, at, error) in plan {
+                tokio::time::sleep(at.saturating_sub(elapsed)).await;
+                elapsed = elapsed.max(at);
+                let mut entry = json!({"id": message.wamid, "status": status, "timestamp": unix_now().to_string(),
+                                       "recipient_id": message.to,
+                                       "biz_opaque_callback_data": message.payload["biz_opaque_callback_data"]});
+                if let Some((code, text)) = error {
+                    entry["errors"] = json!([{"code": code, "title": text, "message": text, "error_data": {"details": text}}]);
+                }
+                if let Err(error) = sandbox.post_webhook(json!({"statuses": [entry]})).await {
+                    tracing::warn!(%error, "the sandbox could not post a status webhook");
+                }
+            }
+        });
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ReplyRequest {
+    /// The message answered: its wamid, or the execution id it carries.
+    pub wamid: Option<String>,
+    pub execution_id: Option<String>,
+    pub text: Option<String>,
+    /// The label of the quick-reply button tapped.
+    pub button: Option<String>,
+}
+
+async fn reply(State(sandbox): State<Sandbox>, Json(request): Json<ReplyRequest>) -> Response {
+    match sandbox.reply(request).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(error) => (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response(),
+    }
+}
+
+fn quick_reply_index(templates: &[Value], payload: &Value, label: &str) -> Option<usize> {
+    let name = &payload["template"]["name"];
+    let language = &payload["template"]["language"]["code"];
+    let template = templates.iter().find(|t| &t["name"] == name && &t["language"] == language)?;
+    let buttons = template["components"].as_array()?.iter().find(|c| c["type"] == "BUTTONS")?["buttons"].as_array()?;
+    buttons.iter().position(|b| b["type"] == "QUICK_REPLY" && b["text"] == label)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A message id in Meta's shape: `wamid.` and base64.
+fn wamid() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("wamid.HBgL{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// `POST /{version}/{phone_number_id}/messages`, judged as Meta judges a template send.
+async fn messages(
+    State(sandbox): State<Sandbox>,
+    Path((_version, node)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(message): Json<Value>,
+) -> Response {
+    if !authorized(&sandbox, &headers) {
+        return invalid_token();
+    }
+    if node != sandbox.with_state(|s| s.phone_number_id.clone()) {
+        return unknown_node(&node);
+    }
+    if let Some(refusal) = template_refusal(&sandbox, &message) {
+        return refusal;
+    }
+    let to = message["to"].as_str().unwrap_or_default().trim_start_matches('+').to_owned();
+    let outcome = sandbox.with_state(|s| {
+        if let Some(scripted) = s.scripts.get_mut(&to).and_then(VecDeque::pop_front) {
+            return scripted;
+        }
+        let count = s.sends_to.entry(to.clone()).or_default();
+        *count += 1;
+        match to.as_str() {
+            UNDELIVERABLE_RECIPIENT => {
+                Scripted::FailLater { code: 131026, message: "Message undeliverable: the number is not on WhatsApp".into() }
+            }
+            THROTTLED_RECIPIENT if *count % 2 == 1 => {
+                Scripted::Refuse { status: 400, code: 130429, message: "Rate limit hit: too many messages from this phone number".into() }
+            }
+            _ => Scripted::Accept,
+        }
+    });
+    let failure = match outcome {
+        Scripted::Refuse { status, code, message } => {
+            return meta_error(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), code, &message);
+        }
+        Scripted::Bodiless500 => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Scripted::FailLater { code, message } => Some((code, message)),
+        Scripted::Accept => None,
+    };
+    let sent = SentMessage { wamid: wamid(), to: to.clone(), payload: message };
+    sandbox.with_state(|s| s.sent.push(sent.clone()));
+    sandbox.report_statuses(&sent, failure);
+    Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": format!("+{to}"), "wa_id": to}],
+                "messages": [{"id": sent.wamid, "message_status": "accepted"}]}))
+    .into_response()
+}
+
+/// Meta's checks of a template send: the template exists in the language, is
+/// APPROVED, and gets as many body parameters as it has placeholders. The
+/// error response Meta would give, if any.
+fn template_refusal(sandbox: &Sandbox, message: &Value) -> Option<Response> {
+    let name = &message["template"]["name"];
+    let language = &message["template"]["language"]["code"];
+    let template = sandbox.with_state(|s| s.templates.iter().find(|t| &t["name"] == name && &t["language"] == language).cloned());
+    let Some(template) = template else {
+        return Some(meta_error(StatusCode::NOT_FOUND, 132001, "Template name does not exist in the translation"));
+    };
+    match template["status"].as_str() {
+        Some("APPROVED") => {}
+        Some("PAUSED") => return Some(meta_error(StatusCode::BAD_REQUEST, 132015, "Template is paused due to low quality")),
+        _ => return Some(meta_error(StatusCode::NOT_FOUND, 132001, "Template name does not exist in the translation")),
+    }
+    let record = TemplateRecord {
+        id: String::new(),
+        name: String::new(),
+        language: String::new(),
+        status: String::new(),
+        category: String::new(),
+        parameter_format: template["parameter_format"].as_str().unwrap_or("POSITIONAL").to_owned(),
+        components: template["components"].clone(),
+    };
+    let expected = TemplateShape::of(&record).counts().body_params;
+    let given = message["template"]["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "body")
+        .and_then(|c| c["parameters"].as_array())
+        .map_or(0, Vec::len);
+    if given != expected {
+        let details = format!("body: number of localizable_params ({given}) does not match the expected number of params ({expected})");
+        return Some(meta_error(
+            StatusCode::BAD_REQUEST,
+            132000,
+            &format!("Number of parameters does not match the expected number of params: {details}"),
+        ));
+    }
+    None
 }
 
 /// Meta's error object, as its Graph API returns it.
@@ -197,4 +520,17 @@ fn default_templates() -> Vec<Value> {
             {"type": "BODY", "text": "Our summer sale starts today, {{1}}!"}
         ]}),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PhoneE164;
+
+    #[test]
+    fn scripted_recipients_are_valid_numbers() {
+        for number in [UNDELIVERABLE_RECIPIENT, THROTTLED_RECIPIENT] {
+            assert_eq!(PhoneE164::parse(number).map(|p| p.digits().to_owned()), Ok(number.to_owned()), "{number}");
+        }
+    }
 }

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 pub const SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
+pub const APP_SECRET: &str = "integration-test-meta-app-secret";
 pub const SENDER: &str = SANDBOX_PHONE_NUMBER_ID;
 
 pub struct TestApp {
@@ -31,6 +32,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     directory: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
+    pub worker: std::sync::Arc<actiond::delivery::Worker>,
+    background_delivery: bool,
 }
 
 /// A reply read whole: status, headers and the JSON body (Null if not JSON).
@@ -90,22 +93,46 @@ pub fn test_settings(directory: &std::path::Path, graph_url: &str) -> Settings {
         encryption_key: Some(Sealer::generate_key()),
         whatsapp_graph_url: graph_url.into(),
         rate_limit_per_second: 0,
+        whatsapp_app_secret: Some(APP_SECRET.into()),
+        whatsapp_verify_token: Some("verify-me".into()),
+        delivery_backoff_ms: 10,
+        delivery_reconcile_ms: 300,
         ..Settings::default()
     }
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(adjust, true).await
+}
+
+/// An app whose worker runs only when the test calls `run_once`.
+pub async fn spawn_app_stepwise() -> TestApp {
+    spawn(|_| {}, false).await
+}
+
+pub async fn spawn_stepwise_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(adjust, false).await
+}
+
+async fn spawn(adjust: impl FnOnce(&mut Settings), background_delivery: bool) -> TestApp {
     let (sandbox, sandbox_url) = spawn_sandbox().await;
+    let quick = Duration::from_millis(10);
+    sandbox.set_status_delays([quick, quick * 2, quick * 3]);
     let directory = std::env::temp_dir().join(format!("actiond-test-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&directory).unwrap();
     let mut settings = test_settings(&directory, &sandbox_url);
     adjust(&mut settings);
-    start(settings, sandbox, sandbox_url, directory).await
+    start(settings, sandbox, sandbox_url, directory, background_delivery).await
 }
 
-async fn start(settings: Settings, sandbox: Sandbox, sandbox_url: String, directory: PathBuf) -> TestApp {
-    let app = App::build(&settings, None).await.expect("the app builds");
+async fn start(settings: Settings, sandbox: Sandbox, sandbox_url: String, directory: PathBuf, background_delivery: bool) -> TestApp {
+    let mut app = App::build(&settings, None).await.expect("the app builds");
+    if !background_delivery {
+        app = app.without_background_delivery();
+    }
     let address = app.address();
+    sandbox.set_webhook(&format!("http://{address}/v2/_whatsapp/webhook"), APP_SECRET);
+    let worker = app.worker();
     let (shutdown, stop) = oneshot::channel::<()>();
     tokio::spawn(app.run(async {
         let _ = stop.await;
@@ -121,6 +148,8 @@ async fn start(settings: Settings, sandbox: Sandbox, sandbox_url: String, direct
         http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
         directory,
         shutdown: Some(shutdown),
+        worker,
+        background_delivery,
     }
 }
 
@@ -130,7 +159,8 @@ impl TestApp {
         self.stop();
         let tenant = self.tenant.clone();
         let directory = std::mem::take(&mut self.directory);
-        let mut restarted = start(self.settings.clone(), self.sandbox.clone(), self.sandbox_url.clone(), directory).await;
+        let mut restarted =
+            start(self.settings.clone(), self.sandbox.clone(), self.sandbox_url.clone(), directory, self.background_delivery).await;
         restarted.tenant = tenant;
         restarted
     }
@@ -184,6 +214,33 @@ impl TestApp {
     pub async fn register_sender_as(&self, token: &str) -> Reply {
         let body = json!({"phone_number_id": SANDBOX_PHONE_NUMBER_ID, "waba_id": SANDBOX_WABA_ID, "access_token": SANDBOX_ACCESS_TOKEN});
         self.send(Method::POST, "/v2/_whatsapp/senders", Some(token), Some(&body)).await
+    }
+
+    /// Executes an action, asserting a 2xx, and returns the execution.
+    pub async fn execute(&self, action_id: &str, body: &Value) -> Value {
+        let reply = self.post(&format!("/v2/_actions/{action_id}/_execute"), body).await;
+        assert!(reply.status == 202 || reply.status == 200, "execute: {}", reply.text);
+        reply.body["data"].clone()
+    }
+
+    /// The execution after waiting up to `seconds` for it to settle.
+    pub async fn settled(&self, execution_id: &str, seconds: u32) -> Value {
+        let reply = self.get(&format!("/v2/_executions/{execution_id}?wait={seconds}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.body["data"].clone()
+    }
+
+    /// Polls (briefly) until the execution reaches `status`; for statuses
+    /// that do not settle a wait, such as `read` of a mandatory execution.
+    pub async fn reaches(&self, execution_id: &str, status: &str) -> Value {
+        for _ in 0..200 {
+            let execution = self.get(&format!("/v2/_executions/{execution_id}")).await.body["data"].clone();
+            if execution["status"] == status {
+                return execution;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("execution {execution_id} never reached {status}");
     }
 
     /// Creates an action from `body`, asserting the 201, and returns its id.

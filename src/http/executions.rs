@@ -1,0 +1,368 @@
+//! Running actions during calls: execute, read and list executions, and
+//! `?wait=N`, which answers the moment an execution settles.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{
+    ActionId, ActionsExecute, ActionsRead, Authorized, ExecutionId, OptionalJsonObject, QueryParams, action_not_found, execution_not_found,
+    idempotency_key,
+};
+use super::response::{self, Envelope, Listing};
+use crate::domain::{ExecutionStatus, FieldError, Fields, Param, PhoneE164, TenantId, is_media_reference};
+use crate::error_code::ErrorCode;
+use crate::store::{ActionRecord, Executed, ExecutionFilter, ExecutionRecord, NewExecution};
+use crate::whatsapp::payload::{RenderedParams, template_message};
+use crate::whatsapp::templates::{Header, TemplateShape};
+
+const CALL_ID_MAX: usize = 255;
+const REPLY_TIMEOUT_DEFAULT: u32 = 600;
+const REPLY_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 10..=86_400;
+const WAIT_MAX_SECONDS: u32 = 60;
+/// Waiters look again on their own this often, for changes made by another process.
+const WAIT_RECHECK: Duration = Duration::from_secs(1);
+
+/// The execute body; every field is optional.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
+pub struct ExecuteBody {
+    /// The call this execution belongs to (1-255 characters); the same call id executes an action once.
+    #[schema(example = "call-7f3a")]
+    call_id: Option<String>,
+    /// Recipient override in international form; else the action's phone_number, else webhook.to.
+    to: Option<String>,
+    /// Values for the `{{variable}}` placeholders of the action's parameters (strings, numbers or booleans).
+    #[schema(example = json!({"customer_name": "Ana"}))]
+    variables: Option<HashMap<String, String>>,
+    /// Seconds a mandatory execution waits for its reply: 10-86,400, default 600.
+    reply_timeout: Option<u32>,
+}
+
+struct ExecuteRequest {
+    call_id: Option<String>,
+    to: Option<PhoneE164>,
+    variables: HashMap<String, String>,
+    reply_timeout: u32,
+}
+
+fn parse_execute(body: &Map<String, Value>) -> Result<ExecuteRequest, ApiError> {
+    let mut errors = Vec::new();
+    let mut fields = Fields::new(body, &mut errors);
+    let call_id = fields.optional_str("call_id").map(str::trim).and_then(|call_id| {
+        if call_id.is_empty() || call_id.chars().count() > CALL_ID_MAX {
+            fields.error("call_id", ErrorCode::InvalidLength, format!("must be 1-{CALL_ID_MAX} characters"));
+            return None;
+        }
+        Some(call_id.to_owned())
+    });
+    let to = fields.optional_str("to").filter(|raw| !raw.trim().is_empty()).and_then(|raw| match PhoneE164::parse(raw) {
+        Ok(phone) => Some(phone),
+        Err(reason) => {
+            fields.error("to", ErrorCode::InvalidPhoneNumber, format!("'{raw}' {reason}"));
+            None
+        }
+    });
+    let mut variables = HashMap::new();
+    match body.get("variables") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(given)) => {
+            for (name, value) in given {
+                match value {
+                    Value::String(text) => variables.insert(name.clone(), text.clone()),
+                    Value::Number(_) | Value::Bool(_) => variables.insert(name.clone(), value.to_string()),
+                    Value::Null => None,
+                    _ => {
+                        fields.error(&format!("variables.{name}"), ErrorCode::InvalidType, "must be a string, a number or a boolean");
+                        None
+                    }
+                };
+            }
+        }
+        Some(_) => fields.error("variables", ErrorCode::InvalidType, "must be an object of variable names to values"),
+    }
+    let reply_timeout = match body.get("reply_timeout") {
+        None | Some(Value::Null) => REPLY_TIMEOUT_DEFAULT,
+        Some(value) => match value.as_u64().filter(|seconds| REPLY_TIMEOUT_RANGE.contains(seconds)) {
+            Some(seconds) => seconds as u32,
+            None => {
+                fields.error("reply_timeout", ErrorCode::InvalidReplyTimeout, "must be a whole number of seconds from 10 to 86400");
+                REPLY_TIMEOUT_DEFAULT
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    Ok(ExecuteRequest { call_id, to, variables, reply_timeout })
+}
+
+/// `?wait=N`: seconds to hold the answer, at most 60.
+fn wait_parameter(query: &mut QueryParams) -> Option<Duration> {
+    let raw = query.get("wait")?.to_owned();
+    match raw.parse::<u32>() {
+        Ok(seconds) if seconds <= WAIT_MAX_SECONDS => Some(Duration::from_secs(u64::from(seconds))),
+        _ => {
+            query.invalid("wait", format!("'{raw}' must be a whole number of seconds from 0 to {WAIT_MAX_SECONDS}"));
+            None
+        }
+    }
+}
+
+/// Fills each parameter's `{{variables}}`; every missing variable is reported.
+fn render_params(action: &ActionRecord, variables: &HashMap<String, String>) -> Result<[Vec<String>; 3], ApiError> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    let webhook = &action.webhook;
+    let lists =
+        [("header_params", &webhook.header_params), ("body_params", &webhook.body_params), ("button_params", &webhook.button_params)];
+    let rendered = lists.map(|(list, params)| {
+        params
+            .iter()
+            .enumerate()
+            .map(|(index, stored)| {
+                let rendered = Param::parse(stored).map_err(|_| vec![]).and_then(|param| param.render(variables));
+                match rendered {
+                    Ok(text) => {
+                        if let Err(reason) = Param::parse(&text) {
+                            let message = format!("webhook.{list}[{index}] filled in is not a valid parameter: it {reason}");
+                            errors.push(FieldError::new("variables", ErrorCode::InvalidParameter, message));
+                        }
+                        text
+                    }
+                    Err(missing) => {
+                        for name in missing {
+                            let field = format!("variables.{name}");
+                            if !errors.iter().any(|e| e.field == field) {
+                                let message = format!("webhook.{list}[{index}] uses {{{{{name}}}}}; give its value in variables");
+                                errors.push(FieldError::new(field, ErrorCode::MissingVariable, message));
+                            }
+                        }
+                        String::new()
+                    }
+                }
+            })
+            .collect::<Vec<String>>()
+    });
+    if errors.is_empty() { Ok(rendered) } else { Err(ApiError::validation(errors)) }
+}
+
+fn unavailable(message: String) -> ApiError {
+    ApiError::conflict("action_id", ErrorCode::TemplateUnavailable, message)
+}
+
+/// The template message for this execution, checked against the registry as
+/// it stands now: the template may have been paused since the action was saved.
+async fn build_message(
+    state: &AppState,
+    tenant: &TenantId,
+    action: &ActionRecord,
+    recipient: &str,
+    params: &[Vec<String>; 3],
+    execution_id: Uuid,
+) -> Result<serde_json::Value, ApiError> {
+    let webhook = &action.webhook;
+    if state.store.get_sender(tenant, &webhook.from).await?.is_none() {
+        return Err(unavailable(format!("the action's sender {} was removed; register it again", webhook.from)));
+    }
+    let versions = state.store.templates_named(tenant, &webhook.from, &webhook.template_name).await?;
+    let label = format!("template '{}' ({})", webhook.template_name, webhook.language_code);
+    let template = versions
+        .into_iter()
+        .find(|t| t.language == webhook.language_code)
+        .ok_or_else(|| unavailable(format!("{label} is no longer in the sender's WhatsApp Business Account; sync the sender")))?;
+    if template.status != "APPROVED" {
+        return Err(unavailable(format!("{label} is {}; only APPROVED templates can be sent", template.status)));
+    }
+    let shape = TemplateShape::of(&template);
+    let counts = shape.counts();
+    let [header, body, buttons] = params;
+    if (counts.header_params, counts.body_params, counts.button_params) != (header.len(), body.len(), buttons.len()) {
+        return Err(unavailable(format!("{label} changed since the action was saved; update the action's parameters")));
+    }
+    if let (Header::Media(_), Some(media)) = (&shape.header, header.first())
+        && !Param::parse(media).is_ok_and(|param| is_media_reference(&param))
+    {
+        let message = "the media header parameter, filled in, must be an https:// URL or a media id";
+        return Err(ApiError::bad_request("variables", ErrorCode::InvalidMediaParameter, message));
+    }
+    let rendered = RenderedParams { header, body, buttons };
+    Ok(template_message(&shape, &template.name, &template.language, &format!("+{recipient}"), &rendered, &execution_id.to_string()))
+}
+
+/// Holds until the execution settles or `wait` runs out, then reads it.
+/// Woken by the waiters registry; the periodic look covers other processes.
+async fn wait_for(state: &AppState, tenant: &TenantId, id: Uuid, wait: Duration) -> Result<ExecutionRecord, ApiError> {
+    let notify = state.waiters.watch(id);
+    let deadline = Instant::now() + wait;
+    loop {
+        let changed = notify.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let execution = state.store.get_execution(tenant, id).await?.ok_or_else(execution_not_found)?;
+        let now = Instant::now();
+        if execution.status.settles(execution.mandatory) || now >= deadline {
+            return Ok(execution);
+        }
+        tokio::select! {
+            () = changed => {}
+            () = tokio::time::sleep((deadline - now).min(WAIT_RECHECK)) => {}
+        }
+    }
+}
+
+fn execution_location(id: Uuid) -> (HeaderName, String) {
+    (header::LOCATION, format!("/v2/_executions/{id}"))
+}
+
+#[utoipa::path(post, path = "/v2/_actions/{action_id}/_execute", tag = "executions", operation_id = "execute_action",
+    summary = "Run an action during a call",
+    description = "Renders the template message (every {{variable}} from `variables`), stores the execution and its delivery job in one transaction and answers 202. The same (action_id, call_id) or Idempotency-Key returns the existing execution and sends nothing again. With ?wait=N (at most 60) the answer waits until the execution settles (mandatory: replied, failed, expired or cancelled; otherwise accepted or failed) or N runs out, then answers 200.",
+    params(
+        ("action_id" = Uuid, Path, description = "The action to run"),
+        ("wait" = Option<u32>, Query, description = "Seconds to wait for the execution to settle, 0-60"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Returns the execution first created with this key"),
+    ),
+    request_body(content = ExecuteBody, description = "Optional; an empty body runs the action as configured"),
+    responses(
+        (status = 202, description = "Queued for delivery (or the existing execution of this call id or key)", body = Envelope<ExecutionRecord>),
+        (status = 200, description = "With ?wait: the execution as it stands when it settled or the wait ran out", body = Envelope<ExecutionRecord>),
+        (status = 400, description = "Invalid field, or a missing variable", body = ErrorBody),
+        (status = 401, description = "Invalid token", body = ErrorBody),
+        (status = 403, description = "The token lacks actions:execute", body = ErrorBody),
+        (status = 404, description = "No such action for this tenant", body = ErrorBody),
+        (status = 409, description = "The action is inactive, or its template or sender is no longer usable", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn execute(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<ActionsExecute>,
+    ActionId(action_id): ActionId,
+    mut query: QueryParams,
+    headers: HeaderMap,
+    OptionalJsonObject(body): OptionalJsonObject,
+) -> Result<Response, ApiError> {
+    let wait = wait_parameter(&mut query);
+    query.finish()?;
+    let key = idempotency_key(&headers)?;
+    let request = parse_execute(&body)?;
+    let action = state.store.get_action(&caller.tenant, action_id).await?.ok_or_else(action_not_found)?;
+    if !action.is_active {
+        return Err(ApiError::conflict("action_id", ErrorCode::ActionInactive, "the action is inactive; set is_active to run it"));
+    }
+    let recipient = match &request.to {
+        Some(phone) => phone.digits().to_owned(),
+        None => action.phone_number.clone().unwrap_or_else(|| action.webhook.to.clone()),
+    };
+    let params = render_params(&action, &request.variables)?;
+    let id = Uuid::now_v7();
+    let message = build_message(&state, &caller.tenant, &action, &recipient, &params, id).await?;
+    let new = NewExecution {
+        id,
+        action_id,
+        call_id: request.call_id,
+        idempotency_key: key,
+        to: recipient,
+        sender: action.webhook.from.clone(),
+        template_name: action.webhook.template_name.clone(),
+        language: action.webhook.language_code.clone(),
+        mandatory: action.webhook.mandatory,
+        payload: message,
+        reply_timeout: request.reply_timeout,
+    };
+    let (execution, replayed) = match state.store.create_execution(&caller.tenant, new).await? {
+        Executed::New(execution) => {
+            state.delivery.notify_one();
+            (execution, false)
+        }
+        Executed::Existing(execution) => (execution, true),
+    };
+    let mut headers = vec![execution_location(execution.execution_id)];
+    if replayed {
+        headers.push((HeaderName::from_static("idempotent-replayed"), "true".to_owned()));
+    }
+    match wait {
+        Some(wait) => {
+            let settled = wait_for(&state, &caller.tenant, execution.execution_id, wait).await?;
+            Ok(response::respond(StatusCode::OK, settled, Some(response::PROCESSED), &headers))
+        }
+        None => Ok(response::respond(StatusCode::ACCEPTED, execution, Some(response::PROCESSED), &headers)),
+    }
+}
+
+#[utoipa::path(get, path = "/v2/_executions/{execution_id}", tag = "executions", operation_id = "get_execution",
+    summary = "Get an execution", description = "With ?wait=N, answers when the execution settles or N seconds pass.",
+    params(
+        ("execution_id" = Uuid, Path, description = "The execution's id"),
+        ("wait" = Option<u32>, Query, description = "Seconds to wait for the execution to settle, 0-60"),
+    ),
+    responses(
+        (status = 200, description = "The execution", body = Envelope<ExecutionRecord>),
+        (status = 400, description = "Invalid query parameter", body = ErrorBody),
+        (status = 401, description = "Invalid token", body = ErrorBody),
+        (status = 403, description = "The token lacks actions:read", body = ErrorBody),
+        (status = 404, description = "No such execution for this tenant", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<ActionsRead>,
+    ExecutionId(id): ExecutionId,
+    mut query: QueryParams,
+) -> Result<Response, ApiError> {
+    let wait = wait_parameter(&mut query);
+    query.finish()?;
+    let execution = wait_for(&state, &caller.tenant, id, wait.unwrap_or(Duration::ZERO)).await?;
+    Ok(response::ok(execution))
+}
+
+#[utoipa::path(get, path = "/v2/_executions", tag = "executions", operation_id = "list_executions",
+    summary = "List executions", description = "Newest first.",
+    params(
+        ("action_id" = Option<Uuid>, Query, description = "Only this action's executions"),
+        ("call_id" = Option<String>, Query, description = "Only this call's executions"),
+        ("status" = Option<ExecutionStatus>, Query, description = "Only executions in this status"),
+        ("page" = Option<u32>, Query, description = "From 1; default 1"),
+        ("per_page" = Option<u32>, Query, description = "1-100; default 10"),
+    ),
+    responses(
+        (status = 200, description = "A page of executions", body = Envelope<Listing<ExecutionRecord>>),
+        (status = 400, description = "Invalid query parameter", body = ErrorBody),
+        (status = 401, description = "Invalid token", body = ErrorBody),
+        (status = 403, description = "The token lacks actions:read", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<ActionsRead>,
+    mut query: QueryParams,
+) -> Result<Response, ApiError> {
+    let page = query.page();
+    let action_id = query.get("action_id").map(str::to_owned).and_then(|raw| match Uuid::parse_str(&raw) {
+        Ok(id) => Some(id),
+        Err(_) => {
+            query.invalid("action_id", format!("'{raw}' is not an action id"));
+            None
+        }
+    });
+    let status = query.get("status").map(str::to_owned).and_then(|raw| match ExecutionStatus::parse(&raw) {
+        Some(status) => Some(status),
+        None => {
+            let known: Vec<&str> = ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect();
+            query.invalid("status", format!("'{raw}' is not a status; use one of {}", known.join(", ")));
+            None
+        }
+    });
+    let call_id = query.get("call_id").map(str::to_owned);
+    query.finish()?;
+    let filter = ExecutionFilter { action_id, call_id: call_id.as_deref(), status };
+    let (executions, total) = state.store.list_executions(&caller.tenant, filter, page).await?;
+    Ok(response::list(executions, total, page))
+}

@@ -1,0 +1,83 @@
+//! `/v2/_whatsapp/webhook`: Meta's verification handshake and its events.
+//! Events are checked against the raw bytes, applied once each, and answered
+//! fast: Meta retries slow or failing endpoints for days.
+
+use axum::body::{Bytes, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::QueryParams;
+use super::response::{self, Envelope};
+use crate::error_code::ErrorCode;
+use crate::whatsapp::webhook::{events, signature_is_valid};
+
+/// Meta batches up to 1,000 updates, up to 3 MB, in one POST.
+const WEBHOOK_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Received {
+    /// Events read from the payload (applied unless seen before).
+    pub events: usize,
+}
+
+#[utoipa::path(get, path = "/v2/_whatsapp/webhook", tag = "whatsapp", operation_id = "verify_webhook",
+    summary = "Meta's webhook verification handshake",
+    params(
+        ("hub.mode" = String, Query, description = "subscribe"),
+        ("hub.verify_token" = String, Query, description = "Must equal ACTIOND_WHATSAPP_VERIFY_TOKEN"),
+        ("hub.challenge" = String, Query, description = "Echoed back as plain text"),
+    ),
+    responses(
+        (status = 200, description = "The challenge, as text/plain", content_type = "text/plain"),
+        (status = 403, description = "Wrong mode or verify token", body = ErrorBody),
+    ))]
+pub async fn verify(State(state): State<AppState>, query: QueryParams) -> Result<Response, ApiError> {
+    let expected = state.webhook.verify_token.as_deref();
+    let matches = query.get("hub.mode") == Some("subscribe") && expected.is_some() && query.get("hub.verify_token") == expected;
+    if !matches {
+        let message = "hub.mode must be subscribe and hub.verify_token must equal ACTIOND_WHATSAPP_VERIFY_TOKEN";
+        return Err(ApiError::forbidden_with("hub.verify_token", ErrorCode::VerificationFailed, message));
+    }
+    let challenge = query.get("hub.challenge").unwrap_or_default().to_owned();
+    Ok(([(CONTENT_TYPE, "text/plain")], challenge).into_response())
+}
+
+#[utoipa::path(post, path = "/v2/_whatsapp/webhook", tag = "whatsapp", operation_id = "receive_webhook",
+    summary = "Events from Meta: statuses, replies, template status updates",
+    description = "X-Hub-Signature-256 must be the HMAC-SHA256 of the raw body under ACTIOND_WHATSAPP_APP_SECRET. Each event is applied once however often Meta sends it; unknown ids are acknowledged and ignored.",
+    params(("X-Hub-Signature-256" = String, Header, description = "sha256=<hex HMAC of the body>")),
+    request_body(content = Object, description = "Meta's webhook payload", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Received", body = Envelope<Received>),
+        (status = 401, description = "Signature missing or wrong", body = ErrorBody),
+        (status = 413, description = "Body over 4 MiB", body = ErrorBody),
+    ))]
+pub async fn receive(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let signature = request.headers().get("x-hub-signature-256").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body: Bytes =
+        to_bytes(request.into_body(), WEBHOOK_BODY_LIMIT).await.map_err(|_| ApiError::payload_too_large(WEBHOOK_BODY_LIMIT))?;
+    let Some(app_secret) = state.webhook.app_secret.as_deref() else {
+        tracing::warn!("a webhook arrived but ACTIOND_WHATSAPP_APP_SECRET is not set, so none can be verified");
+        return Err(ApiError::invalid_signature());
+    };
+    if !signature_is_valid(app_secret, &body, signature.as_deref()) {
+        return Err(ApiError::invalid_signature());
+    }
+    // A signed payload that does not parse is acknowledged: Meta would resend
+    // the same bytes for days, and nothing in them can be applied.
+    let payload: Value = serde_json::from_slice(&body).unwrap_or_else(|error| {
+        tracing::warn!(%error, "a signed webhook payload is not JSON; acknowledged and dropped");
+        Value::Null
+    });
+    let events = events(&payload);
+    let count = events.len();
+    let changed = state.store.apply_webhook_events(events).await?;
+    state.waiters.wake(&changed);
+    Ok(response::respond(StatusCode::OK, Received { events: count }, None, &[]))
+}

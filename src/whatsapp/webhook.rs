@@ -1,0 +1,220 @@
+//! Meta's webhook: the signature over the raw bytes, and the events of one
+//! POST (many entries, changes, statuses and messages) read into the store's
+//! events, each with the key that makes it apply once. Unknown shapes are
+//! skipped, never an error: a new Meta field must not break the pipeline.
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::clock;
+use crate::domain::ExecutionStatus;
+use crate::store::{ExecutionError, ExecutionReply, WebhookEvent};
+
+/// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under
+/// `app_secret`, compared in constant time.
+pub fn signature_is_valid(app_secret: &str, body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else { return false };
+    let Some(expected) = decode_hex(hex) else { return false };
+    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// The `X-Hub-Signature-256` value for `body`, as Meta (and the sandbox) sign it.
+pub fn sign(app_secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    format!("sha256={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Every event of one webhook POST.
+pub fn events(payload: &Value) -> Vec<WebhookEvent> {
+    let mut events = Vec::new();
+    for entry in payload["entry"].as_array().into_iter().flatten() {
+        let waba_id = text(&entry["id"]);
+        for change in entry["changes"].as_array().into_iter().flatten() {
+            let value = &change["value"];
+            match change["field"].as_str() {
+                Some("messages") => {
+                    events.extend(value["statuses"].as_array().into_iter().flatten().filter_map(status_event));
+                    events.extend(value["messages"].as_array().into_iter().flatten().filter_map(reply_event));
+                }
+                Some("message_template_status_update") => events.extend(template_event(&waba_id, entry, value)),
+                _ => {}
+            }
+        }
+    }
+    events
+}
+
+/// IDs and timestamps are strings in Meta's payloads, except where they are not.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn status_event(status: &Value) -> Option<WebhookEvent> {
+    let wamid = status["id"].as_str()?.to_owned();
+    let name = status["status"].as_str()?;
+    let next = match name {
+        "sent" => ExecutionStatus::Sent,
+        "delivered" => ExecutionStatus::Delivered,
+        "read" => ExecutionStatus::Read,
+        "failed" => ExecutionStatus::Failed,
+        _ => return None,
+    };
+    let error = (next == ExecutionStatus::Failed).then(|| {
+        let first = &status["errors"][0];
+        let title = first["message"].as_str().or(first["title"].as_str()).unwrap_or("Meta reported the message failed");
+        let message = match first["error_data"]["details"].as_str() {
+            Some(details) => format!("{title}: {details}"),
+            None => title.to_owned(),
+        };
+        ExecutionError { code: "provider_error".into(), message, provider_code: first["code"].as_i64() }
+    });
+    Some(WebhookEvent::Status {
+        key: format!("status:{wamid}:{name}"),
+        execution_hint: status["biz_opaque_callback_data"].as_str().and_then(|id| Uuid::parse_str(id).ok()),
+        wamid,
+        status: next,
+        error,
+    })
+}
+
+fn reply_event(message: &Value) -> Option<WebhookEvent> {
+    let id = message["id"].as_str()?;
+    let (kind, text, payload) = match message["type"].as_str()? {
+        "text" => ("text", message["text"]["body"].as_str(), None),
+        "button" => ("button", message["button"]["text"].as_str(), message["button"]["payload"].as_str()),
+        "interactive" => {
+            let reply = if message["interactive"]["type"] == "list_reply" {
+                &message["interactive"]["list_reply"]
+            } else {
+                &message["interactive"]["button_reply"]
+            };
+            ("interactive", reply["title"].as_str(), reply["id"].as_str())
+        }
+        _ => return None,
+    };
+    let context_wamid = message["context"]["id"].as_str().map(str::to_owned);
+    // A quick reply's payload is `<execution id>:<button index>` (see payload.rs).
+    let execution_hint = payload.and_then(|p| p.split(':').next()).and_then(|id| Uuid::parse_str(id).ok());
+    if context_wamid.is_none() && execution_hint.is_none() {
+        return None;
+    }
+    let received_at =
+        message["timestamp"].as_str().and_then(|t| t.parse().ok()).and_then(clock::from_unix_seconds).unwrap_or_else(clock::now);
+    Some(WebhookEvent::Reply {
+        key: format!("message:{id}"),
+        context_wamid,
+        execution_hint,
+        reply: ExecutionReply { kind: kind.into(), text: text.map(str::to_owned), payload: payload.map(str::to_owned), received_at },
+    })
+}
+
+fn template_event(waba_id: &str, entry: &Value, value: &Value) -> Option<WebhookEvent> {
+    let status = value["event"].as_str()?.to_ascii_uppercase();
+    let name = value["message_template_name"].as_str()?.to_owned();
+    let language = value["message_template_language"].as_str()?.to_owned();
+    // The same template may go PAUSED, APPROVED, PAUSED: each change is its own event.
+    let digest = Sha256::digest(format!("{}{}", entry["time"], value).as_bytes());
+    let key = format!(
+        "template:{}:{}",
+        text(&value["message_template_id"]),
+        digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    Some(WebhookEvent::TemplateStatus { key, waba_id: waba_id.to_owned(), name, language, status })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn signatures_are_checked_over_the_raw_bytes() {
+        let body = br#"{"object":"whatsapp_business_account"}"#;
+        let header = sign("app-secret", body);
+        assert!(signature_is_valid("app-secret", body, Some(&header)));
+        assert!(!signature_is_valid("other-secret", body, Some(&header)));
+        assert!(!signature_is_valid("app-secret", b"{}", Some(&header)));
+        assert!(!signature_is_valid("app-secret", body, None));
+        assert!(!signature_is_valid("app-secret", body, Some("sha256=zz")));
+        assert!(!signature_is_valid("app-secret", body, Some(header.trim_start_matches("sha256="))));
+    }
+
+    #[test]
+    fn reads_a_batch_of_statuses_replies_and_template_updates() {
+        let execution = Uuid::now_v7();
+        let payload = json!({"object": "whatsapp_business_account", "entry": [
+            {"id": "102", "changes": [{"field": "messages", "value": {
+                "statuses": [
+                    {"id": "wamid.A", "status": "delivered", "timestamp": "1750030073", "biz_opaque_callback_data": execution.to_string()},
+                    {"id": "wamid.B", "status": "failed", "errors": [{"code": 131026, "title": "Message undeliverable", "error_data": {"details": "not on WhatsApp"}}]},
+                    {"id": "wamid.C", "status": "played"}
+                ],
+                "messages": [
+                    {"id": "wamid.R1", "from": "1", "timestamp": "1750091045", "type": "button", "context": {"id": "wamid.A"},
+                     "button": {"payload": format!("{execution}:0"), "text": "Yes"}},
+                    {"id": "wamid.R2", "type": "text", "text": {"body": "no context: not a reply"}}
+                ]}}]},
+            {"id": "103", "time": 1750000000, "changes": [{"field": "message_template_status_update", "value":
+                {"event": "PAUSED", "message_template_id": 1234, "message_template_name": "order_update", "message_template_language": "en"}}]}
+        ]});
+        let events = events(&payload);
+        assert_eq!(events.len(), 4, "{events:?}");
+        match &events[0] {
+            WebhookEvent::Status { key, execution_hint, status, .. } => {
+                assert_eq!(
+                    (key.as_str(), *execution_hint, *status),
+                    ("status:wamid.A:delivered", Some(execution), ExecutionStatus::Delivered)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match &events[1] {
+            WebhookEvent::Status { error: Some(error), .. } => {
+                assert_eq!(error.provider_code, Some(131026));
+                assert_eq!(error.message, "Message undeliverable: not on WhatsApp");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &events[2] {
+            WebhookEvent::Reply { key, context_wamid, execution_hint, reply } => {
+                assert_eq!(key, "message:wamid.R1");
+                assert_eq!(context_wamid.as_deref(), Some("wamid.A"));
+                assert_eq!(*execution_hint, Some(execution));
+                assert_eq!((reply.kind.as_str(), reply.text.as_deref()), ("button", Some("Yes")));
+                assert_eq!(reply.received_at, "2025-06-16T16:24:05.000000Z");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &events[3] {
+            WebhookEvent::TemplateStatus { waba_id, name, status, .. } => {
+                assert_eq!((waba_id.as_str(), name.as_str(), status.as_str()), ("103", "order_update", "PAUSED"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_shapes_are_skipped() {
+        assert!(events(&json!({"entry": "nope"})).is_empty());
+        assert!(events(&json!({"entry": [{"changes": [{"field": "account_update", "value": {}}]}]})).is_empty());
+        assert!(events(&json!([1, 2])).is_empty());
+    }
+}

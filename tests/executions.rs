@@ -1,0 +1,333 @@
+//! Running actions over real HTTP: execute, the sends the Graph sandbox
+//! receives, Meta's statuses and replies through the signed webhook, `?wait`,
+//! idempotent executes, and every error class of delivery.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use actiond::auth::Scope;
+use actiond::whatsapp::sandbox::{ReplyRequest, Scripted, THROTTLED_RECIPIENT, UNDELIVERABLE_RECIPIENT};
+use common::{SENDER, TestApp, seed_body, spawn_app, spawn_app_with};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn ready_app() -> (TestApp, String) {
+    let app = spawn_app().await;
+    app.register_sender().await;
+    let action = app.create_action(&seed_body()).await;
+    (app, action)
+}
+
+fn statuses(execution: &Value) -> Vec<String> {
+    execution["timeline"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap().to_owned()).collect()
+}
+
+fn id(execution: &Value) -> String {
+    execution["execution_id"].as_str().unwrap().to_owned()
+}
+
+fn sent_to(app: &TestApp, execution_id: &str) -> Vec<Value> {
+    app.sandbox.sent().into_iter().filter(|m| m.payload["biz_opaque_callback_data"] == execution_id).map(|m| m.payload).collect()
+}
+
+#[tokio::test]
+async fn an_execution_goes_out_and_is_tracked_to_its_reply() {
+    let (app, action) = ready_app().await;
+    let reply =
+        app.post(&format!("/v2/_actions/{action}/_execute"), &json!({"call_id": "call-1", "variables": {"customer_name": "Ana"}})).await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    reply.assert_ctx_id();
+    let execution = &reply.body["data"];
+    let execution_id = id(execution);
+    assert_eq!(reply.header("location"), Some(format!("/v2/_executions/{execution_id}").as_str()));
+    assert_eq!((execution["status"].as_str(), execution["mandatory"].as_bool()), (Some("queued"), Some(true)));
+    assert_eq!(execution["to"], "12817126508");
+    assert_eq!(execution["call_id"], "call-1");
+    assert!(execution["reply_deadline"].is_string());
+
+    let read = app.reaches(&execution_id, "read").await;
+    assert_eq!(statuses(&read), ["queued", "sending", "accepted", "sent", "delivered", "read"]);
+    assert!(read["wamid"].as_str().unwrap().starts_with("wamid."));
+    assert_eq!(read["attempts"], 1);
+
+    let payloads = sent_to(&app, &execution_id);
+    assert_eq!(payloads.len(), 1);
+    let message = &payloads[0];
+    assert_eq!(message["to"], "+12817126508", "sent with its +, so Meta never guesses a country");
+    assert_eq!(message["template"]["name"], "call_permission_request");
+    assert_eq!(message["template"]["language"]["code"], "en");
+    let components = &message["template"]["components"];
+    assert_eq!(components[0], json!({"type": "body", "parameters": [{"type": "text", "text": "Ana"}]}));
+    assert_eq!(components[1]["parameters"][0]["payload"], format!("{execution_id}:0"), "quick replies name the execution");
+
+    let started = Instant::now();
+    let waiter = tokio::spawn({
+        let (http, url, token) = (app.http.clone(), format!("{}/v2/_executions/{execution_id}?wait=30", app.base), app.token(&[]));
+        async move { common::read(http.get(url).bearer_auth(token).send().await.unwrap()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.sandbox
+        .reply(ReplyRequest { execution_id: Some(execution_id.clone()), button: Some("Yes".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let answered = waiter.await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "the reply woke the waiter, not its 30 s timeout");
+    let replied = &answered.body["data"];
+    assert_eq!(replied["status"], "replied");
+    assert_eq!(replied["reply"]["type"], "button");
+    assert_eq!(replied["reply"]["text"], "Yes");
+    assert_eq!(replied["reply"]["payload"], format!("{execution_id}:0"));
+    assert_eq!(statuses(replied).last().map(String::as_str), Some("replied"));
+}
+
+#[tokio::test]
+async fn a_non_mandatory_wait_returns_once_meta_accepts() {
+    let app = spawn_app().await;
+    app.register_sender().await;
+    let mut body = seed_body();
+    body["webhook"]["mandatory"] = json!(false);
+    let action = app.create_action(&body).await;
+    let reply = app.post(&format!("/v2/_actions/{action}/_execute?wait=20"), &json!({"variables": {"customer_name": "Ana"}})).await;
+    assert_eq!(reply.status, 200, "with ?wait the answer is the execution as it stands: {}", reply.text);
+    let status = reply.body["data"]["status"].as_str().unwrap().to_owned();
+    assert!(["accepted", "sent", "delivered", "read"].contains(&status.as_str()), "{status}");
+    let text =
+        app.sandbox.reply(ReplyRequest { execution_id: Some(id(&reply.body["data"])), text: Some("thanks".into()), ..Default::default() });
+    text.await.unwrap();
+    let answered = app.reaches(&id(&reply.body["data"]), "read").await;
+    for _ in 0..100 {
+        if app.get(&format!("/v2/_executions/{}", id(&answered))).await.body["data"]["reply"]["text"] == "thanks" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("a non-mandatory execution records its reply too");
+}
+
+#[tokio::test]
+async fn the_recipient_is_the_body_then_the_override_then_webhook_to() {
+    let app = spawn_app().await;
+    app.register_sender().await;
+    let mut body = seed_body();
+    body["phone_number"] = json!("+44 20 7946 0958");
+    let action = app.create_action(&body).await;
+    let variables = json!({"customer_name": "Ana"});
+    let overridden = app.execute(&action, &json!({"variables": variables, "to": "+1 415 555 0132"})).await;
+    assert_eq!(overridden["to"], "14155550132");
+    let by_action = app.execute(&action, &json!({"variables": variables})).await;
+    assert_eq!(by_action["to"], "442079460958");
+    app.call(Method::PATCH, &format!("/v2/_actions/{action}"), Some(&json!({"phone_number": null}))).await;
+    let by_webhook = app.execute(&action, &json!({"variables": variables})).await;
+    assert_eq!(by_webhook["to"], "12817126508");
+    let accepted = app.settled(&id(&overridden), 0).await;
+    let _ = accepted;
+    let settled = app.reaches(&id(&overridden), "read").await;
+    assert_eq!(sent_to(&app, &id(&settled))[0]["to"], "+14155550132");
+}
+
+#[tokio::test]
+async fn bad_executes_are_refused_and_send_nothing() {
+    let (app, action) = ready_app().await;
+    let path = format!("/v2/_actions/{action}/_execute");
+    let missing = app.post(&path, &json!({"call_id": "c"})).await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.error_codes(), [("variables.customer_name".to_owned(), "missing_variable".to_owned())]);
+    assert!(missing.body["errors"][0]["message"].as_str().unwrap().contains("webhook.body_params[0] uses {{customer_name}}"));
+
+    let invalid = app.post(&path, &json!({"reply_timeout": 5, "to": "12", "call_id": "", "variables": {"customer_name": ["x"]}})).await;
+    let fields: Vec<String> = invalid.error_codes().into_iter().map(|(f, c)| format!("{f}:{c}")).collect();
+    assert_eq!(
+        fields,
+        [
+            "call_id:invalid_length",
+            "to:invalid_phone_number",
+            "variables.customer_name:invalid_type",
+            "reply_timeout:invalid_reply_timeout"
+        ]
+    );
+    let newline = app.post(&path, &json!({"variables": {"customer_name": "two\nlines"}})).await;
+    assert_eq!(newline.error_codes(), [("variables".to_owned(), "invalid_parameter".to_owned())]);
+    let wait = app.post(&format!("{path}?wait=61"), &json!({})).await;
+    assert_eq!(wait.error_codes(), [("wait".to_owned(), "invalid_query_parameter".to_owned())]);
+
+    app.call(Method::PATCH, &format!("/v2/_actions/{action}"), Some(&json!({"is_active": false}))).await;
+    let inactive = app.post(&path, &json!({"variables": {"customer_name": "Ana"}})).await;
+    assert_eq!(inactive.status, 409);
+    assert_eq!(inactive.error_codes(), [("action_id".to_owned(), "action_inactive".to_owned())]);
+
+    let unknown = app.post(&format!("/v2/_actions/{}/_execute", uuid::Uuid::now_v7()), &json!({})).await;
+    assert_eq!(unknown.status, 404);
+    let foreign = app.send(Method::POST, &path, Some(&app.token_for("intruder", &[])), Some(&json!({}))).await;
+    assert_eq!(foreign.status, 404, "another tenant's action is a 404");
+    let reader = app.send(Method::POST, &path, Some(&app.token(&[Scope::ActionsRead, Scope::ActionsWrite])), Some(&json!({}))).await;
+    assert_eq!(reader.status, 403, "executing needs actions:execute");
+
+    assert_eq!(app.get("/v2/_executions").await.body["data"]["pagination"]["total_records"], 0);
+    assert!(app.sandbox.sent().is_empty());
+}
+
+#[tokio::test]
+async fn the_same_call_id_or_key_executes_once_even_when_sent_at_once() {
+    let (app, action) = ready_app().await;
+    let token = app.token(&[]);
+    let path = format!("{}/v2/_actions/{action}/_execute", app.base);
+    let body = json!({"call_id": "call-dup", "variables": {"customer_name": "Ana"}});
+    let requests = (0..8).map(|_| {
+        let request = app.http.post(&path).bearer_auth(&token).json(&body);
+        async move { common::read(request.send().await.unwrap()).await }
+    });
+    let replies = futures::future::join_all(requests).await;
+    let ids: std::collections::HashSet<String> = replies.iter().map(|r| id(&r.body["data"])).collect();
+    assert_eq!(ids.len(), 1, "eight identical executes, one execution");
+    assert_eq!(replies.iter().filter(|r| r.header("idempotent-replayed").is_some()).count(), 7);
+
+    let keyed = |key: &'static str| {
+        let request =
+            app.http.post(&path).bearer_auth(&token).header("idempotency-key", key).json(&json!({"variables": {"customer_name": "Bo"}}));
+        async move { common::read(request.send().await.unwrap()).await }
+    };
+    let (first, second) = tokio::join!(keyed("k-1"), keyed("k-1"));
+    assert_eq!(id(&first.body["data"]), id(&second.body["data"]));
+
+    let execution_id = ids.into_iter().next().unwrap();
+    app.reaches(&execution_id, "read").await;
+    app.reaches(&id(&first.body["data"]), "read").await;
+    assert_eq!(sent_to(&app, &execution_id).len(), 1, "sent once");
+    assert_eq!(app.sandbox.sent().len(), 2, "one message per execution, nothing twice");
+    let listed = app.get(&format!("/v2/_executions?call_id=call-dup&action_id={action}")).await;
+    assert_eq!(listed.body["data"]["pagination"]["total_records"], 1);
+}
+
+#[tokio::test]
+async fn each_template_kind_is_sent_with_its_components() {
+    let app = spawn_app().await;
+    app.register_sender().await;
+    let action_for = |webhook: Value| {
+        let mut body = seed_body();
+        body["webhook"] = json!({"to": "12817126508", "from": SENDER, "mandatory": false});
+        for (key, value) in webhook.as_object().unwrap() {
+            body["webhook"][key] = value.clone();
+        }
+        body
+    };
+    let order = app
+        .create_action(&action_for(json!({"template_name": "order_update", "header_params": ["{{order}}"],
+            "body_params": ["Ana", "{{order}}", "on its way"], "button_params": ["{{order}} x"]})))
+        .await;
+    let image = app
+        .create_action(&action_for(json!({"template_name": "appointment_reminder", "header_params": ["https://cdn.example.com/c.jpg"],
+            "body_params": ["Ana", "May 3"]})))
+        .await;
+    let coupon = app
+        .create_action(&action_for(json!({"template_name": "discount_code", "language_code": "en_US",
+            "body_params": ["Ana", "10%"], "button_params": ["SAVE10"]})))
+        .await;
+
+    let order_run = app.execute(&order, &json!({"variables": {"order": "A-1042"}})).await;
+    let image_run = app.execute(&image, &json!({})).await;
+    let coupon_run = app.execute(&coupon, &json!({})).await;
+    for run in [&order_run, &image_run, &coupon_run] {
+        let settled = app.settled(&id(run), 20).await;
+        assert_eq!(settled["status"], "accepted", "{settled}");
+    }
+    let components = |run: &Value| sent_to(&app, &id(run))[0]["template"]["components"].clone();
+    let order_parts = components(&order_run);
+    assert_eq!(order_parts[0], json!({"type": "header", "parameters": [{"type": "text", "text": "A-1042"}]}));
+    assert_eq!(order_parts[1]["parameters"][1], json!({"type": "text", "text": "A-1042"}));
+    assert_eq!(
+        order_parts[2],
+        json!({"type": "button", "sub_type": "url", "index": "0", "parameters": [{"type": "text", "text": "A-1042%20x"}]})
+    );
+    assert_eq!(order_parts[3]["sub_type"], "quick_reply");
+    assert_eq!(order_parts[3]["index"], "1");
+    let image_parts = components(&image_run);
+    assert_eq!(
+        image_parts[0],
+        json!({"type": "header", "parameters": [{"type": "image", "image": {"link": "https://cdn.example.com/c.jpg"}}]})
+    );
+    assert_eq!(image_parts[1]["parameters"][0], json!({"type": "text", "parameter_name": "first_name", "text": "Ana"}));
+    let coupon_parts = components(&coupon_run);
+    assert_eq!(
+        coupon_parts[1],
+        json!({"type": "button", "sub_type": "copy_code", "index": "0", "parameters": [{"type": "coupon_code", "coupon_code": "SAVE10"}]})
+    );
+}
+
+#[tokio::test]
+async fn error_classes_retry_or_fail_as_meta_means_them() {
+    let app = spawn_app_with(|s| s.delivery_max_attempts = 3).await;
+    app.register_sender().await;
+    let mut body = seed_body();
+    body["webhook"]["mandatory"] = json!(false);
+    let action = app.create_action(&body).await;
+    let run = |to: &'static str| {
+        let body = json!({"to": format!("+{to}"), "variables": {"customer_name": "Ana"}});
+        let app = &app;
+        let action = action.clone();
+        async move { id(&app.execute(&action, &body).await) }
+    };
+
+    // Transient (throughput) then accepted: retried.
+    let throttled = run(THROTTLED_RECIPIENT).await;
+    let settled = app.settled(&throttled, 20).await;
+    assert_eq!((settled["status"].as_str(), settled["attempts"].as_u64()), (Some("accepted"), Some(2)), "{settled}");
+
+    // Transient every time: the attempts run out.
+    app.sandbox
+        .script("14155550101", (0..3).map(|_| Scripted::Refuse { status: 400, code: 131016, message: "Service unavailable".into() }));
+    let exhausted = app.settled(&run("14155550101").await, 20).await;
+    assert_eq!((exhausted["status"].as_str(), exhausted["attempts"].as_u64()), (Some("failed"), Some(3)), "{exhausted}");
+    assert_eq!(exhausted["error"]["provider_code"], 131016);
+    assert!(exhausted["error"]["message"].as_str().unwrap().starts_with("gave up after 3 attempts"));
+
+    // Permanent: failed at once with Meta's code and text.
+    app.sandbox.script("14155550102", [Scripted::Refuse { status: 400, code: 131009, message: "Parameter value is not valid".into() }]);
+    let permanent = app.settled(&run("14155550102").await, 20).await;
+    assert_eq!((permanent["status"].as_str(), permanent["attempts"].as_u64()), (Some("failed"), Some(1)));
+    assert_eq!(
+        permanent["error"],
+        json!({"code": "provider_error", "message": "(131009) Parameter value is not valid", "provider_code": 131009})
+    );
+
+    // Pair rate limit: backs off that pair (4^0 = 1 s), then goes.
+    app.sandbox.script("14155550103", [Scripted::Refuse { status: 400, code: 131056, message: "Pair rate limit".into() }]);
+    let paired = app.settled(&run("14155550103").await, 20).await;
+    assert_eq!((paired["status"].as_str(), paired["attempts"].as_u64()), (Some("accepted"), Some(2)));
+
+    // Accepted, then reported undeliverable by webhook (131026).
+    let undeliverable = run(UNDELIVERABLE_RECIPIENT).await;
+    let failed = app.reaches(&undeliverable, "failed").await;
+    assert_eq!(failed["error"]["provider_code"], 131026);
+    assert_eq!(statuses(&failed), ["queued", "sending", "accepted", "sent", "failed"]);
+
+    // A 5xx without a body: unknown outcome, reconciled, then sent again.
+    app.sandbox.script("14155550104", [Scripted::Bodiless500]);
+    let unknown = app.settled(&run("14155550104").await, 20).await;
+    assert_eq!((unknown["status"].as_str(), unknown["attempts"].as_u64()), (Some("accepted"), Some(2)), "{unknown}");
+    assert_eq!(sent_to(&app, &id(&unknown)).len(), 1, "Meta took only the second");
+}
+
+#[tokio::test]
+async fn a_refused_token_holds_the_senders_sends_until_it_is_synced() {
+    let (app, action) = ready_app().await;
+    app.sandbox.script("12817126508", [Scripted::Refuse { status: 401, code: 190, message: "Error validating access token".into() }]);
+    let execution = id(&app.execute(&action, &json!({"variables": {"customer_name": "Ana"}})).await);
+    let mut sender = Value::Null;
+    for _ in 0..200 {
+        sender = app.get(&format!("/v2/_whatsapp/senders/{SENDER}")).await.body["data"].clone();
+        if sender["healthy"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sender["healthy"], false, "the sender is marked unhealthy");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let held = app.get(&format!("/v2/_executions/{execution}")).await.body["data"].clone();
+    assert_eq!(held["status"], "sending", "held, not failed: {held}");
+
+    let synced = app.call(Method::POST, &format!("/v2/_whatsapp/senders/{SENDER}/_sync"), None).await;
+    assert_eq!(synced.body["data"]["healthy"], true);
+    let delivered = app.reaches(&execution, "read").await;
+    assert_eq!(delivered["wamid"].as_str().map(|w| w.starts_with("wamid.")), Some(true));
+}
