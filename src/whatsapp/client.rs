@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::errors::{ErrorClass, classify};
+use super::errors::{ErrorClass, classify, describe};
 use crate::store::TemplateRecord;
 
 /// Template pages followed at most, so a looping `paging.next` cannot spin forever.
@@ -104,10 +104,7 @@ impl GraphClient {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if let Some(error) = body.get("error").filter(|e| e.is_object()) {
-            let mut message = error["message"].as_str().unwrap_or("no message").to_owned();
-            if let Some(details) = error["error_data"]["details"].as_str() {
-                message = format!("{message}: {details}");
-            }
+            let message = describe(error["message"].as_str().unwrap_or("no message"), error["error_data"]["details"].as_str());
             return Err(SendError::Refused { code: error["code"].as_i64().unwrap_or_default(), message });
         }
         match body["messages"][0]["id"].as_str() {

@@ -23,9 +23,24 @@ pub fn classify(code: i64) -> ErrorClass {
     }
 }
 
+/// Meta's error text: its message, and `error_data.details` when it adds something.
+pub fn describe(message: &str, details: Option<&str>) -> String {
+    match details.map(str::trim).filter(|d| !d.is_empty() && !message.contains(d)) {
+        Some(details) => format!("{message}: {details}"),
+        None => message.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn details_are_added_only_when_they_say_more() {
+        assert_eq!(describe("Message undeliverable", Some("not on WhatsApp")), "Message undeliverable: not on WhatsApp");
+        assert_eq!(describe("Rate limit hit", Some("Rate limit hit")), "Rate limit hit");
+        assert_eq!(describe("Rate limit hit", None), "Rate limit hit");
+    }
 
     #[test]
     fn classes_follow_metas_table() {

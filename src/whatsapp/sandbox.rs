@@ -265,7 +265,8 @@ impl Sandbox {
                                        "recipient_id": message.to,
                                        "biz_opaque_callback_data": message.payload["biz_opaque_callback_data"]});
                 if let Some((code, text)) = error {
-                    entry["errors"] = json!([{"code": code, "title": text, "message": text, "error_data": {"details": text}}]);
+                    let details = "The recipient's number is not on WhatsApp or cannot receive this message";
+                    entry["errors"] = json!([{"code": code, "title": text, "message": text, "error_data": {"details": details}}]);
                 }
                 if let Err(error) = sandbox.post_webhook(json!({"statuses": [entry]})).await {
                     tracing::warn!(%error, "the sandbox could not post a status webhook");
@@ -335,9 +336,7 @@ async fn messages(
         let count = s.sends_to.entry(to.clone()).or_default();
         *count += 1;
         match to.as_str() {
-            UNDELIVERABLE_RECIPIENT => {
-                Scripted::FailLater { code: 131026, message: "Message undeliverable: the number is not on WhatsApp".into() }
-            }
+            UNDELIVERABLE_RECIPIENT => Scripted::FailLater { code: 131026, message: "Message undeliverable".into() },
             THROTTLED_RECIPIENT if *count % 2 == 1 => {
                 Scripted::Refuse { status: 400, code: 130429, message: "Rate limit hit: too many messages from this phone number".into() }
             }

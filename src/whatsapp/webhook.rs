@@ -8,6 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::errors::describe;
 use crate::clock;
 use crate::domain::ExecutionStatus;
 use crate::store::{ExecutionError, ExecutionReply, WebhookEvent};
@@ -79,10 +80,7 @@ fn status_event(status: &Value) -> Option<WebhookEvent> {
     let error = (next == ExecutionStatus::Failed).then(|| {
         let first = &status["errors"][0];
         let title = first["message"].as_str().or(first["title"].as_str()).unwrap_or("Meta reported the message failed");
-        let message = match first["error_data"]["details"].as_str() {
-            Some(details) => format!("{title}: {details}"),
-            None => title.to_owned(),
-        };
+        let message = describe(title, first["error_data"]["details"].as_str());
         ExecutionError { code: "provider_error".into(), message, provider_code: first["code"].as_i64() }
     });
     Some(WebhookEvent::Status {
