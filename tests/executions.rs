@@ -165,6 +165,12 @@ async fn bad_executes_are_refused_and_send_nothing() {
 
     assert_eq!(app.get("/v2/_executions").await.body["data"]["pagination"]["total_records"], 0);
     assert!(app.sandbox.sent().is_empty());
+    let bad_filters = app.get("/v2/_executions?status=lost&action_id=nope").await;
+    let fields: Vec<String> = bad_filters.error_codes().into_iter().map(|(f, c)| format!("{f}:{c}")).collect();
+    assert_eq!(fields, ["action_id:invalid_query_parameter", "status:invalid_query_parameter"]);
+    assert!(bad_filters.body["errors"][1]["message"].as_str().unwrap().contains("queued, sending, accepted"));
+    assert_eq!(app.get(&format!("/v2/_executions/{}", uuid::Uuid::now_v7())).await.status, 404);
+    assert_eq!(app.get("/v2/_executions/not-a-uuid").await.status, 404);
 }
 
 #[tokio::test]

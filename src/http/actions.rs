@@ -190,14 +190,11 @@ pub async fn list(
     mut query: QueryParams,
 ) -> Result<Response, ApiError> {
     let page = query.page();
-    let kind = query.get("type").map(str::to_owned);
-    let kind = kind.and_then(|raw| match ActionType::parse(&raw) {
-        Some(kind) => Some(kind.as_str()),
-        None => {
-            query.invalid("type", format!("'{raw}' is not an action type; the only type is SEND_WHATSAPP"));
-            None
-        }
-    });
+    let kind = query.parsed(
+        "type",
+        |raw| ActionType::parse(raw).map(ActionType::as_str),
+        |raw| format!("'{raw}' is not an action type; the only type is SEND_WHATSAPP"),
+    );
     let is_active = query.boolean("is_active");
     query.finish()?;
     let (actions, total) = state.store.list_actions(&caller.tenant, ActionFilter { kind, is_active }, page).await?;

@@ -345,20 +345,10 @@ pub async fn list(
     mut query: QueryParams,
 ) -> Result<Response, ApiError> {
     let page = query.page();
-    let action_id = query.get("action_id").map(str::to_owned).and_then(|raw| match Uuid::parse_str(&raw) {
-        Ok(id) => Some(id),
-        Err(_) => {
-            query.invalid("action_id", format!("'{raw}' is not an action id"));
-            None
-        }
-    });
-    let status = query.get("status").map(str::to_owned).and_then(|raw| match ExecutionStatus::parse(&raw) {
-        Some(status) => Some(status),
-        None => {
-            let known: Vec<&str> = ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect();
-            query.invalid("status", format!("'{raw}' is not a status; use one of {}", known.join(", ")));
-            None
-        }
+    let action_id = query.parsed("action_id", |raw| Uuid::parse_str(raw).ok(), |raw| format!("'{raw}' is not an action id"));
+    let status = query.parsed("status", ExecutionStatus::parse, |raw| {
+        let known: Vec<&str> = ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("'{raw}' is not a status; use one of {}", known.join(", "))
     });
     let call_id = query.get("call_id").map(str::to_owned);
     query.finish()?;

@@ -213,6 +213,16 @@ impl QueryParams {
         Page { number, size }
     }
 
+    /// The parameter read by `parse`, or `None` with a violation naming why.
+    pub fn parsed<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Option<T>, why: impl FnOnce(&str) -> String) -> Option<T> {
+        let raw = self.get(name)?.to_owned();
+        let parsed = parse(&raw);
+        if parsed.is_none() {
+            self.invalid(name, why(&raw));
+        }
+        parsed
+    }
+
     pub fn boolean(&mut self, name: &str) -> Option<bool> {
         let raw = self.get(name)?;
         match raw.to_ascii_lowercase().as_str() {
