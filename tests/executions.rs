@@ -96,6 +96,20 @@ async fn a_non_mandatory_wait_returns_once_meta_accepts() {
         app.sandbox.reply(ReplyRequest { execution_id: Some(id(&reply.body["data"])), text: Some("thanks".into()), ..Default::default() });
     text.await.unwrap();
     let answered = app.reaches(&id(&reply.body["data"]), "read").await;
+    let intruder = app.token_for("intruder", &[]);
+    let theirs = app.send(Method::GET, &format!("/v2/_executions/{}", id(&answered)), Some(&intruder), None).await;
+    let missing = app.send(Method::GET, &format!("/v2/_executions/{}", uuid::Uuid::now_v7()), Some(&intruder), None).await;
+    assert_eq!(
+        (theirs.status, theirs.error_codes()),
+        (missing.status, missing.error_codes()),
+        "another tenant's execution is a missing one"
+    );
+    assert_eq!(theirs.status, 404);
+    let listed = app.send(Method::GET, "/v2/_executions", Some(&intruder), None).await;
+    assert_eq!(listed.body["data"]["pagination"]["total_records"], 0);
+    let metrics = app.send(Method::GET, "/metrics", None, None).await.text;
+    assert!(metrics.contains(r#"actiond_deliveries_total{outcome="accepted"}"#), "{metrics}");
+    assert!(metrics.contains("actiond_delivery_queue_depth"));
     for _ in 0..100 {
         if app.get(&format!("/v2/_executions/{}", id(&answered))).await.body["data"]["reply"]["text"] == "thanks" {
             return;
