@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use actiond::auth::{Scope, mint, parse_ttl};
 use actiond::settings::{JWT_SECRET_MIN_BYTES, Settings};
@@ -38,6 +39,9 @@ enum Command {
         /// Where dev mode keeps its database and generated secrets.
         #[arg(long, default_value = dev::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+        /// Dev mode: milliseconds after a send at which the sandbox reports sent, delivered, read.
+        #[arg(long, value_delimiter = ',', default_values_t = [200, 600, 1200])]
+        sandbox_delays_ms: Vec<u64>,
     },
     /// Print an HS256 bearer token signed with the configured secret.
     Token {
@@ -76,9 +80,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), String> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve { dev, data_dir } => {
+        Command::Serve { dev, data_dir, sandbox_delays_ms } => {
+            let delays: [u64; 3] = sandbox_delays_ms
+                .try_into()
+                .map_err(|_| "--sandbox-delays-ms takes three numbers: sent,delivered,read (e.g. 200,600,1200)".to_owned())?;
+            let delays = delays.map(Duration::from_millis);
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-            runtime.block_on(serve(settings, dev.then_some(data_dir)))
+            runtime.block_on(serve(settings, dev.then_some((data_dir, delays))))
         }
         Command::Token { tenant, scopes, ttl, dev, data_dir } => {
             let settings = if dev { dev::prepare(settings, &data_dir)? } else { settings };
@@ -109,12 +117,18 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-async fn serve(settings: Settings, dev_data_dir: Option<PathBuf>) -> Result<(), String> {
-    let settings = match &dev_data_dir {
-        Some(dir) => dev::prepare(settings, dir)?,
+/// Runs the service; `dev` holds dev mode's data directory and sandbox delays.
+async fn serve(settings: Settings, dev: Option<(PathBuf, [Duration; 3])>) -> Result<(), String> {
+    let settings = match &dev {
+        Some((dir, _)) => dev::prepare(settings, dir)?,
         None => settings,
     };
-    let sandbox = dev_data_dir.is_some().then(Sandbox::new);
+    let sandbox = dev.as_ref().map(|(_, delays)| {
+        let sandbox = Sandbox::new();
+        sandbox.set_status_delays(*delays);
+        sandbox
+    });
+    let dev_data_dir = dev.map(|(dir, _)| dir);
     let app = App::build(&settings, sandbox.clone()).await?;
     if let Some(sandbox) = &sandbox {
         dev::connect_sandbox(sandbox, &app, &settings);

@@ -210,6 +210,23 @@ mod tests {
     }
 
     #[test]
+    fn list_replies_carry_their_title_and_id() {
+        let payload = json!({"entry": [{"changes": [{"field": "messages", "value": {"messages": [
+            {"id": "wamid.L", "type": "interactive", "context": {"id": "wamid.A"},
+             "interactive": {"type": "list_reply", "list_reply": {"id": "slot-2", "title": "Tuesday 10:00", "description": "Clinic"}}}]}}]}]});
+        match &events(&payload)[..] {
+            [WebhookEvent::Reply { reply, context_wamid, .. }] => {
+                assert_eq!(
+                    (reply.kind.as_str(), reply.text.as_deref(), reply.payload.as_deref()),
+                    ("interactive", Some("Tuesday 10:00"), Some("slot-2"))
+                );
+                assert_eq!(context_wamid.as_deref(), Some("wamid.A"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn unknown_shapes_are_skipped() {
         assert!(events(&json!({"entry": "nope"})).is_empty());
         assert!(events(&json!({"entry": [{"changes": [{"field": "account_update", "value": {}}]}]})).is_empty());
