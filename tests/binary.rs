@@ -322,6 +322,10 @@ async fn json_logs_carry_the_ctx_id_of_their_request() {
     let base = server.address();
     let reply = reqwest::Client::new().get(format!("{base}/v2/_actions")).bearer_auth(token("logs")).send().await.unwrap();
     let ctx_id = reply.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let second =
+        actiond(&dir, &["migrate"]).env("ACTIOND_DATABASE_URL", format!("sqlite://{}", dir.join("actiond.db").display())).output().unwrap();
+    assert!(!second.status.success(), "one process per SQLite file");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another actiond process"));
     let line = server.stderr_line(|l| l.contains("request finished"));
     let log: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(log["span"]["ctx_id"], ctx_id.as_str());

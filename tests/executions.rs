@@ -210,6 +210,26 @@ async fn the_same_call_id_or_key_executes_once_even_when_sent_at_once() {
     let (first, second) = tokio::join!(keyed("k-1"), keyed("k-1"));
     assert_eq!(id(&first.body["data"]), id(&second.body["data"]));
 
+    // A repeat is answered even after the action changed: it sends nothing new.
+    app.call(Method::PATCH, &format!("/v2/_actions/{action}"), Some(&json!({"is_active": false}))).await;
+    let repeat = app.post(&format!("/v2/_actions/{action}/_execute"), &body).await;
+    assert_eq!((repeat.status, repeat.header("idempotent-replayed")), (202, Some("true")), "{}", repeat.text);
+    app.call(Method::PATCH, &format!("/v2/_actions/{action}"), Some(&json!({"is_active": true}))).await;
+    // The same key for another action is a conflict, not the first action's execution.
+    let other = app.create_action(&seed_body()).await;
+    let crossed = common::read(
+        app.http
+            .post(format!("{}/v2/_actions/{other}/_execute", app.base))
+            .bearer_auth(&token)
+            .header("idempotency-key", "k-1")
+            .json(&json!({"variables": {"customer_name": "Bo"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((crossed.status, crossed.error_codes()), (409, vec![("Idempotency-Key".to_owned(), "idempotency_key_reused".to_owned())]));
+
     let execution_id = ids.into_iter().next().unwrap();
     app.reaches(&execution_id, "read").await;
     app.reaches(&id(&first.body["data"]), "read").await;
@@ -267,6 +287,12 @@ async fn each_template_kind_is_sent_with_its_components() {
         json!({"type": "header", "parameters": [{"type": "image", "image": {"link": "https://cdn.example.com/c.jpg"}}]})
     );
     assert_eq!(image_parts[1]["parameters"][0], json!({"type": "text", "parameter_name": "first_name", "text": "Ana"}));
+    let long_code = app
+        .create_action(&action_for(json!({"template_name": "discount_code", "language_code": "en_US",
+            "body_params": ["Ana", "10%"], "button_params": ["{{code}}"]})))
+        .await;
+    let too_long = app.post(&format!("/v2/_actions/{long_code}/_execute"), &json!({"variables": {"code": "SIXTEEN_CHARS_XX"}})).await;
+    assert_eq!((too_long.status, too_long.error_codes()[0].1.as_str()), (400, "invalid_parameter"), "{}", too_long.text);
     let coupon_parts = components(&coupon_run);
     assert_eq!(
         coupon_parts[1],
@@ -326,6 +352,36 @@ async fn error_classes_retry_or_fail_as_meta_means_them() {
     let unknown = app.settled(&run("14155550104").await, 20).await;
     assert_eq!((unknown["status"].as_str(), unknown["attempts"].as_u64()), (Some("accepted"), Some(2)), "{unknown}");
     assert_eq!(sent_to(&app, &id(&unknown)).len(), 1, "Meta took only the second");
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_with_no_attempts_left_fails_after_the_reconcile_window() {
+    let app = spawn_app_with(|s| s.delivery_max_attempts = 1).await;
+    app.register_sender().await;
+    let action = app.create_action(&seed_body()).await;
+    app.sandbox.script("12817126508", [Scripted::Bodiless500]);
+    let execution = id(&app.execute(&action, &json!({"variables": {"customer_name": "Ana"}})).await);
+    let failed = app.settled(&execution, 20).await;
+    assert_eq!((failed["status"].as_str(), failed["attempts"].as_u64()), (Some("failed"), Some(1)), "{failed}");
+    assert_eq!(failed["error"]["code"], "outcome_unknown");
+    assert!(app.sandbox.sent().is_empty(), "not sent a second time");
+}
+
+#[tokio::test]
+async fn deleting_a_held_sender_fails_its_sends_instead_of_leaving_them_stuck() {
+    let (app, action) = ready_app().await;
+    app.sandbox.script("12817126508", [Scripted::Refuse { status: 401, code: 190, message: "Error validating access token".into() }]);
+    let execution = id(&app.execute(&action, &json!({"variables": {"customer_name": "Ana"}})).await);
+    for _ in 0..200 {
+        if app.get(&format!("/v2/_whatsapp/senders/{SENDER}")).await.body["data"]["healthy"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.call(Method::DELETE, &format!("/v2/_whatsapp/senders/{SENDER}"), None).await.status, 200);
+    let failed = app.settled(&execution, 5).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"]["code"], "sender_removed");
 }
 
 #[tokio::test]

@@ -156,6 +156,18 @@ async fn a_paused_template_stops_its_pending_sends() {
     assert_eq!(template["status"], "PAUSED", "the registry follows the update");
     let refused = app.post(&format!("/v2/_actions/{action}/_execute"), &json!({"variables": {"customer_name": "Ana"}})).await;
     assert_eq!((refused.status, refused.error_codes()[0].1.as_str()), (409, "template_unavailable"));
+
+    // A quality warning changes nothing; a reinstatement makes it sendable again.
+    let mut flagged = update.clone();
+    flagged["entry"][0]["changes"][0]["value"]["event"] = json!("FLAGGED");
+    flagged["entry"][0]["time"] = json!(1750000100);
+    assert_eq!(post_webhook(&app, &flagged, Some(APP_SECRET)).await.status, 200);
+    let mut reinstated = update.clone();
+    reinstated["entry"][0]["changes"][0]["value"]["event"] = json!("REINSTATED");
+    reinstated["entry"][0]["time"] = json!(1750000200);
+    assert_eq!(post_webhook(&app, &reinstated, Some(APP_SECRET)).await.status, 200);
+    let again = app.post(&format!("/v2/_actions/{action}/_execute"), &json!({"variables": {"customer_name": "Ana"}})).await;
+    assert_eq!(again.status, 202, "REINSTATED means APPROVED: {}", again.text);
 }
 
 #[tokio::test]

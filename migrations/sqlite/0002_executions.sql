@@ -31,7 +31,9 @@ CREATE UNIQUE INDEX executions_by_call ON executions (tenant, action_id, call_id
 CREATE UNIQUE INDEX executions_by_key ON executions (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE UNIQUE INDEX executions_by_wamid ON executions (wamid) WHERE wamid IS NOT NULL;
 CREATE INDEX executions_by_tenant ON executions (tenant, created_at DESC, id DESC);
-CREATE INDEX executions_awaiting_reply ON executions (reply_deadline) WHERE reply_deadline IS NOT NULL;
+-- Only executions still open: the expiry sweep never walks the history.
+CREATE INDEX executions_awaiting_reply ON executions (reply_deadline)
+    WHERE reply_deadline IS NOT NULL AND status NOT IN ('replied', 'failed', 'expired', 'cancelled');
 
 -- One row per execution still to send. `due_at` and `lease_until` are Unix
 -- milliseconds; a claim sets the lease, so a crashed worker's claim expires.

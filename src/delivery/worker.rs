@@ -1,4 +1,4 @@
-//! One pass of the worker: expire overdue replies, lease due jobs, pace them,
+//! The delivery worker: expire overdue replies, lease due jobs, pace them,
 //! send them, record what Meta said. No transaction is held across the HTTP
 //! call: a job is leased, and a lease that runs out makes it due again.
 
@@ -6,23 +6,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use super::pacing::Pacer;
 use super::retry::retry_delay;
 use super::waiters::Waiters;
 use crate::clock::now_ms;
 use crate::crypto::Sealer;
-use crate::store::{ClaimedJob, ExecutionError, Outcome, Store};
+use crate::store::{ClaimedJob, ExecutionError, Outcome, Store, StoreError};
 use crate::whatsapp::errors::{ErrorClass, classify};
 use crate::whatsapp::{GraphClient, SendError};
 
 /// How long a claim lasts; far longer than one send (15 s timeout).
 const LEASE: Duration = Duration::from_secs(60);
-/// Jobs one pass sends at most, concurrently.
-const BATCH: u32 = 64;
+/// Sends in flight at once; a slow one holds only its own slot.
+const CONCURRENCY: usize = 64;
 /// The longest the idle worker waits before looking again by itself.
 const IDLE: Duration = Duration::from_secs(1);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 
 pub struct DeliverySettings {
     pub max_attempts: u32,
@@ -41,12 +43,18 @@ pub struct Worker {
     wake: Arc<Notify>,
     pacer: Mutex<Pacer>,
     settings: DeliverySettings,
+    pruned_at: Mutex<Option<Instant>>,
 }
 
 enum Attempt {
     Done(Outcome),
-    /// Meta refused the sender's token.
-    SenderRefused(ExecutionError),
+    /// Meta refused the sender's token, this sealed one.
+    SenderRefused {
+        error: ExecutionError,
+        sealed_token: Vec<u8>,
+    },
+    /// The execution ended meanwhile; its job is gone and there is nothing to record.
+    Ended,
 }
 
 impl Worker {
@@ -59,64 +67,108 @@ impl Worker {
         settings: DeliverySettings,
     ) -> Self {
         let pacer = Mutex::new(Pacer::new(settings.sender_mps));
-        Self { store, graph, sealer, waiters, wake, pacer, settings }
+        Self { store, graph, sealer, waiters, wake, pacer, settings, pruned_at: Mutex::new(None) }
     }
 
-    /// Runs passes until `shutdown` turns true; a pass under way finishes first.
+    /// Runs until `shutdown` turns true, then finishes the sends under way.
+    /// Each send runs in its own task, so a slow one delays no other.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
         while !*shutdown.borrow() {
-            if self.run_once().await > 0 {
+            self.maintain().await;
+            let free = slots.available_permits() as u32;
+            let jobs = if free > 0 { self.claim(free).await } else { Vec::new() };
+            let claimed = !jobs.is_empty();
+            for job in jobs {
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
+                let worker = Arc::clone(&self);
+                tokio::spawn(async move {
+                    worker.deliver(job).await;
+                    drop(slot);
+                    worker.wake.notify_one();
+                });
+            }
+            if claimed {
                 continue;
             }
-            let next_due = match self.store.queue().await {
-                Ok((_, next)) => next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the delivery queue");
-                    None
-                }
-            };
-            let nap = next_due.unwrap_or(IDLE).min(IDLE);
+            let next_due = self.report_queue().await.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(nap) => {}
+                () = tokio::time::sleep(next_due.unwrap_or(IDLE).min(IDLE)) => {}
                 _ = shutdown.changed() => {}
             }
         }
+        let _ = slots.acquire_many(CONCURRENCY as u32).await;
     }
 
-    /// One pass; the number of jobs it handled. Tests call it directly.
+    /// One pass, waiting for every send it starts; the number of jobs it
+    /// handled. The test seam: tests call it instead of running the loop.
     pub async fn run_once(&self) -> usize {
+        self.maintain().await;
+        let jobs = self.claim(CONCURRENCY as u32).await;
+        let handled = jobs.len();
+        join_all(jobs.into_iter().map(|job| self.deliver(job))).await;
+        self.report_queue().await;
+        handled
+    }
+
+    /// Expires overdue replies; now and then forgets old event and idempotency keys.
+    async fn maintain(&self) {
         match self.store.expire_due().await {
             Ok(expired) => self.waiters.wake(&expired),
             Err(error) => tracing::warn!(%error, "cannot expire overdue executions"),
         }
-        let now = now_ms();
-        let jobs = match self.store.claim_jobs(now, now + LEASE.as_millis() as i64, BATCH).await {
-            Ok(jobs) => jobs,
-            Err(error) => {
-                tracing::warn!(%error, "cannot claim delivery jobs");
-                return 0;
+        let due = {
+            let mut pruned_at = self.pruned_at.lock().unwrap_or_else(|p| p.into_inner());
+            let due = pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+            if due {
+                *pruned_at = Some(Instant::now());
             }
+            due
         };
-        let handled = jobs.len();
-        join_all(jobs.into_iter().map(|job| self.deliver(job))).await;
-        if let Ok((depth, _)) = self.store.queue().await {
-            metrics::gauge!("actiond_delivery_queue_depth").set(depth as f64);
+        if due && let Err(error) = self.store.prune().await {
+            tracing::warn!(%error, "cannot prune old webhook and idempotency keys");
         }
-        handled
+    }
+
+    async fn claim(&self, limit: u32) -> Vec<ClaimedJob> {
+        let now = now_ms();
+        self.store.claim_jobs(now, now + LEASE.as_millis() as i64, limit).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot claim delivery jobs");
+            Vec::new()
+        })
+    }
+
+    /// Publishes the queue depth; the earliest due time of a waiting job.
+    async fn report_queue(&self) -> Option<i64> {
+        match self.store.queue().await {
+            Ok((depth, next_due)) => {
+                metrics::gauge!("actiond_delivery_queue_depth").set(depth as f64);
+                next_due
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the delivery queue");
+                None
+            }
+        }
     }
 
     async fn deliver(&self, job: ClaimedJob) {
         let id = job.execution_id;
-        let outcome = self.attempt(&job).await;
-        let outcome = match outcome {
+        let outcome = match self.attempt(&job).await {
             Ok(Attempt::Done(outcome)) => outcome,
-            Ok(Attempt::SenderRefused(error)) => {
+            Ok(Attempt::Ended) => return,
+            Ok(Attempt::SenderRefused { error, sealed_token }) => {
                 tracing::warn!(execution_id = %id, sender = %job.sender, reason = %error.message, "Meta refused the sender's token; holding its sends");
-                if let Err(error) = self.store.hold_sender(&job.tenant, &job.sender).await {
-                    tracing::error!(%error, "cannot hold the sender's jobs");
+                match self.store.hold_sender(&job.tenant, &job.sender, &sealed_token).await {
+                    Ok(true) => Outcome::Held,
+                    // New credentials arrived while this send used the old ones: try again now.
+                    Ok(false) => Outcome::Deferred { due_ms: now_ms() },
+                    Err(error) => {
+                        tracing::error!(%error, "cannot hold the sender's jobs");
+                        return;
+                    }
                 }
-                Outcome::Held
             }
             Err(error) => {
                 tracing::error!(execution_id = %id, %error, "delivery failed inside actiond");
@@ -130,35 +182,38 @@ impl Worker {
         self.waiters.wake(&[id]);
     }
 
-    async fn attempt(&self, job: &ClaimedJob) -> Result<Attempt, crate::store::StoreError> {
-        let now = Instant::now();
+    async fn attempt(&self, job: &ClaimedJob) -> Result<Attempt, StoreError> {
         if job.attempt_open {
             // The process stopped mid-send: Meta may have the message. Its status
             // webhook (carrying our id) settles it; only silence means send again.
-            return Ok(Attempt::Done(self.unknown_outcome(job, "a send was in flight when actiond stopped")));
+            return Ok(Attempt::Done(self.unknown_outcome("a send was in flight when actiond stopped")));
         }
-        let paced = self.pacer.lock().unwrap_or_else(|p| p.into_inner()).admit(&job.sender, &job.recipient, now);
-        if let Err(wait) = paced {
-            return Ok(Attempt::Done(Outcome::Deferred { due_ms: now_ms() + wait.as_millis() as i64 }));
+        if job.last_error.as_deref() == Some(OUTCOME_UNKNOWN) && job.attempts >= self.settings.max_attempts {
+            let message = format!(
+                "Meta sent no status within the reconcile window after {} attempts; the message may or may not have been delivered",
+                job.attempts
+            );
+            return Ok(Attempt::Done(Outcome::Failed(error(OUTCOME_UNKNOWN, &message, None))));
         }
-        if !self.store.begin_attempt(job.execution_id).await? {
-            return Ok(Attempt::Done(Outcome::Deferred { due_ms: now_ms() }));
-        }
-        let attempts = job.attempts + 1;
         let Some(credentials) = self.store.sender_credentials(&job.tenant, &job.sender).await? else {
-            return Ok(Attempt::Done(Outcome::Failed(error(
-                "sender_removed",
-                "the action's sender was deleted before the message was sent",
-                None,
-            ))));
+            return Ok(Attempt::Done(Outcome::Failed(error("sender_removed", "the sender was deleted before the message was sent", None))));
         };
         if !credentials.healthy {
-            return Ok(Attempt::SenderRefused(error("sender_unhealthy", "the sender's token was refused; sync the sender", None)));
+            return Ok(Attempt::Done(Outcome::Held));
         }
         let token = match self.sealer.open(&credentials.sealed_access_token, &job.sender) {
             Ok(token) => token,
             Err(reason) => return Ok(Attempt::Done(Outcome::Failed(error("sender_credentials_unreadable", &reason, None)))),
         };
+        let now = Instant::now();
+        let paced = self.pacer.lock().unwrap_or_else(|p| p.into_inner()).admit(&job.sender, &job.recipient, now);
+        if let Err(wait) = paced {
+            return Ok(Attempt::Done(Outcome::Deferred { due_ms: now_ms() + wait.as_millis() as i64 }));
+        }
+        if !self.store.begin_attempt(job.execution_id).await? {
+            return Ok(Attempt::Ended);
+        }
+        let attempts = job.attempts + 1;
         let outcome = match self.graph.send_message(&job.sender, &token, &job.payload).await {
             Ok(wamid) => {
                 self.pacer.lock().unwrap_or_else(|p| p.into_inner()).pair_accepted(&job.sender, &job.recipient);
@@ -172,12 +227,14 @@ impl Worker {
                         let wait = self.pacer.lock().unwrap_or_else(|p| p.into_inner()).pair_refused(&job.sender, &job.recipient, now);
                         self.retry(attempts, refusal, Some(wait))
                     }
-                    ErrorClass::SenderCredentials => return Ok(Attempt::SenderRefused(refusal)),
+                    ErrorClass::SenderCredentials => {
+                        return Ok(Attempt::SenderRefused { error: refusal, sealed_token: credentials.sealed_access_token });
+                    }
                     ErrorClass::Permanent => Outcome::Failed(refusal),
                 }
             }
             Err(SendError::NotSent(reason)) => self.retry(attempts, error("transport_error", &reason, None), None),
-            Err(SendError::Unknown(reason)) => self.unknown_outcome(job, &reason),
+            Err(SendError::Unknown(reason)) => self.unknown_outcome(&reason),
         };
         Ok(Attempt::Done(outcome))
     }
@@ -193,11 +250,10 @@ impl Worker {
         Outcome::Retry { due_ms: now_ms() + delay.as_millis() as i64, error: last }
     }
 
-    fn unknown_outcome(&self, job: &ClaimedJob, reason: &str) -> Outcome {
-        let unknown = error("outcome_unknown", &format!("{reason}; waiting for Meta's status before sending again"), None);
-        if job.attempts >= self.settings.max_attempts {
-            return Outcome::Failed(unknown);
-        }
+    /// Waits for Meta's status, which would adopt the message, before sending
+    /// again; with the attempts spent, the next claim ends it instead.
+    fn unknown_outcome(&self, reason: &str) -> Outcome {
+        let unknown = error(OUTCOME_UNKNOWN, &format!("{reason}; waiting for Meta's status before sending again"), None);
         Outcome::Retry { due_ms: now_ms() + self.settings.reconcile_after.as_millis() as i64, error: unknown }
     }
 }

@@ -22,7 +22,7 @@ use crate::domain::{ExecutionStatus, FieldError, Fields, Param, PhoneE164, Tenan
 use crate::error_code::ErrorCode;
 use crate::store::{ActionRecord, Executed, ExecutionFilter, ExecutionRecord, NewExecution};
 use crate::whatsapp::payload::{RenderedParams, template_message};
-use crate::whatsapp::templates::{Header, TemplateShape};
+use crate::whatsapp::templates::{Button, COPY_CODE_MAX_CHARS, Header, TemplateShape};
 
 const CALL_ID_MAX: usize = 255;
 const REPLY_TIMEOUT_DEFAULT: u32 = 600;
@@ -128,8 +128,12 @@ fn render_params(action: &ActionRecord, variables: &HashMap<String, String>) -> 
             .iter()
             .enumerate()
             .map(|(index, stored)| {
-                let rendered = Param::parse(stored).map_err(|_| vec![]).and_then(|param| param.render(variables));
-                match rendered {
+                let Ok(param) = Param::parse(stored) else {
+                    let message = "the stored parameter is no longer valid; update the action";
+                    errors.push(FieldError::new(format!("webhook.{list}[{index}]"), ErrorCode::InvalidParameter, message));
+                    return String::new();
+                };
+                match param.render(variables) {
                     Ok(text) => {
                         if let Err(reason) = Param::parse(&text) {
                             let message = format!("webhook.{list}[{index}] filled in is not a valid parameter: it {reason}");
@@ -186,6 +190,13 @@ async fn build_message(
     let [header, body, buttons] = params;
     if (counts.header_params, counts.body_params, counts.button_params) != (header.len(), body.len(), buttons.len()) {
         return Err(unavailable(format!("{label} changed since the action was saved; update the action's parameters")));
+    }
+    let codes = shape.buttons.iter().filter(|b| b.takes_parameter()).zip(buttons.iter());
+    if let Some((_, code)) =
+        codes.into_iter().find(|(button, code)| **button == Button::CopyCode && code.chars().count() > COPY_CODE_MAX_CHARS)
+    {
+        let message = format!("the COPY_CODE value, filled in, is '{code}'; Meta allows at most {COPY_CODE_MAX_CHARS} characters");
+        return Err(ApiError::bad_request("variables", ErrorCode::InvalidParameter, message));
     }
     if let (Header::Media(_), Some(media)) = (&shape.header, header.first())
         && !Param::parse(media).is_ok_and(|param| is_media_reference(&param))
@@ -253,6 +264,12 @@ pub async fn execute(
     query.finish()?;
     let key = idempotency_key(&headers)?;
     let request = parse_execute(&body)?;
+    // A repeat is answered with what the first request started, whatever has
+    // changed since (the action paused, its template too): it sends nothing.
+    let repeat = state.store.existing_execution(&caller.tenant, action_id, request.call_id.as_deref(), key.as_deref()).await?;
+    if let Some(existing) = repeat {
+        return answer(&state, &caller.tenant, action_id, existing, true, wait).await;
+    }
     let action = state.store.get_action(&caller.tenant, action_id).await?.ok_or_else(action_not_found)?;
     if !action.is_active {
         return Err(ApiError::conflict("action_id", ErrorCode::ActionInactive, "the action is inactive; set is_active to run it"));
@@ -277,20 +294,36 @@ pub async fn execute(
         payload: message,
         reply_timeout: request.reply_timeout,
     };
-    let (execution, replayed) = match state.store.create_execution(&caller.tenant, new).await? {
+    match state.store.create_execution(&caller.tenant, new).await? {
         Executed::New(execution) => {
             state.delivery.notify_one();
-            (execution, false)
+            answer(&state, &caller.tenant, action_id, execution, false, wait).await
         }
-        Executed::Existing(execution) => (execution, true),
-    };
+        Executed::Existing(execution) => answer(&state, &caller.tenant, action_id, execution, true, wait).await,
+    }
+}
+
+/// 202 with the execution, or with `?wait` 200 once it settles; a repeat says
+/// so. A key first used for another action is a conflict, not that action's execution.
+async fn answer(
+    state: &AppState,
+    tenant: &TenantId,
+    action_id: Uuid,
+    execution: ExecutionRecord,
+    replayed: bool,
+    wait: Option<Duration>,
+) -> Result<Response, ApiError> {
+    if execution.action_id != action_id {
+        let message = "this Idempotency-Key was used in the last 24 h to execute another action; use a new key";
+        return Err(ApiError::conflict("Idempotency-Key", ErrorCode::IdempotencyKeyReused, message));
+    }
     let mut headers = vec![execution_location(execution.execution_id)];
     if replayed {
         headers.push((HeaderName::from_static("idempotent-replayed"), "true".to_owned()));
     }
     match wait {
         Some(wait) => {
-            let settled = wait_for(&state, &caller.tenant, execution.execution_id, wait).await?;
+            let settled = wait_for(state, tenant, execution.execution_id, wait).await?;
             Ok(response::respond(StatusCode::OK, settled, Some(response::PROCESSED), &headers))
         }
         None => Ok(response::respond(StatusCode::ACCEPTED, execution, Some(response::PROCESSED), &headers)),

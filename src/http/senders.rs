@@ -201,9 +201,8 @@ pub async fn delete(
     Authorized(caller, _): Authorized<WhatsappAdmin>,
     PhoneNumberId(id): PhoneNumberId,
 ) -> Result<Response, ApiError> {
-    if !state.store.delete_sender(&caller.tenant, &id).await? {
-        return Err(sender_not_found());
-    }
+    let failed = state.store.delete_sender(&caller.tenant, &id).await?.ok_or_else(sender_not_found)?;
+    state.waiters.wake(&failed);
     Ok(response::ok(DeletedSender { phone_number_id: id, deleted: true }))
 }
 

@@ -269,6 +269,8 @@ pub struct ClaimedJob {
     /// An earlier attempt began and recorded no outcome: the process stopped
     /// mid-send, so Meta may have the message.
     pub attempt_open: bool,
+    /// The code of the last failure recorded, if any.
+    pub last_error: Option<String>,
 }
 
 /// What became of one send attempt, as the worker records it.
@@ -294,9 +296,27 @@ pub enum Outcome {
 /// One event from Meta's webhook, with the key that makes it apply once.
 #[derive(Debug, Clone)]
 pub enum WebhookEvent {
-    Status { key: String, wamid: String, execution_hint: Option<Uuid>, status: ExecutionStatus, error: Option<ExecutionError> },
-    Reply { key: String, context_wamid: Option<String>, execution_hint: Option<Uuid>, reply: ExecutionReply },
-    TemplateStatus { key: String, waba_id: String, name: String, language: String, status: String },
+    Status {
+        key: String,
+        wamid: String,
+        execution_hint: Option<Uuid>,
+        status: ExecutionStatus,
+        error: Option<ExecutionError>,
+    },
+    Reply {
+        key: String,
+        context_wamid: Option<String>,
+        execution_hint: Option<Uuid>,
+        reply: ExecutionReply,
+    },
+    /// `event` is Meta's word (APPROVED, PAUSED, REINSTATED, FLAGGED, …).
+    TemplateStatus {
+        key: String,
+        waba_id: String,
+        name: String,
+        language: String,
+        event: String,
+    },
 }
 
 #[async_trait]
@@ -331,7 +351,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<SenderRecord>>;
     async fn sender_credentials(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<SenderCredentials>>;
     async fn list_senders(&self, tenant: &TenantId) -> StoreResult<Vec<SenderRecord>>;
-    async fn delete_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<bool>;
+    /// Deletes the sender and its templates, and fails its sends not yet made;
+    /// `None` when there was no such sender, else the executions failed.
+    async fn delete_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<Vec<Uuid>>>;
     /// Every language version of one template name in a sender's WABA.
     async fn templates_named(&self, tenant: &TenantId, phone_number_id: &str, name: &str) -> StoreResult<Vec<TemplateRecord>>;
     /// Templates of one sender, or of all the tenant's senders, with the sender's id.
@@ -341,6 +363,15 @@ pub trait Store: Send + Sync + 'static {
         phone_number_id: Option<&str>,
         page: Page,
     ) -> StoreResult<(Vec<(String, TemplateRecord)>, u64)>;
+    /// The execution that already has this call id (for this action) or this
+    /// idempotency key (used in the last 24 h), if any.
+    async fn existing_execution(
+        &self,
+        tenant: &TenantId,
+        action_id: Uuid,
+        call_id: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> StoreResult<Option<ExecutionRecord>>;
     /// Stores the execution and its delivery job in one transaction, or
     /// returns the execution that already has this call id or idempotency key.
     async fn create_execution(&self, tenant: &TenantId, execution: NewExecution) -> StoreResult<Executed>;
@@ -356,14 +387,18 @@ pub trait Store: Send + Sync + 'static {
     async fn begin_attempt(&self, execution_id: Uuid) -> StoreResult<bool>;
     async fn record_outcome(&self, execution_id: Uuid, outcome: Outcome) -> StoreResult<()>;
     /// Meta refused the sender's token: mark it unhealthy and hold its jobs
-    /// until a sync proves new credentials.
-    async fn hold_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<()>;
+    /// until a sync proves new credentials. Only if `refused_token` (sealed)
+    /// is still the sender's: false when new credentials came meanwhile.
+    async fn hold_sender(&self, tenant: &TenantId, phone_number_id: &str, refused_token: &[u8]) -> StoreResult<bool>;
     /// Applies Meta's webhook events, each once; returns the executions changed.
     async fn apply_webhook_events(&self, events: Vec<WebhookEvent>) -> StoreResult<Vec<Uuid>>;
     /// Expires mandatory executions whose reply deadline has passed.
     async fn expire_due(&self) -> StoreResult<Vec<Uuid>>;
     /// Jobs waiting to be sent, and the earliest time one comes due.
     async fn queue(&self) -> StoreResult<(u64, Option<i64>)>;
+    /// Forgets what no longer matters: webhook event keys past Meta's 7-day
+    /// resend window, idempotency keys past their 24 h.
+    async fn prune(&self) -> StoreResult<()>;
 }
 
 /// Opens the store the URL names: `sqlite://PATH` (PostgreSQL comes later).

@@ -23,10 +23,14 @@ const READERS: usize = 4;
 /// Most requests one transaction commits; bounds the latency a batch adds.
 const MAX_BATCH: usize = 256;
 const IDEMPOTENCY_WINDOW_SECONDS: i64 = 24 * 60 * 60;
+/// Meta resends a webhook event for up to 7 days; its key is kept a day longer.
+const WEBHOOK_EVENT_RETENTION_SECONDS: i64 = 8 * 24 * 60 * 60;
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Arc<Readers>,
+    /// Held for the store's life: one process per database file.
+    _lock: std::fs::File,
 }
 
 struct Readers {
@@ -40,16 +44,19 @@ impl SqliteStore {
         if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }
+        let lock =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(format!("{path}.lock")).map_err(|e| e.to_string())?;
+        lock.try_lock().map_err(|_| format!("another actiond process is using {path}; one process per SQLite file"))?;
         let writer = connect(path).map_err(|e| e.to_string())?;
         writer.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
         migrate(&writer).map_err(|e| e.to_string())?;
-        // One process owns a SQLite file, so a lease found at start belongs to a
-        // process that died: its jobs are due again now, not when it expires.
+        // The lock above makes this the only process on the file, so a lease found
+        // at start belongs to a process that died: its jobs are due again now.
         writer.execute("UPDATE delivery_jobs SET lease_until = 0", []).map_err(|e| e.to_string())?;
         let connections = (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || run_writer(writer, queue)).map_err(|e| e.to_string())?;
-        Ok(Self { writer: jobs, readers: Arc::new(Readers { connections, next: AtomicUsize::new(0) }) })
+        Ok(Self { writer: jobs, readers: Arc::new(Readers { connections, next: AtomicUsize::new(0) }), _lock: lock })
     }
 
     async fn write<T, F>(&self, op: F) -> StoreResult<T>
@@ -386,9 +393,46 @@ fn advance(c: &Connection, id: &str, next: ExecutionStatus) -> rusqlite::Result<
     Ok(true)
 }
 
-fn set_error(c: &Connection, id: &str, error: &ExecutionError) -> rusqlite::Result<()> {
-    c.execute("UPDATE executions SET error = ?2 WHERE id = ?1", params![id, to_json(error)?])?;
+/// Records why an execution failed or is retrying; an ended execution keeps its own.
+fn set_error(c: &Connection, id: &str, error: Option<&ExecutionError>) -> rusqlite::Result<()> {
+    let error = error.map(to_json).transpose()?;
+    c.execute(&format!("UPDATE executions SET error = ?2 WHERE id = ?1 AND status NOT IN {ENDED}"), params![id, error])?;
     Ok(())
+}
+
+/// The statuses that end an execution, as SQL.
+const ENDED: &str = "('replied', 'failed', 'expired', 'cancelled')";
+
+/// The id of the execution with this call id (for this action) or this
+/// idempotency key (within its 24 h).
+fn select_existing(
+    c: &Connection,
+    tenant: &str,
+    action_id: &str,
+    call_id: Option<&str>,
+    key: Option<&str>,
+) -> rusqlite::Result<Option<String>> {
+    if let Some(call_id) = call_id
+        && let Some(id) = c
+            .query_row(
+                "SELECT id FROM executions WHERE tenant = ?1 AND action_id = ?2 AND call_id = ?3",
+                [tenant, action_id, call_id],
+                |r| r.get(0),
+            )
+            .optional()?
+    {
+        return Ok(Some(id));
+    }
+    match key {
+        Some(key) => c
+            .query_row(
+                "SELECT id FROM executions WHERE tenant = ?1 AND idempotency_key = ?2 AND created_at > ?3",
+                params![tenant, key, clock::seconds_ago(IDEMPOTENCY_WINDOW_SECONDS)],
+                |r| r.get(0),
+            )
+            .optional(),
+        None => Ok(None),
+    }
 }
 
 /// Sends held for a sender go again once new credentials are proven.
@@ -398,6 +442,24 @@ fn release_sender_jobs(c: &Connection, tenant: &str, phone_number_id: &str) -> r
         params![tenant, phone_number_id, clock::now_ms()],
     )?;
     Ok(())
+}
+
+/// The template status a `message_template_status_update` event leaves, or
+/// `None` for a notice that changes nothing (FLAGGED warns; it still sends).
+fn template_status_after(event: &str) -> Option<&'static str> {
+    match event {
+        "APPROVED" | "REINSTATED" | "UNARCHIVED" => Some("APPROVED"),
+        "PAUSED" => Some("PAUSED"),
+        "DISABLED" => Some("DISABLED"),
+        "DELETED" => Some("DELETED"),
+        "REJECTED" => Some("REJECTED"),
+        "PENDING_DELETION" => Some("PENDING_DELETION"),
+        "ARCHIVED" => Some("ARCHIVED"),
+        "LIMIT_EXCEEDED" => Some("LIMIT_EXCEEDED"),
+        "PENDING" => Some("PENDING"),
+        "IN_APPEAL" => Some("IN_APPEAL"),
+        _ => None,
+    }
 }
 
 /// The execution a webhook event concerns: by Meta's wamid, else by the id
@@ -414,7 +476,8 @@ fn find_execution(c: &Connection, wamid: Option<&str>, hint: Option<Uuid>) -> ru
     }
 }
 
-fn apply_event(c: &Connection, event: WebhookEvent, changed: &mut Vec<Uuid>) -> rusqlite::Result<()> {
+/// Applies one event; false when it concerns nothing actiond knows (yet).
+fn apply_event(c: &Connection, event: WebhookEvent, changed: &mut Vec<Uuid>) -> rusqlite::Result<bool> {
     let mut touched = |id: &str| {
         if let Ok(id) = Uuid::parse_str(id) {
             changed.push(id);
@@ -422,7 +485,7 @@ fn apply_event(c: &Connection, event: WebhookEvent, changed: &mut Vec<Uuid>) -> 
     };
     match event {
         WebhookEvent::Status { wamid, execution_hint, status, error, .. } => {
-            let Some(id) = find_execution(c, Some(&wamid), execution_hint)? else { return Ok(()) };
+            let Some(id) = find_execution(c, Some(&wamid), execution_hint)? else { return Ok(false) };
             // A status for a send whose answer was lost: Meta has the message, so
             // its wamid is adopted and the job, waiting to reconcile, is done.
             let adopted = c.execute("UPDATE executions SET wamid = ?2 WHERE id = ?1 AND wamid IS NULL", [&id, &wamid])?;
@@ -430,14 +493,14 @@ fn apply_event(c: &Connection, event: WebhookEvent, changed: &mut Vec<Uuid>) -> 
                 c.execute("DELETE FROM delivery_jobs WHERE execution_id = ?1", [&id])?;
             }
             if let Some(error) = &error {
-                set_error(c, &id, error)?;
+                set_error(c, &id, Some(error))?;
             }
             if advance(c, &id, status)? || adopted > 0 {
                 touched(&id);
             }
         }
         WebhookEvent::Reply { context_wamid, execution_hint, reply, .. } => {
-            let Some(id) = find_execution(c, context_wamid.as_deref(), execution_hint)? else { return Ok(()) };
+            let Some(id) = find_execution(c, context_wamid.as_deref(), execution_hint)? else { return Ok(false) };
             let recorded = c.execute(
                 "UPDATE executions SET reply = ?2, updated_at = ?3 WHERE id = ?1 AND reply IS NULL",
                 params![id, to_json(&reply)?, clock::now()],
@@ -447,19 +510,21 @@ fn apply_event(c: &Connection, event: WebhookEvent, changed: &mut Vec<Uuid>) -> 
                 touched(&id);
             }
         }
-        WebhookEvent::TemplateStatus { waba_id, name, language, status, .. } => {
+        WebhookEvent::TemplateStatus { waba_id, name, language, event, .. } => {
+            let Some(status) = template_status_after(&event) else { return Ok(true) };
             c.execute(
                 "UPDATE templates SET status = ?4 WHERE name = ?2 AND language = ?3 \
                  AND phone_number_id IN (SELECT phone_number_id FROM senders WHERE waba_id = ?1)",
                 params![waba_id, name, language, status],
             )?;
             if status == "APPROVED" {
-                return Ok(());
+                return Ok(true);
             }
-            // Sends not yet accepted would fail at Meta (132015/132016): stop them now.
+            // Sends not yet made would fail at Meta (132015/132016): stop them now.
+            // One in flight is left to Meta's answer.
             let mut pending = c.prepare(
                 "SELECT e.id FROM executions e JOIN delivery_jobs j ON j.execution_id = e.id \
-                 WHERE e.template_name = ?2 AND e.language = ?3 AND e.wamid IS NULL \
+                 WHERE e.template_name = ?2 AND e.language = ?3 AND e.wamid IS NULL AND e.attempt_open = 0 \
                  AND e.sender IN (SELECT phone_number_id FROM senders WHERE waba_id = ?1)",
             )?;
             let ids: Vec<String> = pending.query_map(params![waba_id, name, language], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
@@ -469,14 +534,14 @@ fn apply_event(c: &Connection, event: WebhookEvent, changed: &mut Vec<Uuid>) -> 
                 provider_code: None,
             };
             for id in ids {
-                set_error(c, &id, &error)?;
+                set_error(c, &id, Some(&error))?;
                 if advance(c, &id, ExecutionStatus::Failed)? {
                     touched(&id);
                 }
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 #[async_trait]
@@ -666,10 +731,29 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<bool> {
+    async fn delete_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<Vec<Uuid>>> {
         let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
-        self.write(move |c| Ok(c.execute("DELETE FROM senders WHERE tenant = ?1 AND phone_number_id = ?2", [tenant, phone_number_id])? > 0))
-            .await
+        self.write(move |c| {
+            if c.execute("DELETE FROM senders WHERE tenant = ?1 AND phone_number_id = ?2", [&tenant, &phone_number_id])? == 0 {
+                return Ok(None);
+            }
+            let mut unsent = c.prepare("SELECT execution_id FROM delivery_jobs WHERE tenant = ?1 AND sender = ?2")?;
+            let ids: Vec<String> = unsent.query_map([&tenant, &phone_number_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let error = ExecutionError {
+                code: "sender_removed".into(),
+                message: "the sender was deleted before the message was sent".into(),
+                provider_code: None,
+            };
+            let mut failed = Vec::new();
+            for id in ids {
+                set_error(c, &id, Some(&error))?;
+                if advance(c, &id, ExecutionStatus::Failed)? {
+                    failed.extend(Uuid::parse_str(&id).ok());
+                }
+            }
+            Ok(Some(failed))
+        })
+        .await
     }
 
     async fn templates_named(&self, tenant: &TenantId, phone_number_id: &str, name: &str) -> StoreResult<Vec<TemplateRecord>> {
@@ -709,22 +793,8 @@ impl Store for SqliteStore {
         let tenant = tenant.as_str().to_owned();
         let payload = execution.payload.to_string();
         self.write(move |c| {
-            let existing: Option<String> = match (&execution.call_id, &execution.idempotency_key) {
-                (Some(call_id), _) => c
-                    .query_row(
-                        "SELECT id FROM executions WHERE tenant = ?1 AND action_id = ?2 AND call_id = ?3",
-                        [&tenant, &execution.action_id.to_string(), call_id],
-                        |r| r.get(0),
-                    )
-                    .optional()?,
-                (None, _) => None,
-            };
-            let existing = match (existing, &execution.idempotency_key) {
-                (None, Some(key)) => c
-                    .query_row("SELECT id FROM executions WHERE tenant = ?1 AND idempotency_key = ?2", [&tenant, key], |r| r.get(0))
-                    .optional()?,
-                (found, _) => found,
-            };
+            let action_id = execution.action_id.to_string();
+            let existing = select_existing(c, &tenant, &action_id, execution.call_id.as_deref(), execution.idempotency_key.as_deref())?;
             if let Some(id) = existing {
                 return select_execution(c, &tenant, &id)?.map(Executed::Existing).ok_or(rusqlite::Error::QueryReturnedNoRows);
             }
@@ -761,6 +831,21 @@ impl Store for SqliteStore {
                 params![id, tenant, execution.sender, clock::now_ms()],
             )?;
             select_execution(c, &tenant, &id)?.map(Executed::New).ok_or(rusqlite::Error::QueryReturnedNoRows)
+        })
+        .await
+    }
+
+    async fn existing_execution(
+        &self,
+        tenant: &TenantId,
+        action_id: Uuid,
+        call_id: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> StoreResult<Option<ExecutionRecord>> {
+        let (tenant, call_id, key) = (tenant.as_str().to_owned(), call_id.map(str::to_owned), idempotency_key.map(str::to_owned));
+        self.read(move |c| match select_existing(c, &tenant, &action_id.to_string(), call_id.as_deref(), key.as_deref())? {
+            Some(id) => select_execution(c, &tenant, &id),
+            None => Ok(None),
         })
         .await
     }
@@ -802,7 +887,8 @@ impl Store for SqliteStore {
     async fn claim_jobs(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<ClaimedJob>> {
         self.write(move |c| {
             let mut due = c.prepare_cached(
-                "SELECT j.execution_id, j.tenant, j.sender, e.recipient, e.payload, e.attempts, e.attempt_open \
+                "SELECT j.execution_id, j.tenant, j.sender, e.recipient, e.payload, e.attempts, e.attempt_open, \
+                 json_extract(e.error, '$.code') \
                  FROM delivery_jobs j JOIN executions e ON e.id = j.execution_id \
                  WHERE j.held = 0 AND j.due_at <= ?1 AND j.lease_until <= ?1 ORDER BY j.due_at LIMIT ?2",
             )?;
@@ -819,6 +905,7 @@ impl Store for SqliteStore {
                         payload: serde_json::from_str(&payload).map_err(|e| conversion(4, e))?,
                         attempts: row.get(5)?,
                         attempt_open: row.get(6)?,
+                        last_error: row.get(7)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -859,16 +946,18 @@ impl Store for SqliteStore {
             c.execute("UPDATE executions SET attempt_open = 0 WHERE id = ?1", [&id])?;
             match outcome {
                 Outcome::Accepted { wamid } => {
-                    c.execute("UPDATE executions SET wamid = ?2, error = NULL WHERE id = ?1", [&id, &wamid])?;
+                    // A status webhook may have got here first: keep what it recorded.
+                    c.execute("UPDATE executions SET wamid = COALESCE(wamid, ?2) WHERE id = ?1", [&id, &wamid])?;
+                    set_error(c, &id, None)?;
                     advance(c, &id, ExecutionStatus::Accepted)?;
                     c.execute("DELETE FROM delivery_jobs WHERE execution_id = ?1", [&id])?;
                 }
                 Outcome::Retry { due_ms, error } => {
-                    set_error(c, &id, &error)?;
+                    set_error(c, &id, Some(&error))?;
                     c.execute("UPDATE delivery_jobs SET due_at = ?2, lease_until = 0 WHERE execution_id = ?1", params![id, due_ms])?;
                 }
                 Outcome::Failed(error) => {
-                    set_error(c, &id, &error)?;
+                    set_error(c, &id, Some(&error))?;
                     advance(c, &id, ExecutionStatus::Failed)?;
                 }
                 Outcome::Deferred { due_ms } => {
@@ -883,15 +972,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn hold_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<()> {
-        let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
+    async fn hold_sender(&self, tenant: &TenantId, phone_number_id: &str, refused_token: &[u8]) -> StoreResult<bool> {
+        let (tenant, phone_number_id, refused_token) = (tenant.as_str().to_owned(), phone_number_id.to_owned(), refused_token.to_vec());
         self.write(move |c| {
-            c.execute(
-                "UPDATE senders SET healthy = 0, updated_at = ?3 WHERE tenant = ?1 AND phone_number_id = ?2",
-                params![tenant, phone_number_id, clock::now()],
+            let marked = c.execute(
+                "UPDATE senders SET healthy = 0, updated_at = ?4 WHERE tenant = ?1 AND phone_number_id = ?2 AND sealed_access_token = ?3",
+                params![tenant, phone_number_id, refused_token, clock::now()],
             )?;
-            c.execute("UPDATE delivery_jobs SET held = 1, lease_until = 0 WHERE tenant = ?1 AND sender = ?2", [tenant, phone_number_id])?;
-            Ok(())
+            if marked > 0 {
+                c.execute(
+                    "UPDATE delivery_jobs SET held = 1, lease_until = 0 WHERE tenant = ?1 AND sender = ?2",
+                    [tenant, phone_number_id],
+                )?;
+            }
+            Ok(marked > 0)
         })
         .await
     }
@@ -906,8 +1000,11 @@ impl Store for SqliteStore {
                         key.clone()
                     }
                 };
-                if c.execute("INSERT OR IGNORE INTO webhook_events (key, received_at) VALUES (?1, ?2)", [&key, &now])? == 1 {
-                    apply_event(c, event, &mut changed)?;
+                let seen: bool = c.query_row("SELECT EXISTS (SELECT 1 FROM webhook_events WHERE key = ?1)", [&key], |r| r.get(0))?;
+                // An event that matched nothing is not marked seen: Meta's resend
+                // may find the execution its first copy arrived too early for.
+                if !seen && apply_event(c, event, &mut changed)? {
+                    c.execute("INSERT INTO webhook_events (key, received_at) VALUES (?1, ?2)", [&key, &now])?;
                 }
             }
             Ok(changed)
@@ -918,8 +1015,8 @@ impl Store for SqliteStore {
     async fn expire_due(&self) -> StoreResult<Vec<Uuid>> {
         self.write(move |c| {
             let mut due = c.prepare_cached(
-                "SELECT id FROM executions WHERE reply_deadline IS NOT NULL AND reply_deadline <= ?1 \
-                 AND status NOT IN ('replied', 'failed', 'expired', 'cancelled')",
+                "SELECT id FROM executions WHERE reply_deadline <= ?1 \
+                 AND reply_deadline IS NOT NULL AND status NOT IN ('replied', 'failed', 'expired', 'cancelled')",
             )?;
             let ids: Vec<String> = due.query_map([clock::now()], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
             let mut expired = Vec::new();
@@ -933,8 +1030,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune(&self) -> StoreResult<()> {
+        self.write(|c| {
+            c.execute("DELETE FROM webhook_events WHERE received_at < ?1", [clock::seconds_ago(WEBHOOK_EVENT_RETENTION_SECONDS)])?;
+            c.execute("DELETE FROM idempotency_keys WHERE created_at < ?1", [clock::seconds_ago(IDEMPOTENCY_WINDOW_SECONDS)])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn queue(&self) -> StoreResult<(u64, Option<i64>)> {
-        self.read(|c| c.query_row("SELECT COUNT(*), MIN(due_at) FROM delivery_jobs WHERE held = 0", [], |r| Ok((r.get(0)?, r.get(1)?))))
-            .await
+        self.read(|c| {
+            c.query_row("SELECT COUNT(*), MIN(MAX(due_at, lease_until)) FROM delivery_jobs WHERE held = 0", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .await
     }
 }

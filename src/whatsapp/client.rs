@@ -105,10 +105,16 @@ impl GraphClient {
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if let Some(error) = body.get("error").filter(|e| e.is_object()) {
             let message = describe(error["message"].as_str().unwrap_or("no message"), error["error_data"]["details"].as_str());
-            return Err(SendError::Refused { code: error["code"].as_i64().unwrap_or_default(), message });
+            // Without Meta's numeric code this is not Meta speaking (a proxy, say): nothing was sent.
+            return Err(match error["code"].as_i64() {
+                Some(code) => SendError::Refused { code, message },
+                None => SendError::NotSent(message),
+            });
         }
         match body["messages"][0]["id"].as_str() {
             Some(wamid) if status.is_success() => Ok(wamid.to_owned()),
+            // A 4xx was refused before anything was sent; a 5xx or a 2xx without an id may not have been.
+            _ if status.is_client_error() => Err(SendError::NotSent(format!("HTTP {status} without Meta's error body"))),
             _ => Err(SendError::Unknown(format!("HTTP {status} without a message id or Meta's error body"))),
         }
     }

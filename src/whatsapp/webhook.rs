@@ -124,7 +124,7 @@ fn reply_event(message: &Value) -> Option<WebhookEvent> {
 }
 
 fn template_event(waba_id: &str, entry: &Value, value: &Value) -> Option<WebhookEvent> {
-    let status = value["event"].as_str()?.to_ascii_uppercase();
+    let event = value["event"].as_str()?.to_ascii_uppercase();
     let name = value["message_template_name"].as_str()?.to_owned();
     let language = value["message_template_language"].as_str()?.to_owned();
     // The same template may go PAUSED, APPROVED, PAUSED: each change is its own event.
@@ -134,7 +134,7 @@ fn template_event(waba_id: &str, entry: &Value, value: &Value) -> Option<Webhook
         text(&value["message_template_id"]),
         digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()
     );
-    Some(WebhookEvent::TemplateStatus { key, waba_id: waba_id.to_owned(), name, language, status })
+    Some(WebhookEvent::TemplateStatus { key, waba_id: waba_id.to_owned(), name, language, event })
 }
 
 #[cfg(test)]
@@ -202,8 +202,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match &events[3] {
-            WebhookEvent::TemplateStatus { waba_id, name, status, .. } => {
-                assert_eq!((waba_id.as_str(), name.as_str(), status.as_str()), ("103", "order_update", "PAUSED"))
+            WebhookEvent::TemplateStatus { waba_id, name, event, .. } => {
+                assert_eq!((waba_id.as_str(), name.as_str(), event.as_str()), ("103", "order_update", "PAUSED"))
             }
             other => panic!("{other:?}"),
         }

@@ -154,17 +154,6 @@ async fn start(settings: Settings, sandbox: Sandbox, sandbox_url: String, direct
 }
 
 impl TestApp {
-    /// Stops this app and starts another on the same database and sandbox.
-    pub async fn restart(mut self) -> TestApp {
-        self.stop();
-        let tenant = self.tenant.clone();
-        let directory = std::mem::take(&mut self.directory);
-        let mut restarted =
-            start(self.settings.clone(), self.sandbox.clone(), self.sandbox_url.clone(), directory, self.background_delivery).await;
-        restarted.tenant = tenant;
-        restarted
-    }
-
     fn stop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
