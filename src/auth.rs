@@ -4,7 +4,6 @@
 //! verifiers and can never widen them.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -253,8 +252,6 @@ pub fn parse_ttl(input: &str) -> Result<Duration, String> {
     };
     number.checked_mul(unit_seconds).map(Duration::from_secs).ok_or_else(|| format!("'{input}' is too long a duration"))
 }
-
-pub type SharedAuthenticator = Arc<Authenticator>;
 
 #[cfg(test)]
 mod tests {
