@@ -215,9 +215,8 @@ async fn acknowledged_creates_survive_kill_9() {
     let tenant = token("durable");
     let mut server = start();
     let base = server.address();
-    let body = json!({"phone_number_id": common::SENDER, "waba_id": actiond::whatsapp::sandbox::SANDBOX_WABA_ID,
-                      "access_token": actiond::whatsapp::sandbox::SANDBOX_ACCESS_TOKEN});
-    let registered = http.post(format!("{base}/v2/_whatsapp/senders")).bearer_auth(&tenant).json(&body).send().await.unwrap();
+    let registered =
+        http.post(format!("{base}/v2/_whatsapp/senders")).bearer_auth(&tenant).json(&common::sender_body()).send().await.unwrap();
     assert_eq!(registered.status().as_u16(), 201);
 
     let creates = (0..40).map(|_| http.post(format!("{base}/v2/_actions")).bearer_auth(&tenant).json(&seed_body()).send());
@@ -262,14 +261,18 @@ async fn after_kill_9_every_acknowledged_execution_is_delivered_once() {
     let mut server = start();
     let base = server.address();
     sandbox.set_webhook(&format!("{base}/v2/_whatsapp/webhook"), common::APP_SECRET);
-    let sender = json!({"phone_number_id": common::SENDER, "waba_id": actiond::whatsapp::sandbox::SANDBOX_WABA_ID,
-                        "access_token": actiond::whatsapp::sandbox::SANDBOX_ACCESS_TOKEN});
     assert_eq!(
-        http.post(format!("{base}/v2/_whatsapp/senders")).bearer_auth(&tenant).json(&sender).send().await.unwrap().status().as_u16(),
+        http.post(format!("{base}/v2/_whatsapp/senders"))
+            .bearer_auth(&tenant)
+            .json(&common::sender_body())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
         201
     );
-    let mut action = seed_body();
-    action["webhook"]["mandatory"] = json!(false);
+    let action = common::non_mandatory_body();
     let created: Value =
         http.post(format!("{base}/v2/_actions")).bearer_auth(&tenant).json(&action).send().await.unwrap().json().await.unwrap();
     let action_id = created["data"]["action_id"].as_str().unwrap().to_owned();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actiond::auth::Scope;
 use actiond::whatsapp::sandbox::{ReplyRequest, Scripted, THROTTLED_RECIPIENT, UNDELIVERABLE_RECIPIENT};
-use common::{SENDER, TestApp, seed_body, spawn_app, spawn_app_with};
+use common::{SENDER, TestApp, non_mandatory_body, seed_body, spawn_app, spawn_app_with};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -91,9 +91,7 @@ async fn an_execution_goes_out_and_is_tracked_to_its_reply() {
 async fn a_non_mandatory_wait_returns_once_meta_accepts() {
     let app = spawn_app().await;
     app.register_sender().await;
-    let mut body = seed_body();
-    body["webhook"]["mandatory"] = json!(false);
-    let action = app.create_action(&body).await;
+    let action = app.create_action(&non_mandatory_body()).await;
     let reply = app.post(&format!("/v2/_actions/{action}/_execute?wait=20"), &json!({"variables": {"customer_name": "Ana"}})).await;
     assert_eq!(reply.status, 200, "with ?wait the answer is the execution as it stands: {}", reply.text);
     let execution = id(&reply.body["data"]);
@@ -305,9 +303,7 @@ async fn each_template_kind_is_sent_with_its_components() {
 async fn error_classes_retry_or_fail_as_meta_means_them() {
     let app = spawn_app_with(|s| s.delivery_max_attempts = 3).await;
     app.register_sender().await;
-    let mut body = seed_body();
-    body["webhook"]["mandatory"] = json!(false);
-    let action = app.create_action(&body).await;
+    let action = app.create_action(&non_mandatory_body()).await;
     let run = |to: &'static str| {
         let body = json!({"to": format!("+{to}"), "variables": {"customer_name": "Ana"}});
         let app = &app;

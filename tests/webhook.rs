@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use actiond::whatsapp::webhook::sign;
-use common::{APP_SECRET, SENDER, TestApp, seed_body, spawn_app, spawn_app_stepwise, spawn_stepwise_with};
+use common::{APP_SECRET, SENDER, TestApp, non_mandatory_body, seed_body, spawn_app, spawn_app_stepwise, spawn_stepwise_with};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -204,9 +204,7 @@ async fn a_mandatory_execution_expires_at_its_reply_deadline() {
 async fn pacing_spreads_a_burst_to_one_recipient() {
     let app = spawn_app_stepwise().await;
     app.register_sender().await;
-    let mut body = seed_body();
-    body["webhook"]["mandatory"] = json!(false);
-    let action = app.create_action(&body).await;
+    let action = app.create_action(&non_mandatory_body()).await;
     for call in 0..47 {
         app.execute(&action, &json!({"call_id": format!("burst-{call}"), "variables": {"customer_name": "Ana"}})).await;
     }
@@ -222,9 +220,7 @@ async fn pacing_holds_a_sender_to_its_messages_per_second() {
     // 2 a second: a pass would have to take half a second to see a token refill.
     let app = spawn_stepwise_with(|s| s.sender_mps = 2).await;
     app.register_sender().await;
-    let mut body = seed_body();
-    body["webhook"]["mandatory"] = json!(false);
-    let action = app.create_action(&body).await;
+    let action = app.create_action(&non_mandatory_body()).await;
     for index in 0..12 {
         app.execute(&action, &json!({"to": format!("+1415555{:04}", 100 + index), "variables": {"customer_name": "Ana"}})).await;
     }

@@ -201,8 +201,7 @@ impl TestApp {
     }
 
     pub async fn register_sender_as(&self, token: &str) -> Reply {
-        let body = json!({"phone_number_id": SANDBOX_PHONE_NUMBER_ID, "waba_id": SANDBOX_WABA_ID, "access_token": SANDBOX_ACCESS_TOKEN});
-        self.send(Method::POST, "/v2/_whatsapp/senders", Some(token), Some(&body)).await
+        self.send(Method::POST, "/v2/_whatsapp/senders", Some(token), Some(&sender_body())).await
     }
 
     /// Executes an action, asserting a 2xx, and returns the execution.
@@ -255,6 +254,18 @@ pub async fn read(response: reqwest::Response) -> Reply {
     let text = response.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     Reply { status, headers, body, text }
+}
+
+/// The registration of the sandbox's sender, with its valid credentials.
+pub fn sender_body() -> Value {
+    json!({"phone_number_id": SANDBOX_PHONE_NUMBER_ID, "waba_id": SANDBOX_WABA_ID, "access_token": SANDBOX_ACCESS_TOKEN})
+}
+
+/// The seed's action made non-mandatory: it settles once Meta accepts it.
+pub fn non_mandatory_body() -> Value {
+    let mut body = seed_body();
+    body["webhook"]["mandatory"] = json!(false);
+    body
 }
 
 /// The seed page's request, filled with the sandbox's sender and a template
