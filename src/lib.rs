@@ -26,14 +26,15 @@ use std::time::Duration;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::auth::{AuthSettings, Authenticator};
 use crate::crypto::Sealer;
-use crate::delivery::{DeliverySettings, Waiters, Worker};
+use crate::delivery::{DeliverySettings, Worker};
 use crate::http::{AppState, WebhookSecrets};
 use crate::ratelimit::RateLimiter;
 use crate::settings::Settings;
+use crate::store::Store;
 use crate::whatsapp::GraphClient;
 use crate::whatsapp::sandbox::Sandbox;
 
@@ -49,6 +50,9 @@ pub struct App {
     state: AppState,
     worker: Arc<Worker>,
     background_delivery: bool,
+    /// Turns true on shutdown: the worker stops claiming, `?wait` answers.
+    stopping: watch::Sender<bool>,
+    shutdown_grace: Duration,
 }
 
 impl App {
@@ -63,26 +67,24 @@ impl App {
             None => settings.whatsapp_graph_url.clone(),
         };
         let encryption_key = settings.encryption_key.as_deref().ok_or("ACTIOND_ENCRYPTION_KEY is missing")?;
-        let store = store::open(&settings.database_url)?;
+        let store = Arc::new(Store::open(&settings.database_url, settings.database_max_connections as usize).await?);
         let graph = GraphClient::new(&graph_url, &settings.whatsapp_api_version)?;
         let sealer = Sealer::from_base64(encryption_key)?;
-        let waiters = Arc::new(Waiters::default());
-        let delivery = Arc::new(Notify::new());
         let worker = Arc::new(Worker::new(
             Arc::clone(&store),
             graph.clone(),
             sealer.clone(),
-            Arc::clone(&waiters),
-            Arc::clone(&delivery),
             DeliverySettings {
                 max_attempts: settings.delivery_max_attempts,
                 first_backoff: Duration::from_millis(settings.delivery_backoff_ms),
                 sender_mps: settings.sender_mps,
                 reconcile_after: Duration::from_millis(settings.delivery_reconcile_ms),
+                lease: Duration::from_millis(settings.delivery_lease_ms),
             },
         ));
+        let (stopping, stopped) = watch::channel(false);
         let state = AppState {
-            store,
+            store: Arc::clone(&store),
             graph,
             auth: Arc::new(Authenticator::new(AuthSettings {
                 secret: settings.jwt_secret.as_deref(),
@@ -93,8 +95,8 @@ impl App {
             sealer,
             limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst).map(Arc::new),
             metrics: metrics_handle(),
-            waiters,
-            delivery,
+            signals: store.signals(),
+            stopping: stopped,
             webhook: WebhookSecrets {
                 app_secret: settings.whatsapp_app_secret.clone(),
                 verify_token: settings.whatsapp_verify_token.clone(),
@@ -104,7 +106,8 @@ impl App {
             sandbox.map(|sandbox| Router::new().nest(SANDBOX_GRAPH_PATH, sandbox.router()).nest(SANDBOX_CONTROLS_PATH, sandbox.controls()));
         let router = http::router(state.clone(), sandbox_routes);
         tracing::info!(%address, "listening");
-        Ok(Self { listener, address, router, state, worker, background_delivery: true })
+        let shutdown_grace = Duration::from_millis(settings.shutdown_grace_ms);
+        Ok(Self { listener, address, router, state, worker, background_delivery: true, stopping, shutdown_grace })
     }
 
     /// Leaves delivery to explicit `Worker::run_once` calls: the test seam.
@@ -125,17 +128,40 @@ impl App {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then stops taking connections,
-    /// finishes the requests in flight and the deliveries under way.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let (stop_worker, stopped) = watch::channel(false);
-        let worker = self.background_delivery.then(|| tokio::spawn(Arc::clone(&self.worker).run(stopped)));
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
-        let _ = stop_worker.send(true);
-        if let Some(worker) = worker {
-            let _ = worker.await;
+    /// Serves until `shutdown` resolves, then at once stops taking
+    /// connections and claiming jobs, answers `?wait` requests as things
+    /// stand, and gives the requests and sends in flight the shutdown grace
+    /// to finish. An error when the grace ran out with work abandoned.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+        let stopped = self.stopping.subscribe();
+        let worker = self.background_delivery.then(|| tokio::spawn(Arc::clone(&self.worker).run(stopped.clone())));
+        let mut server_stopped = stopped;
+        let server = tokio::spawn(
+            axum::serve(self.listener, self.router)
+                .with_graceful_shutdown(async move {
+                    let _ = server_stopped.wait_for(|stopping| *stopping).await;
+                })
+                .into_future(),
+        );
+        shutdown.await;
+        let _ = self.stopping.send(true);
+        let finished = tokio::time::timeout(self.shutdown_grace, async {
+            let served = server.await;
+            if let Some(worker) = worker {
+                let _ = worker.await;
+            }
+            served
+        })
+        .await;
+        match finished {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(format!("the server failed: {error}")),
+            Ok(Err(error)) => Err(format!("the server task failed: {error}")),
+            Err(_) => Err(format!(
+                "the shutdown grace ({} ms, ACTIOND_SHUTDOWN_GRACE_MS) ran out with requests or sends under way; they were abandoned",
+                self.shutdown_grace.as_millis()
+            )),
         }
-        served
     }
 }
 

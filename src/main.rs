@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use actiond::auth::{Scope, mint, parse_ttl};
 use actiond::settings::{JWT_SECRET_MIN_BYTES, Settings};
+use actiond::store::{Store, redacted};
 use actiond::whatsapp::sandbox::Sandbox;
-use actiond::{App, dev, openapi, store};
+use actiond::{App, dev, openapi};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -106,8 +107,9 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Migrate => {
-            store::open(&settings.database_url)?;
-            println!("migrations applied to {}", settings.database_url);
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            runtime.block_on(Store::open(&settings.database_url, 1))?;
+            println!("migrations applied to {}", redacted(&settings.database_url));
             Ok(())
         }
         Command::Openapi => {
@@ -140,7 +142,7 @@ async fn serve(settings: Settings, dev: Option<(PathBuf, [Duration; 3])>) -> Res
         dev::register_sandbox_sender(&state).await?;
         println!("{banner}");
     }
-    server.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    server.await.map_err(|e| e.to_string())??;
     tracing::info!("stopped");
     Ok(())
 }

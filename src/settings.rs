@@ -31,7 +31,13 @@ pub struct Settings {
     pub delivery_backoff_ms: u64,
     /// How long a send with an unknown outcome waits for Meta's status before it is sent again.
     pub delivery_reconcile_ms: u64,
+    /// How long a claimed job belongs to one replica without a heartbeat.
+    pub delivery_lease_ms: u64,
     pub sender_mps: u32,
+    /// PostgreSQL connections per replica.
+    pub database_max_connections: u32,
+    /// After SIGTERM, the most time given to requests and sends in flight.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for Settings {
@@ -52,8 +58,11 @@ impl Default for Settings {
             rate_limit_burst: 100,
             delivery_max_attempts: 8,
             delivery_backoff_ms: 1000,
-            delivery_reconcile_ms: 120_000,
+            delivery_reconcile_ms: 15_000,
+            delivery_lease_ms: 15_000,
             sender_mps: 80,
+            database_max_connections: 16,
+            shutdown_grace_ms: 10_000,
         }
     }
 }
@@ -141,6 +150,12 @@ impl Settings {
         }
         if self.delivery_max_attempts == 0 {
             problems.push("ACTIOND_DELIVERY_MAX_ATTEMPTS must be at least 1".into());
+        }
+        if self.delivery_lease_ms < 300 {
+            problems.push("ACTIOND_DELIVERY_LEASE_MS must be at least 300: a heartbeat renews it every third".into());
+        }
+        if self.database_max_connections == 0 {
+            problems.push("ACTIOND_DATABASE_MAX_CONNECTIONS must be at least 1".into());
         }
         if self.sender_mps == 0 {
             problems.push("ACTIOND_SENDER_MPS must be at least 1".into());

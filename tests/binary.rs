@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use actiond::auth::{AuthSettings, Authenticator, Scope};
 use actiond::crypto::Sealer;
+use common::database::TestDatabase;
 use common::{SECRET, seed_body, spawn_sandbox};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -122,10 +123,10 @@ fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
     receiver
 }
 
-fn production_env(command: &mut Command, dir: &Path, graph_url: &str, encryption_key: &str) {
+fn production_env(command: &mut Command, database: &TestDatabase, graph_url: &str, encryption_key: &str) {
     command
         .env("ACTIOND_LISTEN", "127.0.0.1:0")
-        .env("ACTIOND_DATABASE_URL", format!("sqlite://{}", dir.join("actiond.db").display()))
+        .env("ACTIOND_DATABASE_URL", &database.url)
         .env("ACTIOND_JWT_SECRET", SECRET)
         .env("ACTIOND_ENCRYPTION_KEY", encryption_key)
         .env("ACTIOND_WHATSAPP_GRAPH_URL", graph_url)
@@ -205,10 +206,11 @@ fn dev_mode_prints_a_token_and_a_curl_line_that_works_and_keeps_its_secrets() {
 async fn acknowledged_creates_survive_kill_9() {
     let (_sandbox, graph_url) = spawn_sandbox().await;
     let dir = temp_dir();
+    let database = TestDatabase::fresh(&dir);
     let key = Sealer::generate_key();
     let start = || {
         let mut command = actiond(&dir, &["serve", "--log-format", "json"]);
-        production_env(&mut command, &dir, &graph_url, &key);
+        production_env(&mut command, &database, &graph_url, &key);
         Server::start(command)
     };
     let http = reqwest::Client::new();
@@ -245,14 +247,17 @@ async fn acknowledged_creates_survive_kill_9() {
 async fn after_kill_9_every_acknowledged_execution_is_delivered_once() {
     let (sandbox, graph_url) = spawn_sandbox().await;
     let dir = temp_dir();
+    let database = TestDatabase::fresh(&dir);
     let key = Sealer::generate_key();
     let start = || {
         let mut command = actiond(&dir, &["serve", "--log-format", "json"]);
-        production_env(&mut command, &dir, &graph_url, &key);
+        production_env(&mut command, &database, &graph_url, &key);
         // 5 messages a second: the kill lands with sends done, in flight and queued.
+        // Nothing releases a dead process's leases: they run out after 2 s.
         command
             .env("ACTIOND_WHATSAPP_APP_SECRET", common::APP_SECRET)
             .env("ACTIOND_DELIVERY_RECONCILE_MS", "8000")
+            .env("ACTIOND_DELIVERY_LEASE_MS", "2000")
             .env("ACTIOND_SENDER_MPS", "5");
         Server::start(command)
     };
@@ -319,16 +324,20 @@ async fn after_kill_9_every_acknowledged_execution_is_delivered_once() {
 async fn json_logs_carry_the_ctx_id_of_their_request() {
     let (_sandbox, graph_url) = spawn_sandbox().await;
     let dir = temp_dir();
+    let database = TestDatabase::fresh(&dir);
     let mut command = actiond(&dir, &["serve", "--log-format", "json"]);
-    production_env(&mut command, &dir, &graph_url, &Sealer::generate_key());
+    production_env(&mut command, &database, &graph_url, &Sealer::generate_key());
     let mut server = Server::start(command);
     let base = server.address();
     let reply = reqwest::Client::new().get(format!("{base}/v2/_actions")).bearer_auth(token("logs")).send().await.unwrap();
     let ctx_id = reply.headers()["x-request-id"].to_str().unwrap().to_owned();
-    let second =
-        actiond(&dir, &["migrate"]).env("ACTIOND_DATABASE_URL", format!("sqlite://{}", dir.join("actiond.db").display())).output().unwrap();
-    assert!(!second.status.success(), "one process per SQLite file");
-    assert!(String::from_utf8_lossy(&second.stderr).contains("another actiond process"));
+    let second = actiond(&dir, &["migrate"]).env("ACTIOND_DATABASE_URL", &database.url).output().unwrap();
+    if database.is_postgres() {
+        assert!(second.status.success(), "replicas share a PostgreSQL database: {}", String::from_utf8_lossy(&second.stderr));
+    } else {
+        assert!(!second.status.success(), "one process per SQLite file");
+        assert!(String::from_utf8_lossy(&second.stderr).contains("another actiond process"));
+    }
     let line = server.stderr_line(|l| l.contains("request finished"));
     let log: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(log["span"]["ctx_id"], ctx_id.as_str());
@@ -363,6 +372,13 @@ async fn token_migrate_and_openapi_commands() {
     let migrated = actiond(&dir, &["migrate"]).env("ACTIOND_DATABASE_URL", format!("sqlite://{}", database.display())).output().unwrap();
     assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
     assert!(database.exists());
+    let empty = TestDatabase::empty_postgres();
+    for run in ["first", "second"] {
+        let migrated = actiond(&dir, &["migrate"]).env("ACTIOND_DATABASE_URL", &empty.url).output().unwrap();
+        assert!(migrated.status.success(), "{run} migrate of PostgreSQL: {}", String::from_utf8_lossy(&migrated.stderr));
+    }
+    let applied = empty.query_bytes("SELECT convert_to(string_agg(version::text, ',' ORDER BY version), 'UTF8') FROM schema_migrations");
+    assert_eq!(applied, [b"1".to_vec()], "each migration applied once");
 
     let document = actiond(&dir, &["openapi"]).output().unwrap();
     let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap();

@@ -34,13 +34,8 @@ async fn registering_checks_credentials_fetches_templates_and_hides_the_token() 
         assert!(!reply.text.contains(SANDBOX_ACCESS_TOKEN));
     }
 
-    // At rest the token is sealed: its bytes are nowhere in the database files.
-    let mut stored = Vec::new();
-    for suffix in ["", "-wal"] {
-        if let Ok(bytes) = std::fs::read(format!("{}{suffix}", app.database_path.display())) {
-            stored.extend(bytes);
-        }
-    }
+    // At rest the token is sealed: its bytes are nowhere in what the database holds.
+    let stored = app.stored_sender_bytes();
     assert!(!stored.is_empty());
     assert!(!stored.windows(SANDBOX_ACCESS_TOKEN.len()).any(|w| w == SANDBOX_ACCESS_TOKEN.as_bytes()), "token sealed at rest");
 }

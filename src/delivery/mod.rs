@@ -3,8 +3,6 @@
 
 pub mod pacing;
 pub mod retry;
-pub mod waiters;
 pub mod worker;
 
-pub use waiters::Waiters;
 pub use worker::{DeliverySettings, Worker};

@@ -1,137 +1,128 @@
 //! Outbound pacing, pure: a sender's messages per second, and Meta's pair
 //! rate to one recipient (one message per 6 s, bursts of up to 45 borrowed
-//! from future quota — reference §3), plus 131056's back-off. "Not yet" is an
-//! answer with a wait, so the worker reschedules the job instead of sleeping.
+//! from future quota — reference §3). Each limit is a GCRA: one number per
+//! key, the theoretical arrival time (`tat`), which the store keeps in a row
+//! shared by every replica. "Not yet" is an answer with a wait, so the job is
+//! rescheduled, never slept on; a backlog costs O(1) work per send.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::retry::pair_backoff;
-
+/// Meta's pair rate: one message per 6 s on average…
 const PAIR_INTERVAL: Duration = Duration::from_secs(6);
-const PAIR_BURST: f64 = 45.0;
+/// …after a burst of up to 45.
+const PAIR_BURST: u32 = 45;
 
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
+/// A rate with the burst it tolerates, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    interval_us: i64,
+    tolerance_us: i64,
 }
 
-impl Bucket {
-    fn full(capacity: f64, now: Instant) -> Self {
-        Self { tokens: capacity, updated: now }
+impl Rate {
+    fn new(interval: Duration, burst: u32) -> Self {
+        let interval_us = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX).max(1);
+        Self { interval_us, tolerance_us: interval_us.saturating_mul(i64::from(burst.max(1) - 1)) }
     }
 
-    /// Refills to `now`; the wait until one token is there, zero when it is.
-    fn wait(&mut self, per_second: f64, capacity: f64, now: Instant) -> Duration {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * per_second).min(capacity);
-        self.updated = now;
-        if self.tokens >= 1.0 { Duration::ZERO } else { Duration::from_secs_f64((1.0 - self.tokens) / per_second) }
+    /// `count` a second, with a burst of at most one second's worth.
+    pub fn per_second(count: u32) -> Self {
+        let count = count.max(1);
+        Self::new(Duration::from_secs(1) / count, count)
+    }
+
+    /// Meta's limit on messages from one sender to one recipient.
+    pub fn pair() -> Self {
+        Self::new(PAIR_INTERVAL, PAIR_BURST)
+    }
+
+    /// Admits one message at `now_us` against the key's `tat` (0 for a key
+    /// never used): the key's new `tat`, or how many microseconds to wait.
+    pub fn admit(self, tat: i64, now_us: i64) -> Result<i64, i64> {
+        let start = tat.max(now_us);
+        let ahead = start - now_us;
+        if ahead > self.tolerance_us { Err(ahead - self.tolerance_us) } else { Ok(start + self.interval_us) }
     }
 }
 
-#[derive(Default)]
-struct Pair {
-    bucket: Option<Bucket>,
-    refusals: u32,
-    backoff_until: Option<Instant>,
+/// The limits every send is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    pub sender: Rate,
+    pub pair: Rate,
 }
 
-pub struct Pacer {
-    sender_per_second: f64,
-    senders: HashMap<String, Bucket>,
-    pairs: HashMap<(String, String), Pair>,
-}
-
-impl Pacer {
+impl Pacing {
     pub fn new(sender_per_second: u32) -> Self {
-        Self { sender_per_second: f64::from(sender_per_second.max(1)), senders: HashMap::new(), pairs: HashMap::new() }
+        Self { sender: Rate::per_second(sender_per_second), pair: Rate::pair() }
     }
+}
 
-    /// Takes a send slot for `sender` → `recipient`, or says how long to wait.
-    /// Both limits must allow it; a refusal takes nothing from either.
-    pub fn admit(&mut self, sender: &str, recipient: &str, now: Instant) -> Result<(), Duration> {
-        let pair_rate = 1.0 / PAIR_INTERVAL.as_secs_f64();
-        let pair = self.pairs.entry((sender.to_owned(), recipient.to_owned())).or_default();
-        if let Some(until) = pair.backoff_until.filter(|until| *until > now) {
-            return Err(until - now);
-        }
-        let pair_bucket = pair.bucket.get_or_insert_with(|| Bucket::full(PAIR_BURST, now));
-        let pair_wait = pair_bucket.wait(pair_rate, PAIR_BURST, now);
-        let capacity = self.sender_per_second;
-        let sender_bucket = self.senders.entry(sender.to_owned()).or_insert_with(|| Bucket::full(capacity, now));
-        let sender_wait = sender_bucket.wait(capacity, capacity, now);
-        let wait = pair_wait.max(sender_wait);
-        if wait > Duration::ZERO {
-            return Err(wait);
-        }
-        pair_bucket.tokens -= 1.0;
-        sender_bucket.tokens -= 1.0;
-        Ok(())
-    }
+/// The pacing row of a sender.
+pub fn sender_key(sender: &str) -> String {
+    format!("s:{sender}")
+}
 
-    /// Meta answered 131056 for this pair: back off 4^n s, n counting refusals.
-    pub fn pair_refused(&mut self, sender: &str, recipient: &str, now: Instant) -> Duration {
-        let pair = self.pairs.entry((sender.to_owned(), recipient.to_owned())).or_default();
-        let wait = pair_backoff(pair.refusals);
-        pair.refusals += 1;
-        pair.backoff_until = Some(now + wait);
-        wait
-    }
-
-    /// Meta took a message for this pair: its refusal count starts over.
-    pub fn pair_accepted(&mut self, sender: &str, recipient: &str) {
-        if let Some(pair) = self.pairs.get_mut(&(sender.to_owned(), recipient.to_owned())) {
-            pair.refusals = 0;
-            pair.backoff_until = None;
-        }
-    }
+/// The pacing row of a sender's messages to one recipient.
+pub fn pair_key(sender: &str, recipient: &str) -> String {
+    format!("p:{sender}:{recipient}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const SECOND: i64 = 1_000_000;
+
+    /// Sends as fast as the rate allows: the times admitted, in µs from 0.
+    fn admitted_times(rate: Rate, count: usize) -> Vec<i64> {
+        let (mut tat, mut now, mut times) = (0, 0, Vec::new());
+        while times.len() < count {
+            match rate.admit(tat, now) {
+                Ok(next) => {
+                    tat = next;
+                    times.push(now);
+                }
+                Err(wait) => now += wait,
+            }
+        }
+        times
+    }
+
     #[test]
     fn a_sender_is_held_to_its_messages_per_second() {
-        let mut pacer = Pacer::new(5);
-        let start = Instant::now();
-        let admitted = (0..20).filter(|i| pacer.admit("s", &format!("r{i}"), start).is_ok()).count();
+        let rate = Rate::per_second(5);
+        let mut tat = 0;
+        let admitted = (0..20).filter(|_| rate.admit(tat, 0).map(|next| tat = next).is_ok()).count();
         assert_eq!(admitted, 5, "one second's worth at once");
-        let wait = pacer.admit("s", "r99", start).unwrap_err();
-        assert!(wait <= Duration::from_millis(200), "{wait:?}");
-        assert!(pacer.admit("s", "r99", start + Duration::from_millis(200)).is_ok());
-        assert!(pacer.admit("other", "r1", start).is_ok(), "senders are paced apart");
+        assert_eq!(rate.admit(tat, 0), Err(200_000), "then one each 200 ms");
+        assert!(rate.admit(tat, 200_000).is_ok());
+        assert!(rate.admit(0, 0).is_ok(), "another key starts full");
     }
 
     #[test]
     fn a_burst_to_one_recipient_is_spread_at_one_per_six_seconds() {
-        let mut pacer = Pacer::new(1000);
-        let start = Instant::now();
-        let mut now = start;
-        let mut sent_at = Vec::new();
-        while sent_at.len() < 50 {
-            match pacer.admit("s", "r", now) {
-                Ok(()) => sent_at.push(now - start),
-                Err(wait) => now += wait,
-            }
-        }
-        assert!(sent_at[44] < Duration::from_millis(100), "Meta's burst of 45 goes at once");
-        let gaps: Vec<u64> = sent_at[45..].windows(2).map(|w| (w[1] - w[0]).as_millis() as u64).collect();
-        assert!(gaps.iter().all(|gap| (5_990..=6_010).contains(gap)), "then one per 6 s: {gaps:?}");
-        assert!(pacer.admit("s", "another", now).is_ok(), "other recipients are unaffected");
+        let times = admitted_times(Rate::pair(), 50);
+        assert!(times[..45].iter().all(|at| *at == 0), "Meta's burst of 45 goes at once");
+        let gaps: Vec<i64> = times[44..].windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|gap| *gap == 6 * SECOND), "then one per 6 s: {gaps:?}");
     }
 
     #[test]
-    fn pair_refusals_back_off_four_to_the_n_and_reset_on_acceptance() {
-        let mut pacer = Pacer::new(80);
-        let now = Instant::now();
-        assert_eq!(pacer.pair_refused("s", "r", now), Duration::from_secs(1));
-        assert_eq!(pacer.pair_refused("s", "r", now), Duration::from_secs(4));
-        assert_eq!(pacer.admit("s", "r", now + Duration::from_secs(1)).unwrap_err(), Duration::from_secs(3));
-        assert!(pacer.admit("s", "other", now).is_ok());
-        pacer.pair_accepted("s", "r");
-        assert!(pacer.admit("s", "r", now).is_ok());
-        assert_eq!(pacer.pair_refused("s", "r", now), Duration::from_secs(1), "the count starts over");
+    fn a_quiet_key_refills_to_its_burst_and_no_more() {
+        let rate = Rate::per_second(10);
+        let mut tat = 0;
+        for _ in 0..30 {
+            tat = rate.admit(tat, tat).unwrap();
+        }
+        let after = tat + 60 * SECOND;
+        let burst = (0..30).filter(|_| rate.admit(tat, after).map(|next| tat = next).is_ok()).count();
+        assert_eq!(burst, 10, "a minute idle gives back one second's worth, not a minute's");
+    }
+
+    #[test]
+    fn keys_name_the_sender_and_the_pair() {
+        assert_eq!(sender_key("650"), "s:650");
+        assert_eq!(pair_key("650", "1281"), "p:650:1281");
     }
 }

@@ -1,27 +1,30 @@
 //! The delivery worker: expire overdue replies, lease due jobs, pace them,
 //! send them, record what Meta said. No transaction is held across the HTTP
-//! call: a job is leased, and a lease that runs out makes it due again.
+//! call: a job is leased, a heartbeat extends the lease while its send runs,
+//! and a lease that runs out (its replica died) lets another replica take
+//! the job over. Any number of workers on any number of replicas share one
+//! queue: every write of an attempt presents its lease's token.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
+use uuid::Uuid;
 
-use super::pacing::Pacer;
+use super::pacing::Pacing;
 use super::retry::retry_delay;
-use super::waiters::Waiters;
 use crate::clock::now_ms;
 use crate::crypto::Sealer;
-use crate::store::{ClaimedJob, ExecutionError, Outcome, Store, StoreError};
+use crate::store::{Begun, ClaimedJob, ExecutionError, Lease, Outcome, PaceRequest, Signals, Store, StoreError};
 use crate::whatsapp::errors::{ErrorClass, classify};
 use crate::whatsapp::{GraphClient, SendError};
 
-/// How long a claim lasts; far longer than one send (15 s timeout).
-const LEASE: Duration = Duration::from_secs(60);
 /// Sends in flight at once; a slow one holds only its own slot.
 const CONCURRENCY: usize = 64;
-/// The longest the idle worker waits before looking again by itself.
+/// The longest the idle worker waits before looking again by itself; also
+/// what a lost notification of a new job costs at most.
 const IDLE: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const OUTCOME_UNKNOWN: &str = "outcome_unknown";
@@ -33,17 +36,43 @@ pub struct DeliverySettings {
     /// How long an unknown outcome waits for Meta's status webhook before the
     /// message is sent again.
     pub reconcile_after: Duration,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
 }
 
 pub struct Worker {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     graph: GraphClient,
     sealer: Sealer,
-    waiters: Arc<Waiters>,
-    wake: Arc<Notify>,
-    pacer: Mutex<Pacer>,
+    signals: Arc<Signals>,
+    pacing: Pacing,
     settings: DeliverySettings,
     pruned_at: Mutex<Option<Instant>>,
+    /// The leases of the sends under way, which the heartbeat extends.
+    in_flight: Mutex<HashMap<Uuid, Lease>>,
+}
+
+/// One claim's jobs: those to deliver now, and how many pacing put off.
+#[derive(Default)]
+struct Claimed {
+    deliver: Vec<ClaimedJob>,
+    deferred: usize,
+}
+
+impl Claimed {
+    fn handled(&self) -> usize {
+        self.deliver.len() + self.deferred
+    }
+}
+
+/// What a claimed job calls for.
+enum Plan {
+    /// An earlier attempt's outcome is unknown (its worker stopped mid-send):
+    /// wait for Meta's status before sending again.
+    Reconcile,
+    /// Attempts are spent and Meta never said whether it took the message.
+    GiveUp,
+    Send,
 }
 
 enum Attempt {
@@ -53,70 +82,91 @@ enum Attempt {
         error: ExecutionError,
         sealed_token: Vec<u8>,
     },
-    /// The execution ended meanwhile; its job is gone and there is nothing to record.
-    Ended,
+    /// Nothing to record: the execution ended meanwhile, or the lease was lost.
+    Nothing,
 }
 
 impl Worker {
-    pub fn new(
-        store: Arc<dyn Store>,
-        graph: GraphClient,
-        sealer: Sealer,
-        waiters: Arc<Waiters>,
-        wake: Arc<Notify>,
-        settings: DeliverySettings,
-    ) -> Self {
-        let pacer = Mutex::new(Pacer::new(settings.sender_mps));
-        Self { store, graph, sealer, waiters, wake, pacer, settings, pruned_at: Mutex::new(None) }
+    pub fn new(store: Arc<Store>, graph: GraphClient, sealer: Sealer, settings: DeliverySettings) -> Self {
+        let signals = store.signals();
+        let pacing = Pacing::new(settings.sender_mps);
+        Self { store, graph, sealer, signals, pacing, settings, pruned_at: Mutex::new(None), in_flight: Mutex::new(HashMap::new()) }
     }
 
-    /// Runs until `shutdown` turns true, then finishes the sends under way.
-    /// Each send runs in its own task, so a slow one delays no other.
+    /// Runs until `shutdown` turns true, then stops claiming at once and
+    /// finishes the sends under way. Each send runs in its own task, so a
+    /// slow one delays no other.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        let heartbeat = tokio::spawn(Arc::clone(&self).heartbeat());
+        let jobs = self.signals.jobs();
         while !*shutdown.borrow() {
             self.maintain().await;
             let free = slots.available_permits() as u32;
-            let jobs = if free > 0 { self.claim(free).await } else { Vec::new() };
-            let claimed = !jobs.is_empty();
-            for job in jobs {
+            let claimed = if free > 0 { self.claim(free).await } else { Claimed::default() };
+            let any = claimed.handled() > 0;
+            for job in claimed.deliver {
                 let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
                 let worker = Arc::clone(&self);
                 tokio::spawn(async move {
                     worker.deliver(job).await;
                     drop(slot);
-                    worker.wake.notify_one();
+                    worker.signals.jobs().notify_one();
                 });
             }
-            if claimed {
+            if any {
                 continue;
             }
             let next_due = self.report_queue().await.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
-                () = self.wake.notified() => {}
+                () = jobs.notified() => {}
                 () = tokio::time::sleep(next_due.unwrap_or(IDLE).min(IDLE)) => {}
                 _ = shutdown.changed() => {}
             }
         }
         let _ = slots.acquire_many(CONCURRENCY as u32).await;
+        heartbeat.abort();
     }
 
     /// One pass, waiting for every send it starts; the number of jobs it
     /// handled. The test seam: tests call it instead of running the loop.
     pub async fn run_once(&self) -> usize {
         self.maintain().await;
-        let jobs = self.claim(CONCURRENCY as u32).await;
-        let handled = jobs.len();
-        join_all(jobs.into_iter().map(|job| self.deliver(job))).await;
+        let claimed = self.claim(CONCURRENCY as u32).await;
+        let handled = claimed.handled();
+        join_all(claimed.deliver.into_iter().map(|job| self.deliver(job))).await;
         self.report_queue().await;
         handled
     }
 
+    /// Extends the leases of the sends under way, a third of a lease apart.
+    async fn heartbeat(self: Arc<Self>) {
+        let every = self.settings.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let leases: Vec<Lease> = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).values().copied().collect();
+            if leases.is_empty() {
+                continue;
+            }
+            match self.store.extend_leases(leases, now_ms() + self.lease_ms()).await {
+                Ok(0) => {}
+                Ok(lost) => {
+                    metrics::counter!("actiond_delivery_leases_lost_total").increment(lost as u64);
+                    tracing::warn!(lost, "leases lost to another replica while their sends ran");
+                }
+                Err(error) => tracing::warn!(%error, "cannot extend delivery leases"),
+            }
+        }
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.settings.lease.as_millis() as i64
+    }
+
     /// Expires overdue replies; now and then forgets old event and idempotency keys.
     async fn maintain(&self) {
-        match self.store.expire_due().await {
-            Ok(expired) => self.waiters.wake(&expired),
-            Err(error) => tracing::warn!(%error, "cannot expire overdue executions"),
+        if let Err(error) = self.store.expire_due().await {
+            tracing::warn!(%error, "cannot expire overdue executions");
         }
         let due = {
             let mut pruned_at = self.pruned_at.lock().unwrap_or_else(|p| p.into_inner());
@@ -126,25 +176,58 @@ impl Worker {
             }
             due
         };
-        if due && let Err(error) = self.store.prune().await {
-            tracing::warn!(%error, "cannot prune old webhook and idempotency keys");
+        if due && let Err(error) = self.store.prune(now_ms() * 1000).await {
+            tracing::warn!(%error, "cannot prune old webhook, idempotency and pacing rows");
         }
     }
 
-    async fn claim(&self, limit: u32) -> Vec<ClaimedJob> {
+    /// Leases due jobs, then takes a send slot for each one that will send
+    /// now; those over a pacing limit are rescheduled by the store.
+    async fn claim(&self, limit: u32) -> Claimed {
         let now = now_ms();
-        self.store.claim_jobs(now, now + LEASE.as_millis() as i64, limit).await.unwrap_or_else(|error| {
-            tracing::warn!(%error, "cannot claim delivery jobs");
-            Vec::new()
-        })
+        let jobs = match self.store.claim_jobs(now, now + self.lease_ms(), limit).await {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim delivery jobs");
+                return Claimed::default();
+            }
+        };
+        metrics::counter!("actiond_delivery_claims_total").increment(jobs.len() as u64);
+        for job in jobs.iter().filter(|job| job.taken_over) {
+            metrics::counter!("actiond_delivery_takeovers_total").increment(1);
+            tracing::info!(execution_id = %job.lease.execution_id, attempt_open = job.attempt_open, "took over a job whose lease ran out");
+        }
+        let (sending, other): (Vec<ClaimedJob>, Vec<ClaimedJob>) = jobs.into_iter().partition(|job| matches!(self.plan(job), Plan::Send));
+        let mut claimed = Claimed { deliver: other, deferred: 0 };
+        if sending.is_empty() {
+            return claimed;
+        }
+        let requests = sending
+            .iter()
+            .map(|job| PaceRequest { lease: job.lease, sender: job.sender.clone(), recipient: job.recipient.clone() })
+            .collect();
+        match self.store.pace(requests, self.pacing, now * 1000).await {
+            Ok(answers) => {
+                for (job, deferred) in sending.into_iter().zip(answers) {
+                    match deferred {
+                        None => claimed.deliver.push(job),
+                        Some(_) => claimed.deferred += 1,
+                    }
+                }
+                metrics::counter!("actiond_deliveries_total", "outcome" => "deferred").increment(claimed.deferred as u64);
+            }
+            // Their leases run out and they are claimed again.
+            Err(error) => tracing::warn!(%error, "cannot pace delivery jobs"),
+        }
+        claimed
     }
 
     /// Publishes the queue depth; the earliest due time of a waiting job.
     async fn report_queue(&self) -> Option<i64> {
         match self.store.queue().await {
-            Ok((depth, next_due)) => {
-                metrics::gauge!("actiond_delivery_queue_depth").set(depth as f64);
-                next_due
+            Ok(queue) => {
+                metrics::gauge!("actiond_delivery_queue_depth").set(queue.depth as f64);
+                queue.next_due_ms
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot read the delivery queue");
@@ -153,47 +236,69 @@ impl Worker {
         }
     }
 
+    fn plan(&self, job: &ClaimedJob) -> Plan {
+        if job.attempt_open {
+            Plan::Reconcile
+        } else if job.last_error.as_deref() == Some(OUTCOME_UNKNOWN) && job.attempts >= self.settings.max_attempts {
+            Plan::GiveUp
+        } else {
+            Plan::Send
+        }
+    }
+
     async fn deliver(&self, job: ClaimedJob) {
-        let id = job.execution_id;
-        let outcome = match self.attempt(&job).await {
-            Ok(Attempt::Done(outcome)) => outcome,
-            Ok(Attempt::Ended) => return,
+        let id = job.lease.execution_id;
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id, job.lease);
+        let attempt = self.attempt(&job).await;
+        let outcome = match attempt {
+            Ok(Attempt::Done(outcome)) => Some(outcome),
+            Ok(Attempt::Nothing) => None,
             Ok(Attempt::SenderRefused { error, sealed_token }) => {
                 tracing::warn!(execution_id = %id, sender = %job.sender, reason = %error.message, "Meta refused the sender's token; holding its sends");
                 match self.store.hold_sender(&job.tenant, &job.sender, &sealed_token).await {
-                    Ok(true) => Outcome::Held,
+                    Ok(true) => Some(Outcome::Held),
                     // New credentials arrived while this send used the old ones: try again now.
-                    Ok(false) => Outcome::Deferred { due_ms: now_ms() },
+                    Ok(false) => Some(Outcome::Deferred { due_ms: now_ms() }),
                     Err(error) => {
                         tracing::error!(%error, "cannot hold the sender's jobs");
-                        return;
+                        None
                     }
                 }
             }
             Err(error) => {
                 tracing::error!(execution_id = %id, %error, "delivery failed inside actiond");
-                return;
+                None
             }
         };
-        metrics::counter!("actiond_deliveries_total", "outcome" => outcome_label(&outcome)).increment(1);
-        if let Err(error) = self.store.record_outcome(id, outcome).await {
-            tracing::error!(execution_id = %id, %error, "cannot record a delivery outcome");
+        if let Some(outcome) = outcome {
+            metrics::counter!("actiond_deliveries_total", "outcome" => outcome_label(&outcome)).increment(1);
+            match self.store.record_outcome(&job, outcome).await {
+                Ok(true) => {}
+                Ok(false) => self.lease_lost(id),
+                Err(error) => tracing::error!(execution_id = %id, %error, "cannot record a delivery outcome"),
+            }
         }
-        self.waiters.wake(&[id]);
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    fn lease_lost(&self, id: Uuid) {
+        metrics::counter!("actiond_delivery_leases_lost_total").increment(1);
+        tracing::warn!(execution_id = %id, "another replica took this job over; its attempt records nothing");
     }
 
     async fn attempt(&self, job: &ClaimedJob) -> Result<Attempt, StoreError> {
-        if job.attempt_open {
-            // The process stopped mid-send: Meta may have the message. Its status
-            // webhook (carrying our id) settles it; only silence means send again.
-            return Ok(Attempt::Done(self.unknown_outcome("a send was in flight when actiond stopped")));
-        }
-        if job.last_error.as_deref() == Some(OUTCOME_UNKNOWN) && job.attempts >= self.settings.max_attempts {
-            let message = format!(
-                "Meta sent no status within the reconcile window after {} attempts; the message may or may not have been delivered",
-                job.attempts
-            );
-            return Ok(Attempt::Done(Outcome::Failed(error(OUTCOME_UNKNOWN, &message, None))));
+        match self.plan(job) {
+            // Meta may have the message. Its status webhook (carrying our id)
+            // settles it; only silence means send again.
+            Plan::Reconcile => return Ok(Attempt::Done(self.unknown_outcome("a send was in flight when its worker stopped"))),
+            Plan::GiveUp => {
+                let message = format!(
+                    "Meta sent no status within the reconcile window after {} attempts; the message may or may not have been delivered",
+                    job.attempts
+                );
+                return Ok(Attempt::Done(Outcome::Failed(error(OUTCOME_UNKNOWN, &message, None))));
+            }
+            Plan::Send => {}
         }
         let Some(credentials) = self.store.sender_credentials(&job.tenant, &job.sender).await? else {
             return Ok(Attempt::Done(Outcome::Failed(error("sender_removed", "the sender was deleted before the message was sent", None))));
@@ -205,26 +310,23 @@ impl Worker {
             Ok(token) => token,
             Err(reason) => return Ok(Attempt::Done(Outcome::Failed(error("sender_credentials_unreadable", &reason, None)))),
         };
-        let now = Instant::now();
-        let paced = self.pacer.lock().unwrap_or_else(|p| p.into_inner()).admit(&job.sender, &job.recipient, now);
-        if let Err(wait) = paced {
-            return Ok(Attempt::Done(Outcome::Deferred { due_ms: now_ms() + wait.as_millis() as i64 }));
-        }
-        if !self.store.begin_attempt(job.execution_id).await? {
-            return Ok(Attempt::Ended);
+        match self.store.begin_attempt(job.lease).await? {
+            Begun::Sending => {}
+            Begun::Ended => return Ok(Attempt::Nothing),
+            Begun::LeaseLost => {
+                self.lease_lost(job.lease.execution_id);
+                return Ok(Attempt::Nothing);
+            }
         }
         let attempts = job.attempts + 1;
         let outcome = match self.graph.send_message(&job.sender, &token, &job.payload).await {
-            Ok(wamid) => {
-                self.pacer.lock().unwrap_or_else(|p| p.into_inner()).pair_accepted(&job.sender, &job.recipient);
-                Outcome::Accepted { wamid }
-            }
+            Ok(wamid) => Outcome::Accepted { wamid },
             Err(SendError::Refused { code, message }) => {
                 let refusal = error("provider_error", &message, Some(code));
                 match classify(code) {
                     ErrorClass::Transient => self.retry(attempts, refusal, None),
                     ErrorClass::PairRateLimited => {
-                        let wait = self.pacer.lock().unwrap_or_else(|p| p.into_inner()).pair_refused(&job.sender, &job.recipient, now);
+                        let wait = self.store.pair_refused(&job.sender, &job.recipient, now_ms() * 1000).await?;
                         self.retry(attempts, refusal, Some(wait))
                     }
                     ErrorClass::SenderCredentials => {

@@ -1,6 +1,8 @@
 //! An execution's status and the one rule for moving it: forward only.
 //! Meta's events arrive out of order and more than once; a `read` before its
-//! `delivered` is normal, and neither may ever undo a later status.
+//! `delivered` is normal, and neither may ever undo a later status. The store
+//! applies a move as a compare-and-set from `allowed_before(next)`, so two
+//! replicas racing to move one execution cannot both succeed, nor go back.
 
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +81,17 @@ impl ExecutionStatus {
         !self.is_terminal() && next.rank() > self.rank()
     }
 
+    /// The statuses an execution may be in to move to `next`: the
+    /// compare-and-set's expected previous states, empty when none can.
+    pub fn allowed_before(next: Self) -> Vec<Self> {
+        Self::ALL.into_iter().filter(|status| status.may_become(next)).collect()
+    }
+
+    /// The statuses that end an execution.
+    pub fn ended() -> impl Iterator<Item = Self> {
+        Self::ALL.into_iter().filter(|status| status.is_terminal())
+    }
+
     /// Whether a waiter's `?wait` is over: a mandatory execution settles when it
     /// ends; any other once Meta accepted it (or it ended).
     pub fn settles(self, mandatory: bool) -> bool {
@@ -103,6 +116,35 @@ mod tests {
                 assert!(!end.may_become(next), "{end:?} is final");
             }
         }
+    }
+
+    /// Every (from, to) pair: `x` where the move is allowed.
+    #[test]
+    fn the_transition_table() {
+        let table = [
+            //           queued sending accepted sent delivered read replied failed expired cancelled
+            ("queued", "  .      x       x       x     x       x     x       x      x       x   "),
+            ("sending", "  .      .       x       x     x       x     x       x      x       x   "),
+            ("accepted", " .      .       .       x     x       x     x       x      x       x   "),
+            ("sent", "     .      .       .       .     x       x     x       x      x       x   "),
+            ("delivered", ".      .       .       .     .       x     x       x      x       x   "),
+            ("read", "     .      .       .       .     .       .     x       x      x       x   "),
+            ("replied", "  .      .       .       .     .       .     .       .      .       .   "),
+            ("failed", "   .      .       .       .     .       .     .       .      .       .   "),
+            ("expired", "  .      .       .       .     .       .     .       .      .       .   "),
+            ("cancelled", ".      .       .       .     .       .     .       .      .       .   "),
+        ];
+        for (from, row) in table {
+            let from = super::ExecutionStatus::parse(from).unwrap();
+            let marks: Vec<bool> = row.split_whitespace().map(|mark| mark == "x").collect();
+            assert_eq!(marks.len(), 10);
+            for (next, allowed) in super::ExecutionStatus::ALL.into_iter().zip(marks) {
+                assert_eq!(from.may_become(next), allowed, "{from:?} -> {next:?}");
+                assert_eq!(super::ExecutionStatus::allowed_before(next).contains(&from), allowed, "{from:?} -> {next:?}");
+            }
+        }
+        assert_eq!(super::ExecutionStatus::allowed_before(Sending), [Queued]);
+        assert_eq!(super::ExecutionStatus::ended().collect::<Vec<_>>(), [Replied, Failed, Expired, Cancelled]);
     }
 
     #[test]

@@ -288,8 +288,9 @@ pub async fn delete(
     Authorized(caller, _): Authorized<ActionsWrite>,
     ActionId(id): ActionId,
 ) -> Result<Response, ApiError> {
-    let cancelled = state.store.delete_action(&caller.tenant, id).await?.ok_or_else(action_not_found)?;
-    state.waiters.wake(&cancelled);
+    if !state.store.delete_action(&caller.tenant, id).await? {
+        return Err(action_not_found());
+    }
     Ok(response::ok(DeletedAction { action_id: id, deleted: true }))
 }
 

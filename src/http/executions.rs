@@ -28,8 +28,8 @@ const CALL_ID_MAX: usize = 255;
 const REPLY_TIMEOUT_DEFAULT: u32 = 600;
 const REPLY_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 10..=86_400;
 const WAIT_MAX_SECONDS: u32 = 60;
-/// Waiters look again on their own this often, for changes made by another process.
-const WAIT_RECHECK: Duration = Duration::from_secs(1);
+/// Waiters look again on their own this often: what a lost notification costs at most.
+const WAIT_RECHECK: Duration = Duration::from_secs(2);
 
 /// The execute body; every field is optional.
 #[derive(utoipa::ToSchema)]
@@ -209,22 +209,25 @@ async fn build_message(
 }
 
 /// Holds until the execution settles or `wait` runs out, then reads it.
-/// Woken by the waiters registry; the periodic look covers other processes.
+/// Woken by the change's signal, from whichever replica made it; a shutdown
+/// answers at once with the execution as it stands.
 async fn wait_for(state: &AppState, tenant: &TenantId, id: Uuid, wait: Duration) -> Result<ExecutionRecord, ApiError> {
-    let notify = state.waiters.watch(id);
+    let notify = state.signals.watch(id);
     let deadline = Instant::now() + wait;
+    let mut stopping = state.stopping.clone();
     loop {
         let changed = notify.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
         let execution = state.store.get_execution(tenant, id).await?.ok_or_else(execution_not_found)?;
         let now = Instant::now();
-        if execution.status.settles(execution.mandatory) || now >= deadline {
+        if execution.status.settles(execution.mandatory) || now >= deadline || *stopping.borrow() {
             return Ok(execution);
         }
         tokio::select! {
             () = changed => {}
             () = tokio::time::sleep((deadline - now).min(WAIT_RECHECK)) => {}
+            _ = stopping.changed() => {}
         }
     }
 }
@@ -295,10 +298,7 @@ pub async fn execute(
         reply_timeout: request.reply_timeout,
     };
     match state.store.create_execution(&caller.tenant, new).await? {
-        Executed::New(execution) => {
-            state.delivery.notify_one();
-            answer(&state, &caller.tenant, action_id, execution, false, wait).await
-        }
+        Executed::New(execution) => answer(&state, &caller.tenant, action_id, execution, false, wait).await,
         Executed::Existing(execution) => answer(&state, &caller.tenant, action_id, execution, true, wait).await,
     }
 }

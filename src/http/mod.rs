@@ -19,29 +19,28 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::Authenticator;
 use crate::crypto::Sealer;
-use crate::delivery::Waiters;
 use crate::ratelimit::RateLimiter;
-use crate::store::Store;
+use crate::store::{Signals, Store};
 use crate::whatsapp::GraphClient;
 use error::ApiError;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     pub graph: GraphClient,
     pub auth: Arc<Authenticator>,
     pub sealer: Sealer,
     pub limiter: Option<Arc<RateLimiter>>,
     pub metrics: PrometheusHandle,
-    /// Wakes `?wait` requests when an execution changes.
-    pub waiters: Arc<Waiters>,
-    /// Wakes the delivery worker when a job is stored or released.
-    pub delivery: Arc<Notify>,
+    /// Wakes `?wait` requests when an execution changes, on any replica.
+    pub signals: Arc<Signals>,
+    /// True once the process is shutting down: `?wait` answers at once.
+    pub stopping: watch::Receiver<bool>,
     pub webhook: WebhookSecrets,
 }
 

@@ -201,8 +201,9 @@ pub async fn delete(
     Authorized(caller, _): Authorized<WhatsappAdmin>,
     PhoneNumberId(id): PhoneNumberId,
 ) -> Result<Response, ApiError> {
-    let failed = state.store.delete_sender(&caller.tenant, &id).await?.ok_or_else(sender_not_found)?;
-    state.waiters.wake(&failed);
+    if !state.store.delete_sender(&caller.tenant, &id).await? {
+        return Err(sender_not_found());
+    }
     Ok(response::ok(DeletedSender { phone_number_id: id, deleted: true }))
 }
 

@@ -77,7 +77,6 @@ pub async fn receive(State(state): State<AppState>, request: Request) -> Result<
     });
     let events = events(&payload);
     let count = events.len();
-    let changed = state.store.apply_webhook_events(events).await?;
-    state.waiters.wake(&changed);
+    state.store.apply_webhook_events(events).await?;
     Ok(response::respond(StatusCode::OK, Received { events: count }, None, &[]))
 }

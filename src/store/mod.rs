@@ -1,16 +1,31 @@
-//! The one storage interface. Handlers see only this trait, so a second SQL
-//! dialect slots in beside SQLite without touching them. Every method takes the
+//! The one storage interface. Handlers and the worker see only `Store`; its
+//! operations are written once, as plain functions of a transaction
+//! (`db::Tx`), and run on SQLite (one process, group commit) or PostgreSQL
+//! (any number of replicas). Every state change is a conditional statement
+//! that holds when replicas race. Every method of the API's side takes the
 //! tenant first: there is no way to read or write across tenants.
 
+mod actions;
+mod db;
+mod executions;
+mod jobs;
+mod postgres;
+mod senders;
+pub mod signals;
 mod sqlite;
 
-use async_trait::async_trait;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use sqlite::SqliteStore;
-
 use crate::domain::{ActionSpec, ExecutionStatus, TenantId};
+pub use db::Dialect;
+use db::{DbResult, Tx, args};
+pub use jobs::PaceRequest;
+use postgres::PgDb;
+pub use signals::{Signal, Signals};
+use sqlite::SqliteDb;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -257,20 +272,41 @@ pub struct ExecutionFilter<'a> {
     pub status: Option<ExecutionStatus>,
 }
 
+/// A claim on one job: whoever holds the latest token owns the attempt, and
+/// every write of that attempt presents it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub execution_id: Uuid,
+    pub token: i64,
+}
+
 /// A job the worker holds a lease on.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
-    pub execution_id: Uuid,
+    pub lease: Lease,
     pub tenant: TenantId,
     pub sender: String,
     pub recipient: String,
     pub payload: serde_json::Value,
     pub attempts: u32,
-    /// An earlier attempt began and recorded no outcome: the process stopped
+    /// An earlier attempt began and recorded no outcome: its process stopped
     /// mid-send, so Meta may have the message.
     pub attempt_open: bool,
     /// The code of the last failure recorded, if any.
     pub last_error: Option<String>,
+    /// The claim found a lease its holder never released: a replica died or stalled.
+    pub taken_over: bool,
+}
+
+/// What `begin_attempt` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begun {
+    /// The execution is `sending`, its attempt counted and marked open.
+    Sending,
+    /// The execution ended meanwhile; its job is gone.
+    Ended,
+    /// Another worker claimed the job since: this attempt is not ours to make.
+    LeaseLost,
 }
 
 /// What became of one send attempt, as the worker records it.
@@ -285,7 +321,7 @@ pub enum Outcome {
         error: ExecutionError,
     },
     Failed(ExecutionError),
-    /// Not attempted yet (pacing): the job waits until `due_ms`, no attempt counted.
+    /// Not attempted yet: the job waits until `due_ms`, no attempt counted.
     Deferred {
         due_ms: i64,
     },
@@ -319,96 +355,139 @@ pub enum WebhookEvent {
     },
 }
 
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Reachable, and every migration applied.
-    async fn ready(&self) -> StoreResult<()>;
-
-    async fn idempotent_response(&self, tenant: &TenantId, key: &str) -> StoreResult<Option<IdempotentResponse>>;
-    /// Stores the action and, with a key, the response to replay — or, when the
-    /// key was taken meanwhile, stores nothing and returns the first response.
-    async fn create_action(
-        &self,
-        tenant: &TenantId,
-        id: Uuid,
-        spec: &ActionSpec,
-        idempotency: Option<(&str, IdempotentResponse)>,
-    ) -> StoreResult<Created>;
-    async fn get_action(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<ActionRecord>>;
-    async fn list_actions(&self, tenant: &TenantId, filter: ActionFilter<'_>, page: Page) -> StoreResult<(Vec<ActionRecord>, u64)>;
-    async fn update_action(&self, tenant: &TenantId, id: Uuid, spec: &ActionSpec) -> StoreResult<Option<ActionRecord>>;
-    /// Deletes the action and cancels its unsettled executions; `None` when
-    /// there was no such action, else the ids of the cancelled executions.
-    async fn delete_action(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Vec<Uuid>>>;
-
-    async fn save_sender(&self, tenant: &TenantId, sender: NewSender, templates: Vec<TemplateRecord>) -> StoreResult<SenderSaved>;
-    async fn replace_templates(
-        &self,
-        tenant: &TenantId,
-        phone_number_id: &str,
-        templates: Vec<TemplateRecord>,
-    ) -> StoreResult<Option<SenderRecord>>;
-    async fn get_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<SenderRecord>>;
-    async fn sender_credentials(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<SenderCredentials>>;
-    async fn list_senders(&self, tenant: &TenantId) -> StoreResult<Vec<SenderRecord>>;
-    /// Deletes the sender and its templates, and fails its sends not yet made;
-    /// `None` when there was no such sender, else the executions failed.
-    async fn delete_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<Vec<Uuid>>>;
-    /// Every language version of one template name in a sender's WABA.
-    async fn templates_named(&self, tenant: &TenantId, phone_number_id: &str, name: &str) -> StoreResult<Vec<TemplateRecord>>;
-    /// Templates of one sender, or of all the tenant's senders, with the sender's id.
-    async fn list_templates(
-        &self,
-        tenant: &TenantId,
-        phone_number_id: Option<&str>,
-        page: Page,
-    ) -> StoreResult<(Vec<(String, TemplateRecord)>, u64)>;
-    /// The execution that already has this call id (for this action) or this
-    /// idempotency key (used in the last 24 h), if any.
-    async fn existing_execution(
-        &self,
-        tenant: &TenantId,
-        action_id: Uuid,
-        call_id: Option<&str>,
-        idempotency_key: Option<&str>,
-    ) -> StoreResult<Option<ExecutionRecord>>;
-    /// Stores the execution and its delivery job in one transaction, or
-    /// returns the execution that already has this call id or idempotency key.
-    async fn create_execution(&self, tenant: &TenantId, execution: NewExecution) -> StoreResult<Executed>;
-    async fn get_execution(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<ExecutionRecord>>;
-    async fn list_executions(&self, tenant: &TenantId, filter: ExecutionFilter<'_>, page: Page)
-    -> StoreResult<(Vec<ExecutionRecord>, u64)>;
-
-    // The delivery worker's side: jobs name their tenant, so these take none.
-    /// Leases up to `limit` due jobs until `lease_until_ms`.
-    async fn claim_jobs(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<ClaimedJob>>;
-    /// Marks an attempt as started (status `sending`, one more attempt); false
-    /// when the execution has ended meanwhile, and its job is gone.
-    async fn begin_attempt(&self, execution_id: Uuid) -> StoreResult<bool>;
-    async fn record_outcome(&self, execution_id: Uuid, outcome: Outcome) -> StoreResult<()>;
-    /// Meta refused the sender's token: mark it unhealthy and hold its jobs
-    /// until a sync proves new credentials. Only if `refused_token` (sealed)
-    /// is still the sender's: false when new credentials came meanwhile.
-    async fn hold_sender(&self, tenant: &TenantId, phone_number_id: &str, refused_token: &[u8]) -> StoreResult<bool>;
-    /// Applies Meta's webhook events, each once; returns the executions changed.
-    async fn apply_webhook_events(&self, events: Vec<WebhookEvent>) -> StoreResult<Vec<Uuid>>;
-    /// Expires mandatory executions whose reply deadline has passed.
-    async fn expire_due(&self) -> StoreResult<Vec<Uuid>>;
-    /// Jobs waiting to be sent, and the earliest time one comes due.
-    async fn queue(&self) -> StoreResult<(u64, Option<i64>)>;
-    /// Forgets what no longer matters: webhook event keys past Meta's 7-day
-    /// resend window, idempotency keys past their 24 h.
-    async fn prune(&self) -> StoreResult<()>;
+/// The jobs waiting to be sent.
+pub struct QueueState {
+    pub depth: u64,
+    /// The earliest time (Unix ms) a waiting job comes due.
+    pub next_due_ms: Option<i64>,
 }
 
-/// Opens the store the URL names: `sqlite://PATH` (PostgreSQL comes later).
-pub fn open(database_url: &str) -> Result<std::sync::Arc<dyn Store>, String> {
-    if let Some(path) = database_url.strip_prefix("sqlite://") {
-        let store = SqliteStore::open(path).map_err(|e| format!("ACTIOND_DATABASE_URL: cannot open {database_url}: {e}"))?;
-        return Ok(std::sync::Arc::new(store));
+pub struct Store {
+    db: Db,
+    signals: Arc<Signals>,
+}
+
+enum Db {
+    Sqlite(SqliteDb),
+    Postgres(PgDb),
+}
+
+impl Store {
+    /// Opens the store the URL names, `sqlite://PATH` or `postgres://…`, and
+    /// applies its migrations (on PostgreSQL under a lock, once for all
+    /// replicas). Errors name ACTIOND_DATABASE_URL and never its password.
+    pub async fn open(database_url: &str, max_connections: usize) -> Result<Self, String> {
+        let signals = Arc::new(Signals::default());
+        let db = if let Some(path) = database_url.strip_prefix("sqlite://") {
+            let signals = Arc::clone(&signals);
+            let path = path.to_owned();
+            let opened = tokio::task::spawn_blocking(move || SqliteDb::open(&path, signals)).await.map_err(|e| e.to_string())?;
+            Db::Sqlite(opened.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot open {database_url}: {e}"))?)
+        } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+            Db::Postgres(PgDb::open(database_url, max_connections, Arc::clone(&signals)).await?)
+        } else {
+            return Err(format!("ACTIOND_DATABASE_URL: '{}' must start with sqlite:// or postgres://", redacted(database_url)));
+        };
+        Ok(Self { db, signals })
     }
-    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        return Err("ACTIOND_DATABASE_URL: PostgreSQL is not supported by this build yet; use sqlite://PATH".into());
+
+    /// Where this replica's waiters and worker hear of committed changes.
+    pub fn signals(&self) -> Arc<Signals> {
+        Arc::clone(&self.signals)
     }
-    Err(format!("ACTIOND_DATABASE_URL: '{database_url}' must start with sqlite://"))
+
+    pub fn dialect(&self) -> Dialect {
+        match self.db {
+            Db::Sqlite(_) => Dialect::Sqlite,
+            Db::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Runs `op` in a transaction; it may run more than once (PostgreSQL
+    /// tries a deadlocked transaction again), so it must only touch the database.
+    async fn write<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut Tx<'_>) -> DbResult<T> + Send + 'static,
+    {
+        match &self.db {
+            Db::Sqlite(db) => db.write(op).await,
+            Db::Postgres(db) => db.write(op).await,
+        }
+    }
+
+    async fn read<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> DbResult<T> + Send + 'static,
+    {
+        match &self.db {
+            Db::Sqlite(db) => db.read(op).await,
+            Db::Postgres(db) => db.read(op).await,
+        }
+    }
+
+    /// Reachable, and every migration applied.
+    pub async fn ready(&self) -> StoreResult<()> {
+        let latest = match self.db {
+            Db::Sqlite(_) => sqlite::MIGRATIONS,
+            Db::Postgres(_) => postgres::MIGRATIONS,
+        }
+        .last()
+        .map_or(0, |(version, _)| *version);
+        let applied = self.read(|tx| tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])?.int(0)).await?;
+        if applied < latest {
+            return Err(StoreError::Unavailable(format!("migrations applied up to {applied}, expected {latest}")));
+        }
+        Ok(())
+    }
+
+    /// Publishes the state of the store's connections as metrics.
+    pub fn report_metrics(&self) {
+        if let Db::Postgres(db) = &self.db {
+            db.report_pool();
+        }
+    }
+
+    /// Forgets what no longer matters: webhook event keys past Meta's 7-day
+    /// resend window, idempotency keys past their 24 h, pacing rows gone idle.
+    pub async fn prune(&self, now_us: i64) -> StoreResult<()> {
+        self.write(move |tx| {
+            let events = crate::clock::seconds_ago(WEBHOOK_EVENT_RETENTION_SECONDS);
+            let keys = crate::clock::seconds_ago(IDEMPOTENCY_WINDOW_SECONDS);
+            tx.execute("DELETE FROM webhook_events WHERE received_at < $1", args![events])?;
+            tx.execute("DELETE FROM idempotency_keys WHERE created_at < $1", args![keys.clone()])?;
+            tx.execute("DELETE FROM execution_keys WHERE created_at < $1", args![keys])?;
+            // A key whose time has passed and has no back-off is the same as no row.
+            tx.execute("DELETE FROM pacing WHERE tat < $1 AND backoff_until < $1", args![now_us])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+pub const IDEMPOTENCY_WINDOW_SECONDS: i64 = 24 * 60 * 60;
+/// Meta resends a webhook event for up to 7 days; its key is kept a day longer.
+const WEBHOOK_EVENT_RETENTION_SECONDS: i64 = 8 * 24 * 60 * 60;
+
+/// The URL with its password replaced, fit for an error message or a log.
+pub fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(an unreadable URL)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_database_url_is_shown_without_its_password() {
+        assert_eq!(super::redacted("postgres://app:s3cret@db:5432/actiond"), "postgres://app:***@db:5432/actiond");
+        assert_eq!(super::redacted("postgres://app@db/actiond"), "postgres://app@db/actiond");
+        assert_eq!(super::redacted("postgres://app:s3cret@[bad"), "(an unreadable URL)");
+    }
 }

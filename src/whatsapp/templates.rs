@@ -204,7 +204,7 @@ fn plural(count: usize, noun: &str) -> String {
 
 /// Checks the template the action names against the sender's registry:
 /// the sender, the template in that language, its status and its parameters.
-pub async fn check_template_use(store: &dyn Store, tenant: &TenantId, template_use: &TemplateUse<'_>) -> StoreResult<Vec<FieldError>> {
+pub async fn check_template_use(store: &Store, tenant: &TenantId, template_use: &TemplateUse<'_>) -> StoreResult<Vec<FieldError>> {
     if store.get_sender(tenant, template_use.from).await?.is_none() {
         return Ok(vec![FieldError::new(
             "webhook.from",

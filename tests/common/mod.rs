@@ -1,6 +1,9 @@
-//! The test seam: a real app on port 0 with a fresh SQLite file, the Graph API
-//! sandbox on its own port as Meta's stand-in, and a fresh tenant each.
+//! The test seam: a real app on port 0 with a fresh database (SQLite or
+//! PostgreSQL, see `database`), the Graph API sandbox on its own port as
+//! Meta's stand-in, and a fresh tenant each.
 #![allow(dead_code)] // Each test crate uses a different part of the harness.
+
+pub mod database;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +20,8 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use self::database::TestDatabase;
+
 pub const SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
 pub const APP_SECRET: &str = "integration-test-meta-app-secret";
 pub const SENDER: &str = SANDBOX_PHONE_NUMBER_ID;
@@ -27,13 +32,14 @@ pub struct TestApp {
     pub tenant: String,
     pub sandbox: Sandbox,
     pub sandbox_url: String,
-    pub database_path: PathBuf,
     pub settings: Settings,
     pub http: reqwest::Client,
     directory: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     pub worker: std::sync::Arc<actiond::delivery::Worker>,
     background_delivery: bool,
+    /// Dropped after the app stops: a PostgreSQL database is dropped with it.
+    pub database: TestDatabase,
 }
 
 /// A reply read whole: status, headers and the JSON body (Null if not JSON).
@@ -85,10 +91,10 @@ pub async fn spawn_sandbox() -> (Sandbox, String) {
     (sandbox, url)
 }
 
-pub fn test_settings(directory: &std::path::Path, graph_url: &str) -> Settings {
+pub fn test_settings(database: &TestDatabase, graph_url: &str) -> Settings {
     Settings {
         listen: "127.0.0.1:0".into(),
-        database_url: format!("sqlite://{}", directory.join("actiond.db").display()),
+        database_url: database.url.clone(),
         jwt_secret: Some(SECRET.into()),
         encryption_key: Some(Sealer::generate_key()),
         whatsapp_graph_url: graph_url.into(),
@@ -115,17 +121,28 @@ pub async fn spawn_stepwise_with(adjust: impl FnOnce(&mut Settings)) -> TestApp 
 }
 
 async fn spawn(adjust: impl FnOnce(&mut Settings), background_delivery: bool) -> TestApp {
+    // The app's logs, shown with a failing test's output (ACTIOND_LOG sets the filter).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ACTIOND_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     let (sandbox, sandbox_url) = spawn_sandbox().await;
     let quick = Duration::from_millis(10);
     sandbox.set_status_delays([quick, quick * 2, quick * 3]);
     let directory = std::env::temp_dir().join(format!("actiond-test-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&directory).unwrap();
-    let mut settings = test_settings(&directory, &sandbox_url);
+    let database = TestDatabase::fresh(&directory);
+    let mut settings = test_settings(&database, &sandbox_url);
     adjust(&mut settings);
-    start(settings, sandbox, sandbox_url, directory, background_delivery).await
+    start(settings, sandbox, sandbox_url, directory, database, background_delivery).await
 }
 
-async fn start(settings: Settings, sandbox: Sandbox, sandbox_url: String, directory: PathBuf, background_delivery: bool) -> TestApp {
+async fn start(
+    settings: Settings,
+    sandbox: Sandbox,
+    sandbox_url: String,
+    directory: PathBuf,
+    database: TestDatabase,
+    background_delivery: bool,
+) -> TestApp {
     let mut app = App::build(&settings, None).await.expect("the app builds");
     if !background_delivery {
         app = app.without_background_delivery();
@@ -143,13 +160,13 @@ async fn start(settings: Settings, sandbox: Sandbox, sandbox_url: String, direct
         tenant: format!("tenant-{}", Uuid::new_v4()),
         sandbox,
         sandbox_url,
-        database_path: directory.join("actiond.db"),
         settings,
         http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
         directory,
         shutdown: Some(shutdown),
         worker,
         background_delivery,
+        database,
     }
 }
 
@@ -158,6 +175,18 @@ impl TestApp {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+    }
+
+    /// Every byte the database holds of the senders table: the files of a
+    /// SQLite database, the rows (and raw sealed tokens) of a PostgreSQL one.
+    pub fn stored_sender_bytes(&self) -> Vec<u8> {
+        if self.database.is_postgres() {
+            let mut stored: Vec<u8> = self.database.query_bytes("SELECT sealed_access_token FROM senders").concat();
+            stored.extend(self.database.query_bytes("SELECT convert_to(s::text, 'UTF8') FROM senders s").concat());
+            return stored;
+        }
+        let path = self.settings.database_url.trim_start_matches("sqlite://").to_owned();
+        ["", "-wal"].iter().filter_map(|suffix| std::fs::read(format!("{path}{suffix}")).ok()).flatten().collect()
     }
 
     /// A token for this app's tenant; no scopes given means every scope.

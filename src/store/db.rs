@@ -1,0 +1,310 @@
+//! The one seam between the store's logic and its two SQL dialects. The
+//! store's operations are plain functions of a `Tx`; each statement is written
+//! once with `$1`-style placeholders and runs on SQLite (rewritten to `?1`) or
+//! PostgreSQL. Values cross the seam as `Value`, rows come back as `Row`.
+
+use uuid::Uuid;
+
+use super::StoreError;
+use super::postgres::PgSession;
+use super::signals::Signal;
+
+/// Which SQL the statement runs on, for the few fragments that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Appended to a claim's inner SELECT: rows another replica is claiming
+    /// are skipped, not waited for. SQLite has one writer, so nothing to skip.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// Appended to a SELECT of rows the transaction will rewrite from what it
+    /// read: another replica's transaction waits for this one to commit.
+    /// SQLite's single writer already serializes them.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// Why a statement failed, as far as the store cares.
+#[derive(Debug)]
+pub enum DbError {
+    /// The database cannot be reached or refused the connection.
+    Unavailable(String),
+    /// A deadlock or serialization failure: the whole transaction may be tried again.
+    Contention(String),
+    /// Anything else: a bug or a corrupt row.
+    Internal(String),
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+impl From<DbError> for StoreError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Unavailable(reason) | DbError::Contention(reason) => StoreError::Unavailable(reason),
+            DbError::Internal(reason) => StoreError::Internal(reason),
+        }
+    }
+}
+
+/// A value bound to a placeholder or read from a column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Bool(bool),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Self {
+        Value::Text(value.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(value: String) -> Self {
+        Value::Text(value)
+    }
+}
+
+impl From<&String> for Value {
+    fn from(value: &String) -> Self {
+        Value::Text(value.clone())
+    }
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Self {
+        Value::Int(value)
+    }
+}
+
+impl From<u32> for Value {
+    fn from(value: u32) -> Self {
+        Value::Int(i64::from(value))
+    }
+}
+
+impl From<u64> for Value {
+    fn from(value: u64) -> Self {
+        Value::Int(i64::try_from(value).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<bool> for Value {
+    fn from(value: bool) -> Self {
+        Value::Bool(value)
+    }
+}
+
+impl From<Uuid> for Value {
+    fn from(value: Uuid) -> Self {
+        Value::Text(value.to_string())
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(value: &[u8]) -> Self {
+        Value::Bytes(value.to_vec())
+    }
+}
+
+impl From<&Vec<u8>> for Value {
+    fn from(value: &Vec<u8>) -> Self {
+        Value::Bytes(value.clone())
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Value::Null, Into::into)
+    }
+}
+
+/// The values of one statement's placeholders, in order: `args![a, b]`.
+macro_rules! args {
+    ($($value:expr),* $(,)?) => { &[$($crate::store::db::Value::from($value)),*] as &[$crate::store::db::Value] };
+}
+pub(crate) use args;
+
+/// One result row; columns by position, as the statement selected them.
+#[derive(Debug)]
+pub struct Row(pub(super) Vec<Value>);
+
+impl Row {
+    fn value(&self, column: usize) -> DbResult<&Value> {
+        self.0.get(column).ok_or_else(|| DbError::Internal(format!("no column {column} in the row")))
+    }
+
+    fn mismatch(&self, column: usize, wanted: &str) -> DbError {
+        DbError::Internal(format!("column {column} is not {wanted}: {:?}", self.0.get(column)))
+    }
+
+    pub fn opt_str(&self, column: usize) -> DbResult<Option<&str>> {
+        match self.value(column)? {
+            Value::Null => Ok(None),
+            Value::Text(text) => Ok(Some(text)),
+            _ => Err(self.mismatch(column, "text")),
+        }
+    }
+
+    pub fn opt_text(&self, column: usize) -> DbResult<Option<String>> {
+        Ok(self.opt_str(column)?.map(str::to_owned))
+    }
+
+    pub fn text(&self, column: usize) -> DbResult<String> {
+        self.opt_text(column)?.ok_or_else(|| self.mismatch(column, "text"))
+    }
+
+    pub fn opt_int(&self, column: usize) -> DbResult<Option<i64>> {
+        match self.value(column)? {
+            Value::Null => Ok(None),
+            Value::Int(number) => Ok(Some(*number)),
+            _ => Err(self.mismatch(column, "an integer")),
+        }
+    }
+
+    pub fn int(&self, column: usize) -> DbResult<i64> {
+        self.opt_int(column)?.ok_or_else(|| self.mismatch(column, "an integer"))
+    }
+
+    pub fn count(&self, column: usize) -> DbResult<u32> {
+        u32::try_from(self.int(column)?).map_err(|_| self.mismatch(column, "a count"))
+    }
+
+    /// A boolean: PostgreSQL's own, or SQLite's 0 and 1.
+    pub fn boolean(&self, column: usize) -> DbResult<bool> {
+        match self.value(column)? {
+            Value::Bool(flag) => Ok(*flag),
+            Value::Int(number) => Ok(*number != 0),
+            _ => Err(self.mismatch(column, "a boolean")),
+        }
+    }
+
+    pub fn bytes(&self, column: usize) -> DbResult<Vec<u8>> {
+        match self.value(column)? {
+            Value::Bytes(bytes) => Ok(bytes.clone()),
+            _ => Err(self.mismatch(column, "bytes")),
+        }
+    }
+
+    pub fn uuid(&self, column: usize) -> DbResult<Uuid> {
+        let text = self.opt_str(column)?.ok_or_else(|| self.mismatch(column, "a UUID"))?;
+        Uuid::parse_str(text).map_err(|_| self.mismatch(column, "a UUID"))
+    }
+
+    pub fn opt_json<T: serde::de::DeserializeOwned>(&self, column: usize) -> DbResult<Option<T>> {
+        self.opt_str(column)?
+            .map(|text| serde_json::from_str(text).map_err(|e| DbError::Internal(format!("column {column} is not the JSON expected: {e}"))))
+            .transpose()
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self, column: usize) -> DbResult<T> {
+        self.opt_json(column)?.ok_or_else(|| self.mismatch(column, "JSON"))
+    }
+}
+
+pub fn to_json(value: &impl serde::Serialize) -> DbResult<String> {
+    serde_json::to_string(value).map_err(|e| DbError::Internal(e.to_string()))
+}
+
+/// One transaction (or, for reads, one connection) of either dialect. The
+/// signals it collects reach this replica and every other one once it commits.
+pub struct Tx<'a> {
+    connection: Connection<'a>,
+    signals: Vec<Signal>,
+}
+
+enum Connection<'a> {
+    Sqlite(&'a rusqlite::Connection),
+    Postgres(&'a mut PgSession),
+}
+
+impl<'a> Tx<'a> {
+    pub(super) fn sqlite(connection: &'a rusqlite::Connection) -> Self {
+        Self { connection: Connection::Sqlite(connection), signals: Vec::new() }
+    }
+
+    pub(super) fn postgres(session: &'a mut PgSession) -> Self {
+        Self { connection: Connection::Postgres(session), signals: Vec::new() }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self.connection {
+            Connection::Sqlite(_) => Dialect::Sqlite,
+            Connection::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    pub fn execute(&mut self, sql: &str, args: &[Value]) -> DbResult<u64> {
+        match &mut self.connection {
+            Connection::Sqlite(connection) => super::sqlite::execute(connection, sql, args),
+            Connection::Postgres(session) => session.execute(sql, args),
+        }
+    }
+
+    pub fn query(&mut self, sql: &str, args: &[Value]) -> DbResult<Vec<Row>> {
+        match &mut self.connection {
+            Connection::Sqlite(connection) => super::sqlite::query(connection, sql, args),
+            Connection::Postgres(session) => session.query(sql, args),
+        }
+    }
+
+    pub fn query_opt(&mut self, sql: &str, args: &[Value]) -> DbResult<Option<Row>> {
+        Ok(self.query(sql, args)?.into_iter().next())
+    }
+
+    pub fn query_one(&mut self, sql: &str, args: &[Value]) -> DbResult<Row> {
+        self.query_opt(sql, args)?.ok_or_else(|| DbError::Internal(format!("no row from: {sql}")))
+    }
+
+    /// Tells waiters, on every replica, once this transaction commits.
+    pub fn signal(&mut self, signal: Signal) {
+        if !self.signals.contains(&signal) {
+            self.signals.push(signal);
+        }
+    }
+
+    pub(super) fn take_signals(&mut self) -> Vec<Signal> {
+        std::mem::take(&mut self.signals)
+    }
+}
+
+/// `$1, $2, …` for `count` placeholders starting after `before`.
+pub fn placeholders(before: usize, count: usize) -> String {
+    (before + 1..=before + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_read_both_dialects_booleans_and_refuse_wrong_types() {
+        let row = Row(vec![Value::Int(1), Value::Bool(false), Value::Text("x".into()), Value::Null]);
+        assert!(row.boolean(0).unwrap() && !row.boolean(1).unwrap());
+        assert_eq!(row.text(2).unwrap(), "x");
+        assert_eq!(row.opt_text(3).unwrap(), None);
+        assert!(row.int(2).is_err() && row.text(3).is_err() && row.uuid(2).is_err() && row.int(9).is_err());
+    }
+
+    #[test]
+    fn placeholders_continue_the_numbering() {
+        assert_eq!(placeholders(2, 3), "$3, $4, $5");
+    }
+}

@@ -1,0 +1,416 @@
+//! Executions: created once per call id or idempotency key, moved only
+//! forward by compare-and-set, their timeline one row per status reached;
+//! Meta's webhook events applied once each, whichever replica they reach.
+
+use uuid::Uuid;
+
+use super::db::{DbError, DbResult, Row, Tx, args, to_json};
+use super::{
+    Executed, ExecutionError, ExecutionFilter, ExecutionRecord, IDEMPOTENCY_WINDOW_SECONDS, NewExecution, Page, Signal, Store, StoreResult,
+    TimelineEntry, WebhookEvent,
+};
+use crate::clock;
+use crate::domain::{ExecutionStatus, TenantId};
+
+/// Most executions one pass of the expiry sweep ends.
+const EXPIRE_BATCH: u32 = 500;
+
+/// Statuses as an SQL list, `('a', 'b')`; their names are fixed words, never input.
+pub(super) fn status_list(statuses: impl IntoIterator<Item = ExecutionStatus>) -> String {
+    let names: Vec<String> = statuses.into_iter().map(|status| format!("'{}'", status.as_str())).collect();
+    format!("({})", names.join(", "))
+}
+
+/// The one place an execution's status changes: a compare-and-set from the
+/// statuses `next` may follow (and `only_if`, SQL over the row, when given),
+/// setting `error` with it. A move appends its timeline row, ends the job of
+/// an execution that ended, and signals waiters. False when nothing moved.
+pub(super) fn advance(
+    tx: &mut Tx<'_>,
+    id: Uuid,
+    next: ExecutionStatus,
+    error: Option<&ExecutionError>,
+    only_if: Option<&str>,
+) -> DbResult<bool> {
+    let allowed = ExecutionStatus::allowed_before(next);
+    if allowed.is_empty() {
+        return Ok(false);
+    }
+    let now = clock::now();
+    let condition = only_if.map(|sql| format!(" AND {sql}")).unwrap_or_default();
+    let from = status_list(allowed);
+    let moved = match error {
+        Some(error) => tx.execute(
+            &format!("UPDATE executions SET status = $2, updated_at = $3, error = $4 WHERE id = $1 AND status IN {from}{condition}"),
+            args![id, next.as_str(), now.as_str(), to_json(error)?],
+        )?,
+        None => tx.execute(
+            &format!("UPDATE executions SET status = $2, updated_at = $3 WHERE id = $1 AND status IN {from}{condition}"),
+            args![id, next.as_str(), now.as_str()],
+        )?,
+    };
+    if moved == 0 {
+        return Ok(false);
+    }
+    tx.execute("INSERT INTO execution_events (execution_id, status, at) VALUES ($1, $2, $3)", args![id, next.as_str(), now])?;
+    if next.is_terminal() {
+        tx.execute("DELETE FROM delivery_jobs WHERE execution_id = $1", args![id])?;
+    }
+    tx.signal(Signal::Execution(id));
+    Ok(true)
+}
+
+/// Records why an execution is retrying; an ended execution keeps its own.
+pub(super) fn set_error(tx: &mut Tx<'_>, id: Uuid, error: &ExecutionError) -> DbResult<()> {
+    let ended = status_list(ExecutionStatus::ended());
+    tx.execute(&format!("UPDATE executions SET error = $2 WHERE id = $1 AND status NOT IN {ended}"), args![id, to_json(error)?])?;
+    Ok(())
+}
+
+const EXECUTION_COLUMNS: &str = "e.id, e.action_id, e.call_id, e.recipient, e.status, e.mandatory, e.wamid, e.attempts, e.error, e.reply, \
+     e.created_at, e.updated_at, e.reply_deadline, ev.status, ev.at";
+
+/// Executions from rows of EXECUTION_COLUMNS, one row per timeline entry,
+/// each execution's rows together and in order.
+fn executions_from_rows(rows: &[Row]) -> DbResult<Vec<ExecutionRecord>> {
+    let mut executions: Vec<ExecutionRecord> = Vec::new();
+    for row in rows {
+        let id = row.uuid(0)?;
+        if executions.last().is_none_or(|last| last.execution_id != id) {
+            let status = row.text(4)?;
+            executions.push(ExecutionRecord {
+                execution_id: id,
+                action_id: row.uuid(1)?,
+                call_id: row.opt_text(2)?,
+                to: row.text(3)?,
+                status: ExecutionStatus::parse(&status).ok_or_else(|| DbError::Internal(format!("unknown status {status}")))?,
+                mandatory: row.boolean(5)?,
+                wamid: row.opt_text(6)?,
+                attempts: row.count(7)?,
+                error: row.opt_json(8)?,
+                reply: row.opt_json(9)?,
+                timeline: Vec::new(),
+                created_at: row.text(10)?,
+                updated_at: row.text(11)?,
+                reply_deadline: row.opt_text(12)?,
+            });
+        }
+        if let (Some(status), Some(at)) = (row.opt_text(13)?, row.opt_text(14)?) {
+            let status = ExecutionStatus::parse(&status).ok_or_else(|| DbError::Internal(format!("unknown status {status}")))?;
+            executions.last_mut().expect("pushed above").timeline.push(TimelineEntry { status, at });
+        }
+    }
+    Ok(executions)
+}
+
+/// The execution with its timeline, in one statement (one snapshot).
+fn select_execution(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Option<ExecutionRecord>> {
+    let rows = tx.query(
+        &format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions e LEFT JOIN execution_events ev ON ev.execution_id = e.id \
+             WHERE e.tenant = $1 AND e.id = $2 ORDER BY ev.id"
+        ),
+        args![tenant, id],
+    )?;
+    Ok(executions_from_rows(&rows)?.pop())
+}
+
+/// The execution that has this call id (for this action) or this
+/// idempotency key (within its 24 h).
+fn select_existing(tx: &mut Tx<'_>, tenant: &str, action_id: Uuid, call_id: Option<&str>, key: Option<&str>) -> DbResult<Option<Uuid>> {
+    if let Some(call_id) = call_id
+        && let Some(row) = tx.query_opt(
+            "SELECT id FROM executions WHERE tenant = $1 AND action_id = $2 AND call_id = $3",
+            args![tenant, action_id, call_id],
+        )?
+    {
+        return row.uuid(0).map(Some);
+    }
+    match key {
+        Some(key) => tx
+            .query_opt(
+                "SELECT execution_id FROM execution_keys WHERE tenant = $1 AND key = $2 AND created_at > $3",
+                args![tenant, key, clock::seconds_ago(IDEMPOTENCY_WINDOW_SECONDS)],
+            )?
+            .map(|row| row.uuid(0))
+            .transpose(),
+        None => Ok(None),
+    }
+}
+
+fn existing(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Executed> {
+    select_execution(tx, tenant, id)?.map(Executed::Existing).ok_or_else(|| DbError::Internal(format!("execution {id} vanished")))
+}
+
+impl Store {
+    /// The execution that already has this call id (for this action) or this
+    /// idempotency key (used in the last 24 h), if any.
+    pub async fn existing_execution(
+        &self,
+        tenant: &TenantId,
+        action_id: Uuid,
+        call_id: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> StoreResult<Option<ExecutionRecord>> {
+        let (tenant, call_id, key) = (tenant.as_str().to_owned(), call_id.map(str::to_owned), idempotency_key.map(str::to_owned));
+        self.read(move |tx| match select_existing(tx, &tenant, action_id, call_id.as_deref(), key.as_deref())? {
+            Some(id) => select_execution(tx, &tenant, id),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    /// Stores the execution and its delivery job in one transaction, or
+    /// returns the execution that already has this call id or idempotency
+    /// key. Both are claimed by conditional inserts, so requests racing on
+    /// any number of replicas create one execution.
+    pub async fn create_execution(&self, tenant: &TenantId, execution: NewExecution) -> StoreResult<Executed> {
+        let tenant = tenant.as_str().to_owned();
+        let payload = execution.payload.to_string();
+        self.write(move |tx| {
+            let now = clock::now();
+            let id = execution.id;
+            if let Some(key) = &execution.idempotency_key {
+                // Claims the key unless a live one holds it; an expired one starts anew.
+                let claimed = tx.query_opt(
+                    "INSERT INTO execution_keys (tenant, key, execution_id, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (tenant, key) DO UPDATE SET execution_id = excluded.execution_id, created_at = excluded.created_at \
+                     WHERE execution_keys.created_at <= $5 RETURNING execution_id",
+                    args![tenant.as_str(), key.as_str(), id, now.as_str(), clock::seconds_ago(IDEMPOTENCY_WINDOW_SECONDS)],
+                )?;
+                if claimed.is_none() {
+                    let first = tx.query_one(
+                        "SELECT execution_id FROM execution_keys WHERE tenant = $1 AND key = $2",
+                        args![tenant.as_str(), key.as_str()],
+                    )?;
+                    return existing(tx, &tenant, first.uuid(0)?);
+                }
+            }
+            let deadline = execution
+                .mandatory
+                .then(|| clock::format(time::OffsetDateTime::now_utc() + time::Duration::seconds(i64::from(execution.reply_timeout))));
+            let inserted = tx.execute(
+                "INSERT INTO executions (id, tenant, action_id, call_id, recipient, sender, template_name, language, \
+                 mandatory, payload, status, reply_timeout, reply_deadline, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $13) ON CONFLICT DO NOTHING",
+                args![
+                    id,
+                    tenant.as_str(),
+                    execution.action_id,
+                    execution.call_id.clone(),
+                    execution.to.as_str(),
+                    execution.sender.as_str(),
+                    execution.template_name.as_str(),
+                    execution.language.as_str(),
+                    execution.mandatory,
+                    payload.as_str(),
+                    execution.reply_timeout,
+                    deadline,
+                    now.as_str()
+                ],
+            )?;
+            if inserted == 0 {
+                // The call id was executed before: this request, and its key, answer with that execution.
+                let call_id = execution.call_id.as_deref().unwrap_or_default();
+                let first = tx.query_one(
+                    "SELECT id FROM executions WHERE tenant = $1 AND action_id = $2 AND call_id = $3",
+                    args![tenant.as_str(), execution.action_id, call_id],
+                )?;
+                let first = first.uuid(0)?;
+                if let Some(key) = &execution.idempotency_key {
+                    tx.execute(
+                        "UPDATE execution_keys SET execution_id = $3 WHERE tenant = $1 AND key = $2",
+                        args![tenant.as_str(), key.as_str(), first],
+                    )?;
+                }
+                return existing(tx, &tenant, first);
+            }
+            let queued = ExecutionStatus::Queued.as_str();
+            tx.execute("INSERT INTO execution_events (execution_id, status, at) VALUES ($1, $2, $3)", args![id, queued, now.as_str()])?;
+            tx.execute(
+                "INSERT INTO delivery_jobs (execution_id, tenant, sender, due_at) VALUES ($1, $2, $3, $4)",
+                args![id, tenant.as_str(), execution.sender.as_str(), clock::now_ms()],
+            )?;
+            tx.signal(Signal::Jobs);
+            let created = select_execution(tx, &tenant, id)?.ok_or_else(|| DbError::Internal("the new execution vanished".into()))?;
+            Ok(Executed::New(created))
+        })
+        .await
+    }
+
+    pub async fn get_execution(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<ExecutionRecord>> {
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |tx| select_execution(tx, &tenant, id)).await
+    }
+
+    pub async fn list_executions(
+        &self,
+        tenant: &TenantId,
+        filter: ExecutionFilter<'_>,
+        page: Page,
+    ) -> StoreResult<(Vec<ExecutionRecord>, u64)> {
+        let tenant = tenant.as_str().to_owned();
+        let action_id = filter.action_id;
+        let call_id = filter.call_id.map(str::to_owned);
+        let status = filter.status.map(|s| s.as_str());
+        self.read(move |tx| {
+            let condition =
+                "tenant = $1 AND (action_id = $2 OR $2 IS NULL) AND (call_id = $3 OR $3 IS NULL) AND (status = $4 OR $4 IS NULL)";
+            let total = tx.query_one(
+                &format!("SELECT COUNT(*) FROM executions WHERE {condition}"),
+                args![tenant.as_str(), action_id, call_id.clone(), status],
+            )?;
+            let rows = tx.query(
+                &format!(
+                    "SELECT {EXECUTION_COLUMNS} FROM (SELECT * FROM executions WHERE {condition} \
+                     ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6) e \
+                     LEFT JOIN execution_events ev ON ev.execution_id = e.id ORDER BY e.created_at DESC, e.id DESC, ev.id"
+                ),
+                args![tenant.as_str(), action_id, call_id.clone(), status, page.size, page.offset()],
+            )?;
+            Ok((executions_from_rows(&rows)?, total.int(0)? as u64))
+        })
+        .await
+    }
+
+    /// Applies Meta's webhook events, each once however many copies reach
+    /// however many replicas: an event's key is claimed by a conditional
+    /// insert in the transaction that applies it.
+    pub async fn apply_webhook_events(&self, events: Vec<WebhookEvent>) -> StoreResult<()> {
+        self.write(move |tx| {
+            let now = clock::now();
+            for event in &events {
+                let key = match event {
+                    WebhookEvent::Status { key, .. } | WebhookEvent::Reply { key, .. } | WebhookEvent::TemplateStatus { key, .. } => key,
+                };
+                let fresh = tx.execute(
+                    "INSERT INTO webhook_events (key, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    args![key.as_str(), now.as_str()],
+                )?;
+                // An event that matched nothing is not marked seen: Meta's resend
+                // may find the execution its first copy arrived too early for.
+                if fresh == 1 && !apply_event(tx, event)? {
+                    tx.execute("DELETE FROM webhook_events WHERE key = $1", args![key.as_str()])?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Expires mandatory executions whose reply deadline has passed; how many.
+    pub async fn expire_due(&self) -> StoreResult<usize> {
+        self.write(move |tx| {
+            let ended = status_list(ExecutionStatus::ended());
+            let due = tx.query(
+                &format!(
+                    "SELECT id FROM executions WHERE reply_deadline <= $1 AND reply_deadline IS NOT NULL AND status NOT IN {ended} LIMIT $2"
+                ),
+                args![clock::now(), EXPIRE_BATCH],
+            )?;
+            let mut expired = 0;
+            for row in due {
+                if advance(tx, row.uuid(0)?, ExecutionStatus::Expired, None, None)? {
+                    expired += 1;
+                }
+            }
+            Ok(expired)
+        })
+        .await
+    }
+}
+
+/// The template status a `message_template_status_update` event leaves, or
+/// `None` for a notice that changes nothing (FLAGGED warns; it still sends).
+fn template_status_after(event: &str) -> Option<&'static str> {
+    match event {
+        "APPROVED" | "REINSTATED" | "UNARCHIVED" => Some("APPROVED"),
+        "PAUSED" => Some("PAUSED"),
+        "DISABLED" => Some("DISABLED"),
+        "DELETED" => Some("DELETED"),
+        "REJECTED" => Some("REJECTED"),
+        "PENDING_DELETION" => Some("PENDING_DELETION"),
+        "ARCHIVED" => Some("ARCHIVED"),
+        "LIMIT_EXCEEDED" => Some("LIMIT_EXCEEDED"),
+        "PENDING" => Some("PENDING"),
+        "IN_APPEAL" => Some("IN_APPEAL"),
+        _ => None,
+    }
+}
+
+/// The execution a webhook event concerns: by Meta's wamid, else by the id
+/// actiond put in the message (biz_opaque_callback_data, a quick-reply payload).
+fn find_execution(tx: &mut Tx<'_>, wamid: Option<&str>, hint: Option<Uuid>) -> DbResult<Option<Uuid>> {
+    if let Some(wamid) = wamid
+        && let Some(row) = tx.query_opt("SELECT id FROM executions WHERE wamid = $1", args![wamid])?
+    {
+        return row.uuid(0).map(Some);
+    }
+    match hint {
+        Some(hint) => tx.query_opt("SELECT id FROM executions WHERE id = $1", args![hint])?.map(|row| row.uuid(0)).transpose(),
+        None => Ok(None),
+    }
+}
+
+/// Applies one event; false when it concerns nothing actiond knows (yet).
+fn apply_event(tx: &mut Tx<'_>, event: &WebhookEvent) -> DbResult<bool> {
+    match event {
+        WebhookEvent::Status { wamid, execution_hint, status, error, .. } => {
+            let Some(id) = find_execution(tx, Some(wamid), *execution_hint)? else { return Ok(false) };
+            // A status for a send whose answer was lost: Meta has the message, so
+            // its wamid is adopted and the job, waiting to reconcile, is done.
+            // What made it wait (outcome_unknown, a retry's error) no longer holds.
+            let adopted = tx.execute(
+                "UPDATE executions SET wamid = $2, error = NULL, attempt_open = FALSE, updated_at = $3 \
+                 WHERE id = $1 AND wamid IS NULL AND NOT EXISTS (SELECT 1 FROM executions other WHERE other.wamid = $2)",
+                args![id, wamid.as_str(), clock::now()],
+            )?;
+            if adopted > 0 {
+                tx.execute("DELETE FROM delivery_jobs WHERE execution_id = $1", args![id])?;
+                tx.signal(Signal::Execution(id));
+            }
+            advance(tx, id, *status, error.as_ref(), None)?;
+        }
+        WebhookEvent::Reply { context_wamid, execution_hint, reply, .. } => {
+            let Some(id) = find_execution(tx, context_wamid.as_deref(), *execution_hint)? else { return Ok(false) };
+            let recorded = tx.query_opt(
+                "UPDATE executions SET reply = $2, updated_at = $3 WHERE id = $1 AND reply IS NULL RETURNING mandatory",
+                args![id, to_json(reply)?, clock::now()],
+            )?;
+            if let Some(row) = recorded {
+                tx.signal(Signal::Execution(id));
+                if row.boolean(0)? {
+                    advance(tx, id, ExecutionStatus::Replied, None, None)?;
+                }
+            }
+        }
+        WebhookEvent::TemplateStatus { waba_id, name, language, event, .. } => {
+            let Some(status) = template_status_after(event) else { return Ok(true) };
+            tx.execute(
+                "UPDATE templates SET status = $4 WHERE name = $2 AND language = $3 \
+                 AND phone_number_id IN (SELECT phone_number_id FROM senders WHERE waba_id = $1)",
+                args![waba_id.as_str(), name.as_str(), language.as_str(), status],
+            )?;
+            if status == "APPROVED" {
+                return Ok(true);
+            }
+            // Sends not yet made would fail at Meta (132015/132016): stop them now.
+            // One in flight is left to Meta's answer.
+            let pending = tx.query(
+                "SELECT e.id FROM executions e JOIN delivery_jobs j ON j.execution_id = e.id \
+                 WHERE e.template_name = $2 AND e.language = $3 AND e.wamid IS NULL AND e.attempt_open = FALSE \
+                 AND e.sender IN (SELECT phone_number_id FROM senders WHERE waba_id = $1)",
+                args![waba_id.as_str(), name.as_str(), language.as_str()],
+            )?;
+            let error = ExecutionError {
+                code: "template_not_approved".into(),
+                message: format!("template '{name}' ({language}) became {status} before the message was sent"),
+                provider_code: None,
+            };
+            for row in pending {
+                advance(tx, row.uuid(0)?, ExecutionStatus::Failed, Some(&error), Some("attempt_open = FALSE AND wamid IS NULL"))?;
+            }
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,268 @@
+//! WhatsApp senders and their templates. A phone-number ID belongs to one
+//! tenant: registration is one conditional upsert, so two tenants racing for
+//! it on two replicas get one 201 and one 409.
+
+use super::db::{DbResult, Row, Tx, args};
+use super::executions::advance;
+use super::{ExecutionError, NewSender, Page, SenderCredentials, SenderRecord, SenderSaved, Signal, Store, StoreResult, TemplateRecord};
+use crate::clock;
+use crate::domain::{ExecutionStatus, TenantId};
+
+const SENDER_COLUMNS: &str = "s.phone_number_id, s.waba_id, s.display_phone_number, s.verified_name, s.quality_rating, s.healthy, \
+     (SELECT COUNT(*) FROM templates t WHERE t.phone_number_id = s.phone_number_id), s.created_at, s.updated_at, s.synced_at";
+
+fn sender_from_row(row: &Row) -> DbResult<SenderRecord> {
+    Ok(SenderRecord {
+        phone_number_id: row.text(0)?,
+        waba_id: row.text(1)?,
+        display_phone_number: row.opt_text(2)?,
+        verified_name: row.opt_text(3)?,
+        quality_rating: row.opt_text(4)?,
+        healthy: row.boolean(5)?,
+        template_count: row.count(6)?,
+        created_at: row.text(7)?,
+        updated_at: row.text(8)?,
+        synced_at: row.text(9)?,
+    })
+}
+
+fn select_sender(tx: &mut Tx<'_>, tenant: &str, phone_number_id: &str) -> DbResult<Option<SenderRecord>> {
+    tx.query_opt(
+        &format!("SELECT {SENDER_COLUMNS} FROM senders s WHERE s.tenant = $1 AND s.phone_number_id = $2"),
+        args![tenant, phone_number_id],
+    )?
+    .map(|row| sender_from_row(&row))
+    .transpose()
+}
+
+fn replace_template_rows(tx: &mut Tx<'_>, tenant: &str, phone_number_id: &str, templates: &[TemplateRecord]) -> DbResult<()> {
+    tx.execute("DELETE FROM templates WHERE phone_number_id = $1", args![phone_number_id])?;
+    for template in templates {
+        // Meta lists one language version once; a repeat keeps the last.
+        tx.execute(
+            "INSERT INTO templates (tenant, phone_number_id, name, language, id, status, category, parameter_format, components) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant, phone_number_id, name, language) DO UPDATE SET \
+             id = excluded.id, status = excluded.status, category = excluded.category, \
+             parameter_format = excluded.parameter_format, components = excluded.components",
+            args![
+                tenant,
+                phone_number_id,
+                template.name.as_str(),
+                template.language.as_str(),
+                template.id.as_str(),
+                template.status.as_str(),
+                template.category.as_str(),
+                template.parameter_format.as_str(),
+                template.components.to_string()
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+const TEMPLATE_COLUMNS: &str = "phone_number_id, id, name, language, status, category, parameter_format, components";
+
+fn template_from_row(row: &Row) -> DbResult<(String, TemplateRecord)> {
+    Ok((
+        row.text(0)?,
+        TemplateRecord {
+            id: row.text(1)?,
+            name: row.text(2)?,
+            language: row.text(3)?,
+            status: row.text(4)?,
+            category: row.text(5)?,
+            parameter_format: row.text(6)?,
+            components: row.json(7)?,
+        },
+    ))
+}
+
+/// Sends held for a sender go again once new credentials are proven.
+fn release_sender_jobs(tx: &mut Tx<'_>, tenant: &str, phone_number_id: &str) -> DbResult<()> {
+    let released = tx.execute(
+        "UPDATE delivery_jobs SET held = FALSE, due_at = CASE WHEN due_at < $3 THEN due_at ELSE $3 END \
+         WHERE tenant = $1 AND sender = $2 AND held = TRUE",
+        args![tenant, phone_number_id, clock::now_ms()],
+    )?;
+    if released > 0 {
+        tx.signal(Signal::Jobs);
+    }
+    Ok(())
+}
+
+impl Store {
+    pub async fn save_sender(&self, tenant: &TenantId, sender: NewSender, templates: Vec<TemplateRecord>) -> StoreResult<SenderSaved> {
+        let tenant = tenant.as_str().to_owned();
+        self.write(move |tx| {
+            let now = clock::now();
+            // Inserts, or updates the tenant's own; another tenant's row makes no change and returns nothing.
+            let saved = tx.query_opt(
+                "INSERT INTO senders (phone_number_id, tenant, waba_id, sealed_access_token, display_phone_number, verified_name, \
+                 quality_rating, healthy, created_at, updated_at, synced_at) VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $8, $8) \
+                 ON CONFLICT (phone_number_id) DO UPDATE SET waba_id = excluded.waba_id, \
+                 sealed_access_token = excluded.sealed_access_token, display_phone_number = excluded.display_phone_number, \
+                 verified_name = excluded.verified_name, quality_rating = excluded.quality_rating, healthy = TRUE, \
+                 updated_at = excluded.updated_at, synced_at = excluded.synced_at WHERE senders.tenant = excluded.tenant \
+                 RETURNING created_at",
+                args![
+                    sender.phone_number_id.as_str(),
+                    tenant.as_str(),
+                    sender.waba_id.as_str(),
+                    &sender.sealed_access_token,
+                    sender.display_phone_number.clone(),
+                    sender.verified_name.clone(),
+                    sender.quality_rating.clone(),
+                    now.as_str()
+                ],
+            )?;
+            let Some(saved) = saved else { return Ok(SenderSaved::Taken) };
+            let created = saved.text(0)? == now;
+            replace_template_rows(tx, &tenant, &sender.phone_number_id, &templates)?;
+            release_sender_jobs(tx, &tenant, &sender.phone_number_id)?;
+            let record = select_sender(tx, &tenant, &sender.phone_number_id)?
+                .ok_or_else(|| super::db::DbError::Internal("the sender just saved is gone".into()))?;
+            Ok(if created { SenderSaved::Created(record) } else { SenderSaved::Updated(record) })
+        })
+        .await
+    }
+
+    pub async fn replace_templates(
+        &self,
+        tenant: &TenantId,
+        phone_number_id: &str,
+        templates: Vec<TemplateRecord>,
+    ) -> StoreResult<Option<SenderRecord>> {
+        let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE senders SET healthy = TRUE, synced_at = $3, updated_at = $3 WHERE tenant = $1 AND phone_number_id = $2",
+                args![tenant.as_str(), phone_number_id.as_str(), clock::now()],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            replace_template_rows(tx, &tenant, &phone_number_id, &templates)?;
+            release_sender_jobs(tx, &tenant, &phone_number_id)?;
+            select_sender(tx, &tenant, &phone_number_id)
+        })
+        .await
+    }
+
+    pub async fn get_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<SenderRecord>> {
+        let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
+        self.read(move |tx| select_sender(tx, &tenant, &phone_number_id)).await
+    }
+
+    /// What a sync or a send needs to call the Graph API.
+    pub async fn sender_credentials(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<SenderCredentials>> {
+        let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
+        self.read(move |tx| {
+            let row = tx.query_opt(
+                "SELECT waba_id, sealed_access_token, healthy FROM senders WHERE tenant = $1 AND phone_number_id = $2",
+                args![tenant, phone_number_id],
+            )?;
+            row.map(|r| Ok(SenderCredentials { waba_id: r.text(0)?, sealed_access_token: r.bytes(1)?, healthy: r.boolean(2)? })).transpose()
+        })
+        .await
+    }
+
+    pub async fn list_senders(&self, tenant: &TenantId) -> StoreResult<Vec<SenderRecord>> {
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |tx| {
+            let rows = tx.query(
+                &format!("SELECT {SENDER_COLUMNS} FROM senders s WHERE s.tenant = $1 ORDER BY s.created_at, s.phone_number_id"),
+                args![tenant],
+            )?;
+            rows.iter().map(sender_from_row).collect()
+        })
+        .await
+    }
+
+    /// Deletes the sender and its templates, and fails its sends not yet
+    /// made. False when there was no such sender.
+    pub async fn delete_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<bool> {
+        let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
+        self.write(move |tx| {
+            let deleted = tx.execute(
+                "DELETE FROM senders WHERE tenant = $1 AND phone_number_id = $2",
+                args![tenant.as_str(), phone_number_id.as_str()],
+            )?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            let unsent = tx.query(
+                "SELECT execution_id FROM delivery_jobs WHERE tenant = $1 AND sender = $2",
+                args![tenant.as_str(), phone_number_id.as_str()],
+            )?;
+            let error = ExecutionError {
+                code: "sender_removed".into(),
+                message: "the sender was deleted before the message was sent".into(),
+                provider_code: None,
+            };
+            for row in unsent {
+                advance(tx, row.uuid(0)?, ExecutionStatus::Failed, Some(&error), None)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Every language version of one template name in a sender's WABA.
+    pub async fn templates_named(&self, tenant: &TenantId, phone_number_id: &str, name: &str) -> StoreResult<Vec<TemplateRecord>> {
+        let (tenant, phone_number_id, name) = (tenant.as_str().to_owned(), phone_number_id.to_owned(), name.to_owned());
+        self.read(move |tx| {
+            let rows = tx.query(
+                &format!(
+                    "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE tenant = $1 AND phone_number_id = $2 AND name = $3 ORDER BY language"
+                ),
+                args![tenant, phone_number_id, name],
+            )?;
+            rows.iter().map(|row| template_from_row(row).map(|(_, template)| template)).collect()
+        })
+        .await
+    }
+
+    /// Templates of one sender, or of all the tenant's senders, with the sender's id.
+    pub async fn list_templates(
+        &self,
+        tenant: &TenantId,
+        phone_number_id: Option<&str>,
+        page: Page,
+    ) -> StoreResult<(Vec<(String, TemplateRecord)>, u64)> {
+        let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.map(str::to_owned));
+        self.read(move |tx| {
+            let condition = "tenant = $1 AND (phone_number_id = $2 OR $2 IS NULL)";
+            let total = tx
+                .query_one(&format!("SELECT COUNT(*) FROM templates WHERE {condition}"), args![tenant.as_str(), phone_number_id.clone()])?;
+            let rows = tx.query(
+                &format!(
+                    "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE {condition} ORDER BY phone_number_id, name, language LIMIT $3 OFFSET $4"
+                ),
+                args![tenant.as_str(), phone_number_id.clone(), page.size, page.offset()],
+            )?;
+            Ok((rows.iter().map(template_from_row).collect::<DbResult<_>>()?, total.int(0)? as u64))
+        })
+        .await
+    }
+
+    /// Meta refused the sender's token: marks it unhealthy and holds its
+    /// jobs until a sync proves new credentials. Only if `refused_token`
+    /// (sealed) is still the sender's: false when new credentials came meanwhile.
+    pub async fn hold_sender(&self, tenant: &TenantId, phone_number_id: &str, refused_token: &[u8]) -> StoreResult<bool> {
+        let (tenant, phone_number_id, refused_token) = (tenant.as_str().to_owned(), phone_number_id.to_owned(), refused_token.to_vec());
+        self.write(move |tx| {
+            let marked = tx.execute(
+                "UPDATE senders SET healthy = FALSE, updated_at = $4 WHERE tenant = $1 AND phone_number_id = $2 AND sealed_access_token = $3",
+                args![tenant.as_str(), phone_number_id.as_str(), &refused_token, clock::now()],
+            )?;
+            if marked > 0 {
+                tx.execute("UPDATE delivery_jobs SET held = TRUE, lease_until = 0 WHERE tenant = $1 AND sender = $2", args![
+                    tenant.as_str(),
+                    phone_number_id.as_str()
+                ])?;
+            }
+            Ok(marked > 0)
+        })
+        .await
+    }
+}

@@ -1,0 +1,113 @@
+//! How a committed change reaches whoever waits for it on this replica: a
+//! `?wait` request watching one execution, or the delivery worker waiting for
+//! jobs. The store emits signals from the transaction that made the change;
+//! SQLite delivers them here after its commit, PostgreSQL through
+//! `NOTIFY`, which its listener on every replica delivers here in turn.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// The execution changed: its status, wamid or reply.
+    Execution(Uuid),
+    /// A job became due (stored, released or rescheduled sooner).
+    Jobs,
+}
+
+impl Signal {
+    /// The wire form in a PostgreSQL notification's payload.
+    pub fn encode(self) -> String {
+        match self {
+            Signal::Execution(id) => format!("e:{id}"),
+            Signal::Jobs => "j".into(),
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        match text {
+            "j" => Some(Signal::Jobs),
+            _ => text.strip_prefix("e:").and_then(|id| Uuid::parse_str(id).ok()).map(Signal::Execution),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Signals {
+    watched: Mutex<HashMap<Uuid, Weak<Notify>>>,
+    jobs: Arc<Notify>,
+}
+
+impl Signals {
+    /// The notifier of one execution, shared by everyone waiting on it.
+    pub fn watch(&self, id: Uuid) -> Arc<Notify> {
+        let mut watched = self.watched.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        watched.retain(|_, notify| notify.strong_count() > 0);
+        if let Some(notify) = watched.get(&id).and_then(Weak::upgrade) {
+            return notify;
+        }
+        let notify = Arc::new(Notify::new());
+        watched.insert(id, Arc::downgrade(&notify));
+        notify
+    }
+
+    /// What the delivery worker waits on between passes.
+    pub fn jobs(&self) -> Arc<Notify> {
+        Arc::clone(&self.jobs)
+    }
+
+    pub fn deliver(&self, signals: &[Signal]) {
+        let watched = self.watched.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for signal in signals {
+            match signal {
+                Signal::Execution(id) => {
+                    if let Some(notify) = watched.get(id).and_then(Weak::upgrade) {
+                        notify.notify_waiters();
+                    }
+                }
+                Signal::Jobs => self.jobs.notify_one(),
+            }
+        }
+    }
+
+    /// Signals may have been missed (a reconnect): everyone looks again.
+    pub fn wake_all(&self) {
+        let watched = self.watched.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for notify in watched.values().filter_map(Weak::upgrade) {
+            notify.notify_waiters();
+        }
+        self.jobs.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_survive_their_wire_form() {
+        let id = Uuid::now_v7();
+        for signal in [Signal::Execution(id), Signal::Jobs] {
+            assert_eq!(Signal::decode(&signal.encode()), Some(signal));
+        }
+        assert_eq!(Signal::decode("e:not-a-uuid"), None);
+        assert_eq!(Signal::decode("x"), None);
+    }
+
+    #[tokio::test]
+    async fn a_signal_wakes_the_watchers_of_its_execution_only() {
+        let signals = Signals::default();
+        let (watched, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let notify = signals.watch(watched);
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        signals.deliver(&[Signal::Execution(other)]);
+        assert!(futures_util::poll!(woken.as_mut()).is_pending());
+        signals.deliver(&[Signal::Execution(watched)]);
+        assert!(futures_util::poll!(woken.as_mut()).is_ready());
+    }
+}
