@@ -17,7 +17,7 @@ use super::pacing::Pacing;
 use super::retry::retry_delay;
 use crate::clock::now_ms;
 use crate::crypto::Sealer;
-use crate::store::{Begun, ClaimedJob, ExecutionError, Lease, Outcome, PaceRequest, Signals, Store, StoreError};
+use crate::store::{Begun, ClaimedJob, ExecutionError, Lease, Outcome, PaceRequest, Recorded, Signals, Store, StoreError};
 use crate::whatsapp::errors::{ErrorClass, classify};
 use crate::whatsapp::{GraphClient, SendError};
 
@@ -273,8 +273,8 @@ impl Worker {
         if let Some(outcome) = outcome {
             metrics::counter!("actiond_deliveries_total", "outcome" => outcome_label(&outcome)).increment(1);
             match self.store.record_outcome(&job, outcome).await {
-                Ok(true) => {}
-                Ok(false) => self.lease_lost(id),
+                Ok(Recorded::Yes | Recorded::JobEnded) => {}
+                Ok(Recorded::LeaseLost) => self.lease_lost(id),
                 Err(error) => tracing::error!(execution_id = %id, %error, "cannot record a delivery outcome"),
             }
         }

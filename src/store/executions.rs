@@ -36,6 +36,9 @@ pub(super) fn advance(
     if allowed.is_empty() {
         return Ok(false);
     }
+    if next.is_terminal() {
+        lock_job(tx, id)?;
+    }
     let now = clock::now();
     let condition = only_if.map(|sql| format!(" AND {sql}")).unwrap_or_default();
     let from = status_list(allowed);
@@ -58,6 +61,14 @@ pub(super) fn advance(
     }
     tx.signal(Signal::Execution(id));
     Ok(true)
+}
+
+/// Locks the execution's job, if it has one. Every transaction that writes
+/// both takes the job's row before the execution's, so none waits on
+/// another in a circle.
+pub(super) fn lock_job(tx: &mut Tx<'_>, id: Uuid) -> DbResult<Option<i64>> {
+    let sql = format!("SELECT lease_token FROM delivery_jobs WHERE execution_id = $1{}", tx.dialect().for_update());
+    tx.query_opt(&sql, args![id])?.map(|row| row.int(0)).transpose()
 }
 
 /// Records why an execution is retrying; an ended execution keeps its own.
@@ -275,27 +286,29 @@ impl Store {
 
     /// Applies Meta's webhook events, each once however many copies reach
     /// however many replicas: an event's key is claimed by a conditional
-    /// insert in the transaction that applies it.
+    /// insert in the transaction that applies it. Each event has its own
+    /// transaction, so two deliveries of one batch in different orders never
+    /// hold each other's keys.
     pub async fn apply_webhook_events(&self, events: Vec<WebhookEvent>) -> StoreResult<()> {
-        self.write(move |tx| {
-            let now = clock::now();
-            for event in &events {
-                let key = match event {
+        for event in events {
+            self.write(move |tx| {
+                let key = match &event {
                     WebhookEvent::Status { key, .. } | WebhookEvent::Reply { key, .. } | WebhookEvent::TemplateStatus { key, .. } => key,
                 };
                 let fresh = tx.execute(
                     "INSERT INTO webhook_events (key, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    args![key.as_str(), now.as_str()],
+                    args![key.as_str(), clock::now()],
                 )?;
                 // An event that matched nothing is not marked seen: Meta's resend
                 // may find the execution its first copy arrived too early for.
-                if fresh == 1 && !apply_event(tx, event)? {
+                if fresh == 1 && !apply_event(tx, &event)? {
                     tx.execute("DELETE FROM webhook_events WHERE key = $1", args![key.as_str()])?;
                 }
-            }
-            Ok(())
-        })
-        .await
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Expires mandatory executions whose reply deadline has passed; how many.
@@ -357,6 +370,7 @@ fn apply_event(tx: &mut Tx<'_>, event: &WebhookEvent) -> DbResult<bool> {
     match event {
         WebhookEvent::Status { wamid, execution_hint, status, error, .. } => {
             let Some(id) = find_execution(tx, Some(wamid), *execution_hint)? else { return Ok(false) };
+            lock_job(tx, id)?;
             // A status for a send whose answer was lost: Meta has the message, so
             // its wamid is adopted and the job, waiting to reconcile, is done.
             // What made it wait (outcome_unknown, a retry's error) no longer holds.

@@ -11,21 +11,21 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::db::{DbResult, Tx, args, placeholders};
-use super::executions::{advance, set_error};
-use super::{Begun, ClaimedJob, ExecutionError, Lease, Outcome, QueueState, Signal, Store, StoreResult};
+use super::executions::{advance, lock_job, set_error};
+use super::{Begun, ClaimedJob, ExecutionError, Lease, Outcome, QueueState, Recorded, Signal, Store, StoreResult};
 use crate::clock;
 use crate::delivery::pacing::{Pacing, pair_key, sender_key};
 use crate::delivery::retry::pair_backoff;
 use crate::domain::{ExecutionStatus, TenantId};
 
-/// Whether `lease` still holds its job: a no-op write that also locks the
-/// row, so a claim by another replica waits for this transaction.
-fn holds(tx: &mut Tx<'_>, lease: Lease) -> DbResult<bool> {
-    let held = tx.execute(
-        "UPDATE delivery_jobs SET lease_token = lease_token WHERE execution_id = $1 AND lease_token = $2",
-        args![lease.execution_id, lease.token],
-    )?;
-    Ok(held == 1)
+/// Whether `lease` still holds its job, locking the job's row so that a
+/// claim by another replica waits for this transaction.
+fn fence(tx: &mut Tx<'_>, lease: Lease) -> DbResult<Recorded> {
+    Ok(match lock_job(tx, lease.execution_id)? {
+        None => Recorded::JobEnded,
+        Some(token) if token == lease.token => Recorded::Yes,
+        Some(_) => Recorded::LeaseLost,
+    })
 }
 
 /// The job waits until `due_ms`, its lease released.
@@ -181,8 +181,10 @@ impl Store {
     /// attempt, the attempt open until its outcome is recorded.
     pub async fn begin_attempt(&self, lease: Lease) -> StoreResult<Begun> {
         self.write(move |tx| {
-            if !holds(tx, lease)? {
-                return Ok(Begun::LeaseLost);
+            match fence(tx, lease)? {
+                Recorded::Yes => {}
+                Recorded::JobEnded => return Ok(Begun::Ended),
+                Recorded::LeaseLost => return Ok(Begun::LeaseLost),
             }
             let id = lease.execution_id;
             advance(tx, id, ExecutionStatus::Sending, None, None)?;
@@ -199,13 +201,14 @@ impl Store {
         .await
     }
 
-    /// Records what became of the attempt `job`'s lease was for; false when
-    /// the lease was lost meanwhile and nothing was recorded.
-    pub async fn record_outcome(&self, job: &ClaimedJob, outcome: Outcome) -> StoreResult<bool> {
+    /// Records what became of the attempt `job`'s lease was for, unless the
+    /// job ended or was taken over meanwhile.
+    pub async fn record_outcome(&self, job: &ClaimedJob, outcome: Outcome) -> StoreResult<Recorded> {
         let (lease, pair) = (job.lease, pair_key(&job.sender, &job.recipient));
         self.write(move |tx| {
-            if !holds(tx, lease)? {
-                return Ok(false);
+            let fenced = fence(tx, lease)?;
+            if fenced != Recorded::Yes {
+                return Ok(fenced);
             }
             let id = lease.execution_id;
             tx.execute("UPDATE executions SET attempt_open = FALSE WHERE id = $1", args![id])?;
@@ -235,7 +238,7 @@ impl Store {
                     tx.execute("UPDATE delivery_jobs SET held = TRUE, lease_until = 0 WHERE execution_id = $1", args![id])?;
                 }
             }
-            Ok(true)
+            Ok(Recorded::Yes)
         })
         .await
     }

@@ -298,6 +298,17 @@ pub struct ClaimedJob {
     pub taken_over: bool,
 }
 
+/// Whether the write of an attempt's outcome was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Yes,
+    /// The job ended meanwhile (Meta's status settled it, it was cancelled):
+    /// there was nothing left to record.
+    JobEnded,
+    /// Another worker claimed the job since: this attempt's outcome is not ours to write.
+    LeaseLost,
+}
+
 /// What `begin_attempt` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Begun {

@@ -52,6 +52,9 @@ struct SandboxState {
     scripts: HashMap<String, VecDeque<Scripted>>,
     sends_to: HashMap<String, u32>,
     sent: Vec<SentMessage>,
+    /// How long an accepted send waits for its answer: a crash inside it
+    /// leaves Meta with a message its sender never heard of.
+    answer_delay: Duration,
 }
 
 #[derive(Clone)]
@@ -85,6 +88,8 @@ pub struct SentMessage {
     pub wamid: String,
     pub to: String,
     pub payload: Value,
+    /// When the sandbox took it.
+    pub at: std::time::Instant,
 }
 
 impl Default for Sandbox {
@@ -106,6 +111,7 @@ impl Sandbox {
             scripts: HashMap::new(),
             sends_to: HashMap::new(),
             sent: Vec::new(),
+            answer_delay: Duration::ZERO,
         };
         Self { state: Arc::new(Mutex::new(state)) }
     }
@@ -142,6 +148,11 @@ impl Sandbox {
     /// The delays after a send of its sent, delivered and read webhooks.
     pub fn set_status_delays(&self, delays: [Duration; 3]) {
         self.with_state(|s| s.status_delays = delays);
+    }
+
+    /// How long each accepted send waits before it is answered.
+    pub fn set_answer_delay(&self, delay: Duration) {
+        self.with_state(|s| s.answer_delay = delay);
     }
 
     /// Queues what the next sends to `recipient` (E.164 digits) meet.
@@ -351,9 +362,13 @@ async fn messages(
         Scripted::FailLater { code, message } => Some((code, message)),
         Scripted::Accept => None,
     };
-    let sent = SentMessage { wamid: wamid(), to: to.clone(), payload: message };
-    sandbox.with_state(|s| s.sent.push(sent.clone()));
+    let sent = SentMessage { wamid: wamid(), to: to.clone(), payload: message, at: std::time::Instant::now() };
+    let answer_delay = sandbox.with_state(|s| {
+        s.sent.push(sent.clone());
+        s.answer_delay
+    });
     sandbox.report_statuses(&sent, failure);
+    tokio::time::sleep(answer_delay).await;
     Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": format!("+{to}"), "wa_id": to}],
                 "messages": [{"id": sent.wamid, "message_status": "accepted"}]}))
     .into_response()

@@ -146,6 +146,27 @@ impl TestDatabase {
         Self { url: url_of(&name), postgres: Some(name) }
     }
 
+    /// The SQLite database at this URL, as the suite's own.
+    pub fn sqlite_at(url: &str) -> Self {
+        Self { url: url.to_owned(), postgres: None }
+    }
+
+    /// Runs SQL on this database behind the app's back (to age a row, say).
+    pub fn execute(&self, sql: &str) {
+        match self.url.strip_prefix("sqlite://") {
+            Some(path) => rusqlite::Connection::open(path).and_then(|c| c.execute_batch(sql)).expect("the SQL runs on SQLite"),
+            None => {
+                let url = self.url.clone();
+                block_on(async move {
+                    let (client, connection) =
+                        tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("the test database answers");
+                    tokio::spawn(connection);
+                    client.batch_execute(sql).await.expect("the SQL runs on PostgreSQL");
+                });
+            }
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.postgres.is_some()
     }

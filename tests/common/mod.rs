@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test crate uses a different part of the harness.
 
 pub mod database;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,362 @@
+//! The store's contract, run against both dialects: what must hold when
+//! requests, webhook deliveries and workers race, on one SQLite process or
+//! on two replicas sharing PostgreSQL (two `Store`s on one database here).
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actiond::clock::now_ms;
+use actiond::delivery::pacing::Pacing;
+use actiond::domain::{ExecutionStatus, TenantId};
+use actiond::store::{
+    Begun, ClaimedJob, Executed, ExecutionReply, NewExecution, NewSender, Outcome, PaceRequest, Recorded, SenderSaved, Store, WebhookEvent,
+};
+use common::database::TestDatabase;
+use futures::future::join_all;
+use serde_json::json;
+use uuid::Uuid;
+
+/// Two stores on one database, as two replicas see it: on SQLite, whose file
+/// one process owns, the same store twice.
+struct Replicas {
+    name: &'static str,
+    a: Arc<Store>,
+    b: Arc<Store>,
+    database: TestDatabase,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn both_dialects() -> Vec<Replicas> {
+    let dir = std::env::temp_dir().join(format!("actiond-store-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite_url = format!("sqlite://{}", dir.join("actiond.db").display());
+    let sqlite = Arc::new(Store::open(&sqlite_url, 4).await.unwrap());
+    let sqlite_database = TestDatabase::sqlite_at(&sqlite_url);
+    let postgres = TestDatabase::postgres();
+    let a = Arc::new(Store::open(&postgres.url, 8).await.unwrap());
+    let b = Arc::new(Store::open(&postgres.url, 8).await.unwrap());
+    vec![
+        Replicas { name: "sqlite", a: Arc::clone(&sqlite), b: sqlite, database: sqlite_database, _dir: tempdir::Dir(dir.clone()) },
+        Replicas { name: "postgres", a, b, database: postgres, _dir: tempdir::Dir(dir.join("unused")) },
+    ]
+}
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::new(format!("{name}-{}", Uuid::new_v4())).unwrap()
+}
+
+fn new_execution(action_id: Uuid, call_id: Option<&str>, key: Option<&str>, to: &str) -> NewExecution {
+    NewExecution {
+        id: Uuid::now_v7(),
+        action_id,
+        call_id: call_id.map(str::to_owned),
+        idempotency_key: key.map(str::to_owned),
+        to: to.to_owned(),
+        sender: "650175178190170".into(),
+        template_name: "call_permission_request".into(),
+        language: "en".into(),
+        mandatory: true,
+        payload: json!({"to": format!("+{to}")}),
+        reply_timeout: 600,
+    }
+}
+
+/// Sends `count` copies of one execute to both replicas at once; the ids answered.
+async fn race_executes(
+    replicas: &Replicas,
+    tenant: &TenantId,
+    count: usize,
+    call_id: Option<&str>,
+    key: Option<&str>,
+) -> Vec<(bool, Uuid)> {
+    let action = Uuid::now_v7();
+    let creates = (0..count).map(|index| {
+        let store = if index % 2 == 0 { &replicas.a } else { &replicas.b };
+        store.create_execution(tenant, new_execution(action, call_id, key, "12817126508"))
+    });
+    join_all(creates)
+        .await
+        .into_iter()
+        .map(|created| match created.unwrap() {
+            Executed::New(execution) => (true, execution.execution_id),
+            Executed::Existing(execution) => (false, execution.execution_id),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn racing_executes_with_one_key_or_call_id_create_one_execution_and_one_job() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("race");
+        for (call_id, key) in [(Some("call-1"), None), (None, Some("key-1")), (Some("call-2"), Some("key-2"))] {
+            let answers = race_executes(&replicas, &tenant, 16, call_id, key).await;
+            let created = answers.iter().filter(|(new, _)| *new).count();
+            let ids: HashSet<Uuid> = answers.iter().map(|(_, id)| *id).collect();
+            assert_eq!((created, ids.len()), (1, 1), "{}: {call_id:?} {key:?}", replicas.name);
+        }
+        let jobs = replicas.a.claim_jobs(now_ms(), now_ms() + 60_000, 100).await.unwrap();
+        assert_eq!(jobs.len(), 3, "{}: one job per execution", replicas.name);
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_past_its_24_hours_starts_a_new_execution() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("expiry");
+        let first = race_executes(&replicas, &tenant, 1, None, Some("daily")).await[0].1;
+        let again = race_executes(&replicas, &tenant, 1, None, Some("daily")).await[0];
+        assert_eq!(again, (false, first), "{}: within 24 h the key answers the first execution", replicas.name);
+        replicas.database.execute("UPDATE execution_keys SET created_at = '2000-01-01T00:00:00.000000Z'");
+        let fresh = race_executes(&replicas, &tenant, 1, None, Some("daily")).await[0];
+        assert!(fresh.0 && fresh.1 != first, "{}: after 24 h the key starts anew", replicas.name);
+    }
+}
+
+/// An execution claimed and accepted by Meta with this wamid.
+async fn accepted(store: &Store, tenant: &TenantId, wamid: &str) -> Uuid {
+    let Executed::New(execution) = store.create_execution(tenant, new_execution(Uuid::now_v7(), None, None, "12817126508")).await.unwrap()
+    else {
+        panic!("a new execution")
+    };
+    let job = claim_one(store, execution.execution_id).await;
+    assert_eq!(store.begin_attempt(job.lease).await.unwrap(), Begun::Sending);
+    assert_eq!(store.record_outcome(&job, Outcome::Accepted { wamid: wamid.into() }).await.unwrap(), Recorded::Yes);
+    execution.execution_id
+}
+
+/// Claims due jobs until this execution's is among them.
+async fn claim_one(store: &Store, id: Uuid) -> ClaimedJob {
+    for _ in 0..50 {
+        let jobs = store.claim_jobs(now_ms(), now_ms() + 60_000, 100).await.unwrap();
+        if let Some(job) = jobs.into_iter().find(|job| job.lease.execution_id == id) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the job of {id} was never claimed");
+}
+
+fn status(wamid: &str, status: ExecutionStatus) -> WebhookEvent {
+    WebhookEvent::Status {
+        key: format!("status:{wamid}:{}", status.as_str()),
+        wamid: wamid.into(),
+        execution_hint: None,
+        status,
+        error: None,
+    }
+}
+
+fn reply(wamid: &str, message_id: &str, text: &str) -> WebhookEvent {
+    WebhookEvent::Reply {
+        key: format!("message:{message_id}"),
+        context_wamid: Some(wamid.into()),
+        execution_hint: None,
+        reply: ExecutionReply {
+            kind: "text".into(),
+            text: Some(text.into()),
+            payload: None,
+            received_at: "2026-12-03T00:00:00.000000Z".into(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn meta_events_racing_on_two_replicas_apply_once_and_forward_only() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("events");
+        let wamid = format!("wamid.{}", Uuid::new_v4().simple());
+        let id = accepted(&replicas.a, &tenant, &wamid).await;
+        // Every status twice, in every order, from both replicas at once.
+        let orders = [
+            [ExecutionStatus::Read, ExecutionStatus::Sent, ExecutionStatus::Delivered],
+            [ExecutionStatus::Sent, ExecutionStatus::Delivered, ExecutionStatus::Read],
+            [ExecutionStatus::Delivered, ExecutionStatus::Read, ExecutionStatus::Sent],
+        ];
+        let mut deliveries = Vec::new();
+        for order in &orders {
+            let events: Vec<WebhookEvent> = order.iter().map(|s| status(&wamid, *s)).collect();
+            deliveries.push(replicas.a.apply_webhook_events(events.clone()));
+            deliveries.push(replicas.b.apply_webhook_events(events));
+        }
+        for result in join_all(deliveries).await {
+            result.unwrap();
+        }
+        let execution = replicas.a.get_execution(&tenant, id).await.unwrap().unwrap();
+        let timeline: Vec<ExecutionStatus> = execution.timeline.iter().map(|entry| entry.status).collect();
+        assert_eq!(execution.status, ExecutionStatus::Read, "{}", replicas.name);
+        assert!(timeline.windows(2).all(|pair| pair[0] != pair[1] && pair[0].may_become(pair[1])), "{}: {timeline:?}", replicas.name);
+
+        // One reply delivered to both replicas: recorded once, the first to commit wins.
+        let copies = [
+            replicas.a.apply_webhook_events(vec![reply(&wamid, "in-1", "yes")]),
+            replicas.b.apply_webhook_events(vec![reply(&wamid, "in-1", "yes")]),
+        ];
+        for result in join_all(copies).await {
+            result.unwrap();
+        }
+        replicas.b.apply_webhook_events(vec![reply(&wamid, "in-1", "a resend that changed")]).await.unwrap();
+        let replied = replicas.b.get_execution(&tenant, id).await.unwrap().unwrap();
+        assert_eq!(replied.status, ExecutionStatus::Replied, "{}", replicas.name);
+        assert_eq!(replied.reply.unwrap().text.as_deref(), Some("yes"), "{}", replicas.name);
+        let replies = replied.timeline.iter().filter(|entry| entry.status == ExecutionStatus::Replied).count();
+        assert_eq!(replies, 1, "{}", replicas.name);
+        // An end is final, whichever replica hears of a failure.
+        replicas.a.apply_webhook_events(vec![status(&wamid, ExecutionStatus::Failed)]).await.unwrap();
+        assert_eq!(replicas.a.get_execution(&tenant, id).await.unwrap().unwrap().status, ExecutionStatus::Replied, "{}", replicas.name);
+    }
+}
+
+fn sender(phone_number_id: &str) -> NewSender {
+    NewSender {
+        phone_number_id: phone_number_id.into(),
+        waba_id: "102290129340398".into(),
+        sealed_access_token: vec![1, 2, 3],
+        display_phone_number: None,
+        verified_name: None,
+        quality_rating: None,
+    }
+}
+
+#[tokio::test]
+async fn two_tenants_racing_for_one_phone_number_id_get_one_201_and_one_409() {
+    for replicas in both_dialects().await {
+        for round in 0..5 {
+            let phone_number_id = format!("9{round}{}", now_ms());
+            let (first, second) = (tenant("first"), tenant("second"));
+            let saves = [
+                replicas.a.save_sender(&first, sender(&phone_number_id), Vec::new()),
+                replicas.b.save_sender(&second, sender(&phone_number_id), Vec::new()),
+            ];
+            let outcomes: Vec<&str> = join_all(saves)
+                .await
+                .into_iter()
+                .map(|saved| match saved.unwrap() {
+                    SenderSaved::Created(_) => "created",
+                    SenderSaved::Updated(_) => "updated",
+                    SenderSaved::Taken => "taken",
+                })
+                .collect();
+            let mut sorted = outcomes.clone();
+            sorted.sort();
+            assert_eq!(sorted, ["created", "taken"], "{}: {outcomes:?}", replicas.name);
+            let again = replicas.a.save_sender(&first, sender(&phone_number_id), Vec::new()).await.unwrap();
+            let owner_is_first = outcomes[0] == "created";
+            assert_eq!(matches!(again, SenderSaved::Updated(_)), owner_is_first, "{}: the owner updates its own", replicas.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn workers_on_two_replicas_never_claim_one_job_twice() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("claims");
+        let action = Uuid::now_v7();
+        for index in 0..120 {
+            replicas.a.create_execution(&tenant, new_execution(action, Some(&format!("c{index}")), None, "12817126508")).await.unwrap();
+        }
+        let claims = (0..8).map(|index| {
+            let store = if index % 2 == 0 { Arc::clone(&replicas.a) } else { Arc::clone(&replicas.b) };
+            async move {
+                let mut mine = Vec::new();
+                for _ in 0..10 {
+                    let jobs = store.claim_jobs(now_ms(), now_ms() + 60_000, 7).await.unwrap();
+                    mine.extend(jobs.into_iter().map(|job| job.lease.execution_id));
+                }
+                mine
+            }
+        });
+        let claimed: Vec<Uuid> = join_all(claims).await.into_iter().flatten().collect();
+        let distinct: HashSet<&Uuid> = claimed.iter().collect();
+        assert_eq!(claimed.len(), 120, "{}: every job claimed", replicas.name);
+        assert_eq!(distinct.len(), 120, "{}: none twice", replicas.name);
+    }
+}
+
+#[tokio::test]
+async fn a_replica_that_lost_its_lease_writes_nothing() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("fencing");
+        let Executed::New(execution) =
+            replicas.a.create_execution(&tenant, new_execution(Uuid::now_v7(), None, None, "12817126508")).await.unwrap()
+        else {
+            panic!("new")
+        };
+        let id = execution.execution_id;
+        // Replica a claims with a lease that runs out at once, and stalls.
+        let stale =
+            replicas.a.claim_jobs(now_ms(), now_ms() + 1, 10).await.unwrap().into_iter().find(|j| j.lease.execution_id == id).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let fresh = claim_one(&replicas.b, id).await;
+        assert!(fresh.taken_over && fresh.lease.token > stale.lease.token, "{}: a takeover with a new token", replicas.name);
+        assert_eq!(replicas.a.begin_attempt(stale.lease).await.unwrap(), Begun::LeaseLost, "{}", replicas.name);
+        assert_eq!(replicas.a.extend_leases(vec![stale.lease], now_ms() + 60_000).await.unwrap(), 1, "{}", replicas.name);
+        assert_eq!(replicas.b.begin_attempt(fresh.lease).await.unwrap(), Begun::Sending, "{}", replicas.name);
+        let late = Outcome::Failed(actiond::store::ExecutionError { code: "late".into(), message: "stale".into(), provider_code: None });
+        assert_eq!(
+            replicas.a.record_outcome(&stale, late).await.unwrap(),
+            Recorded::LeaseLost,
+            "{}: the stale outcome is refused",
+            replicas.name
+        );
+        let accepted = Outcome::Accepted { wamid: format!("wamid.{id}") };
+        assert_eq!(replicas.b.record_outcome(&fresh, accepted).await.unwrap(), Recorded::Yes, "{}", replicas.name);
+        let settled = replicas.a.get_execution(&tenant, id).await.unwrap().unwrap();
+        assert_eq!((settled.status, settled.error, settled.attempts), (ExecutionStatus::Accepted, None, 1), "{}", replicas.name);
+    }
+}
+
+#[tokio::test]
+async fn pacing_holds_for_both_replicas_together() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("pacing");
+        let action = Uuid::now_v7();
+        for index in 0..20 {
+            let to = format!("1415555{:04}", 100 + index);
+            replicas.a.create_execution(&tenant, new_execution(action, Some(&format!("p{index}")), None, &to)).await.unwrap();
+        }
+        let pacing = Pacing::new(5);
+        let now_us = now_ms() * 1000;
+        let paces = [&replicas.a, &replicas.b, &replicas.a, &replicas.b].map(|store| async move {
+            let jobs = store.claim_jobs(now_ms(), now_ms() + 60_000, 5).await.unwrap();
+            let requests = jobs
+                .iter()
+                .map(|job| PaceRequest { lease: job.lease, sender: job.sender.clone(), recipient: job.recipient.clone() })
+                .collect();
+            store.pace(requests, pacing, now_us).await.unwrap()
+        });
+        let answers: Vec<Option<i64>> = join_all(paces).await.into_iter().flatten().collect();
+        assert_eq!(answers.len(), 20);
+        let admitted = answers.iter().filter(|answer| answer.is_none()).count();
+        assert_eq!(admitted, 5, "{}: one second's worth across both replicas", replicas.name);
+        let queue = replicas.a.queue().await.unwrap();
+        assert_eq!(queue.depth, 20, "{}: the rest rescheduled, not lost", replicas.name);
+        assert!(queue.next_due_ms.unwrap() > now_ms(), "{}: and due later", replicas.name);
+    }
+}
+
+#[tokio::test]
+async fn a_change_on_one_replica_wakes_the_waiters_of_the_other() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("signals");
+        let wamid = format!("wamid.{}", Uuid::new_v4().simple());
+        let id = accepted(&replicas.a, &tenant, &wamid).await;
+        let notify = replicas.a.signals().watch(id);
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        replicas.b.apply_webhook_events(vec![status(&wamid, ExecutionStatus::Delivered)]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(2), woken).await.unwrap_or_else(|_| panic!("{}: not woken", replicas.name));
+    }
+}
