@@ -352,6 +352,22 @@ async fn error_classes_retry_or_fail_as_meta_means_them() {
 }
 
 #[tokio::test]
+async fn a_send_meta_took_but_never_answered_is_settled_by_its_status_with_no_leftover_error() {
+    // A reconcile window far longer than the test: only Meta's status can settle it.
+    let app = spawn_app_with(|s| s.delivery_reconcile_ms = 60_000).await;
+    app.register_sender().await;
+    let action = app.create_action(&non_mandatory_body()).await;
+    app.sandbox.script("14155550105", [Scripted::TakenButUnanswered]);
+    let body = json!({"to": "+14155550105", "variables": {"customer_name": "Ana"}});
+    let execution = id(&app.execute(&action, &body).await);
+    let settled = app.settled(&execution, 20).await;
+    assert!(taken_by_meta(&settled) && settled["attempts"] == 1, "{settled}");
+    assert!(settled.get("error").is_none(), "reconciled: no stale outcome_unknown: {settled}");
+    assert_eq!(settled["wamid"], app.sandbox.sent()[0].wamid.as_str(), "the wamid of Meta's status is adopted");
+    assert_eq!(sent_to(&app, &execution).len(), 1, "and it is not sent again");
+}
+
+#[tokio::test]
 async fn an_unknown_outcome_with_no_attempts_left_fails_after_the_reconcile_window() {
     let app = spawn_app_with(|s| s.delivery_max_attempts = 1).await;
     app.register_sender().await;

@@ -159,16 +159,18 @@ impl Store {
         .await
     }
 
-    /// Extends the leases still held; how many were lost to another claim.
+    /// Extends the leases of sends under way; how many were lost to another
+    /// claim. A job whose lease its attempt released (rescheduled, held) or
+    /// that ended is left as it is.
     pub async fn extend_leases(&self, leases: Vec<Lease>, lease_until_ms: i64) -> StoreResult<usize> {
         self.write(move |tx| {
             let mut lost = 0;
             for lease in &leases {
-                let held = tx.execute(
-                    "UPDATE delivery_jobs SET lease_until = $3 WHERE execution_id = $1 AND lease_token = $2",
+                let extended = tx.execute(
+                    "UPDATE delivery_jobs SET lease_until = $3 WHERE execution_id = $1 AND lease_token = $2 AND lease_until <> 0",
                     args![lease.execution_id, lease.token, lease_until_ms],
                 )?;
-                if held == 0 {
+                if extended == 0 && fence(tx, *lease)? == Recorded::LeaseLost {
                     lost += 1;
                 }
             }

@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{ActionSpec, ExecutionStatus, TenantId};
-pub use db::Dialect;
 use db::{DbResult, Tx, args};
 pub use jobs::PaceRequest;
 use postgres::PgDb;
-pub use signals::{Signal, Signals};
+use signals::Signal;
+pub use signals::Signals;
 use sqlite::SqliteDb;
 
 #[derive(Debug, thiserror::Error)]
@@ -407,13 +407,6 @@ impl Store {
         Arc::clone(&self.signals)
     }
 
-    pub fn dialect(&self) -> Dialect {
-        match self.db {
-            Db::Sqlite(_) => Dialect::Sqlite,
-            Db::Postgres(_) => Dialect::Postgres,
-        }
-    }
-
     /// Runs `op` in a transaction; it may run more than once (PostgreSQL
     /// tries a deadlocked transaction again), so it must only touch the database.
     async fn write<T, F>(&self, op: F) -> StoreResult<T>
@@ -477,7 +470,7 @@ impl Store {
     }
 }
 
-pub const IDEMPOTENCY_WINDOW_SECONDS: i64 = 24 * 60 * 60;
+const IDEMPOTENCY_WINDOW_SECONDS: i64 = 24 * 60 * 60;
 /// Meta resends a webhook event for up to 7 days; its key is kept a day longer.
 const WEBHOOK_EVENT_RETENTION_SECONDS: i64 = 8 * 24 * 60 * 60;
 

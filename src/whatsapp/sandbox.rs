@@ -75,6 +75,9 @@ pub enum Scripted {
     },
     /// A 5xx with no body: the sender cannot know whether Meta took it.
     Bodiless500,
+    /// Meta took the message (its statuses follow) but the answer was lost:
+    /// a 5xx with no body.
+    TakenButUnanswered,
     /// Accepted, then reported `sent` and `failed` with this code.
     FailLater {
         code: i64,
@@ -148,6 +151,11 @@ impl Sandbox {
     /// The delays after a send of its sent, delivered and read webhooks.
     pub fn set_status_delays(&self, delays: [Duration; 3]) {
         self.with_state(|s| s.status_delays = delays);
+    }
+
+    /// The access token Meta accepts from now on, as when the old one is revoked.
+    pub fn set_access_token(&self, token: &str) {
+        self.with_state(|s| s.access_token = token.to_owned());
     }
 
     /// How long each accepted send waits before it is answered.
@@ -354,13 +362,14 @@ async fn messages(
             _ => Scripted::Accept,
         }
     });
+    let answered = !matches!(outcome, Scripted::TakenButUnanswered);
     let failure = match outcome {
         Scripted::Refuse { status, code, message } => {
             return meta_error(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), code, &message);
         }
         Scripted::Bodiless500 => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Scripted::FailLater { code, message } => Some((code, message)),
-        Scripted::Accept => None,
+        Scripted::Accept | Scripted::TakenButUnanswered => None,
     };
     let sent = SentMessage { wamid: wamid(), to: to.clone(), payload: message, at: std::time::Instant::now() };
     let answer_delay = sandbox.with_state(|s| {
@@ -369,6 +378,9 @@ async fn messages(
     });
     sandbox.report_statuses(&sent, failure);
     tokio::time::sleep(answer_delay).await;
+    if !answered {
+        return StatusCode::BAD_GATEWAY.into_response();
+    }
     Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": format!("+{to}"), "wa_id": to}],
                 "messages": [{"id": sent.wamid, "message_status": "accepted"}]}))
     .into_response()
