@@ -63,9 +63,9 @@ impl Cluster {
         cluster
     }
 
-    fn command(&self) -> Command {
+    fn command(&self, graph_url: &str) -> Command {
         let mut command = actiond(&self.dir, &["serve", "--log-format", "json"]);
-        production_env(&mut command, &self.database, &self.graph_url, &self.key);
+        production_env(&mut command, &self.database, graph_url, &self.key);
         command.env("ACTIOND_WHATSAPP_APP_SECRET", APP_SECRET);
         for (name, value) in &self.settings {
             command.env(name, value);
@@ -74,7 +74,13 @@ impl Cluster {
     }
 
     fn add_replica(&mut self) -> usize {
-        let mut server = Server::start(self.command());
+        let graph_url = self.graph_url.clone();
+        self.add_replica_on(&graph_url)
+    }
+
+    /// A replica that reaches Meta through a stand-in of its own.
+    fn add_replica_on(&mut self, graph_url: &str) -> usize {
+        let mut server = Server::start(self.command(graph_url));
         let base = server.address();
         self.replicas.push(Replica { server, base });
         self.replicas.len() - 1
@@ -226,10 +232,17 @@ async fn a_wait_on_one_replica_answers_when_the_reply_lands_on_another() {
 
 #[tokio::test]
 async fn a_replica_killed_mid_delivery_loses_no_job_and_sends_no_message_twice() {
-    let settings = [("ACTIOND_DELIVERY_LEASE_MS", "2000"), ("ACTIOND_DELIVERY_RECONCILE_MS", "3000"), ("ACTIOND_SENDER_MPS", "20")];
-    let mut cluster = Cluster::start(3, &settings).await;
-    // Meta holds each answer a while: a kill lands on sends it took but never answered.
-    cluster.sandbox.set_answer_delay(Duration::from_millis(700));
+    let settings = [("ACTIOND_DELIVERY_LEASE_MS", "2000"), ("ACTIOND_DELIVERY_RECONCILE_MS", "6000"), ("ACTIOND_SENDER_MPS", "20")];
+    let mut cluster = Cluster::start(2, &settings).await;
+    // The replica to kill reaches Meta through a stand-in of its own, which
+    // holds each answer a while, so the kill lands on a send Meta took but
+    // never answered, and reports its status only after its lease has run
+    // out: another replica takes the job over and reconciles it.
+    let (victims_meta, victims_graph_url) = spawn_sandbox().await;
+    victims_meta.set_answer_delay(Duration::from_millis(1500));
+    victims_meta.set_status_delays([Duration::from_secs(4), Duration::from_millis(4100), Duration::from_millis(4200)]);
+    victims_meta.set_webhook(&format!("{}/v2/_whatsapp/webhook", cluster.base(1)), APP_SECRET);
+    let victim = cluster.add_replica_on(&victims_graph_url);
     let action = cluster.action(&non_mandatory_body()).await;
     cluster.sandbox.set_webhook(&format!("{}/v2/_whatsapp/webhook", cluster.base(1)), APP_SECRET);
     let executes = (0..40).map(|index| {
@@ -246,24 +259,21 @@ async fn a_replica_killed_mid_delivery_loses_no_job_and_sends_no_message_twice()
             body["data"]["execution_id"].as_str().unwrap().to_owned()
         })
         .collect();
-    // Kill replica 2 while it has sends under way: claimed, with no outcome yet.
     let started = Instant::now();
-    loop {
-        let claimed = cluster.metric(2, "actiond_delivery_claims_total").await;
-        let done = cluster.metric(2, "actiond_deliveries_total").await;
-        if claimed > done {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "replica 2 never had a send under way");
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    while victims_meta.sent().last().is_none_or(|send| send.at.elapsed() >= Duration::from_millis(1000)) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the victim never sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    cluster.replicas[2].server.child.kill().unwrap();
-    cluster.replicas[2].server.child.wait().unwrap();
+    cluster.replicas[victim].server.child.kill().unwrap();
+    cluster.replicas[victim].server.child.wait().unwrap();
     cluster.replicas.truncate(2);
     for (id, status) in executions.iter().zip(cluster.settled(&executions).await) {
         assert!(TAKEN_BY_META.contains(&status.as_str()), "execution {id} acknowledged before the kill: {status}");
     }
-    let sends = sends_per_execution(&cluster.sandbox);
+    let mut sends = sends_per_execution(&cluster.sandbox);
+    for (id, count) in sends_per_execution(&victims_meta) {
+        *sends.entry(id).or_default() += count;
+    }
     for id in &executions {
         assert_eq!(sends.get(id), Some(&1), "execution {id} sent exactly once");
     }

@@ -12,7 +12,8 @@ use actiond::clock::now_ms;
 use actiond::delivery::pacing::Pacing;
 use actiond::domain::{ExecutionStatus, TenantId};
 use actiond::store::{
-    Begun, ClaimedJob, Executed, ExecutionReply, NewExecution, NewSender, Outcome, PaceRequest, Recorded, SenderSaved, Store, WebhookEvent,
+    ClaimedJob, Executed, ExecutionReply, NewExecution, NewSender, Outcome, Recorded, SendRequest, SenderSaved, Started, Store,
+    WebhookEvent,
 };
 use common::database::TestDatabase;
 use futures::future::join_all;
@@ -131,9 +132,18 @@ async fn accepted(store: &Store, tenant: &TenantId, wamid: &str) -> Uuid {
         panic!("a new execution")
     };
     let job = claim_one(store, execution.execution_id).await;
-    assert_eq!(store.begin_attempt(job.lease).await.unwrap(), Begun::Sending);
+    assert_eq!(start(store, &job).await, Started::Sending { pair_refused: false });
     assert_eq!(store.record_outcome(&job, Outcome::Accepted { wamid: wamid.into() }).await.unwrap(), Recorded::Yes);
     execution.execution_id
+}
+
+fn send_request(job: &ClaimedJob) -> SendRequest {
+    SendRequest { lease: job.lease, sender: job.sender.clone(), recipient: job.recipient.clone() }
+}
+
+/// Starts one claimed job's send, with pacing that lets it go.
+async fn start(store: &Store, job: &ClaimedJob) -> Started {
+    store.start_sends(vec![send_request(job)], Pacing::new(1000), now_ms() * 1000).await.unwrap()[0]
 }
 
 /// Claims due jobs until this execution's is among them.
@@ -300,9 +310,9 @@ async fn a_replica_that_lost_its_lease_writes_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let fresh = claim_one(&replicas.b, id).await;
         assert!(fresh.taken_over && fresh.lease.token > stale.lease.token, "{}: a takeover with a new token", replicas.name);
-        assert_eq!(replicas.a.begin_attempt(stale.lease).await.unwrap(), Begun::LeaseLost, "{}", replicas.name);
+        assert_eq!(start(&replicas.a, &stale).await, Started::LeaseLost, "{}", replicas.name);
         assert_eq!(replicas.a.extend_leases(vec![stale.lease], now_ms() + 60_000).await.unwrap(), 1, "{}", replicas.name);
-        assert_eq!(replicas.b.begin_attempt(fresh.lease).await.unwrap(), Begun::Sending, "{}", replicas.name);
+        assert_eq!(start(&replicas.b, &fresh).await, Started::Sending { pair_refused: false }, "{}", replicas.name);
         let late = Outcome::Failed(actiond::store::ExecutionError { code: "late".into(), message: "stale".into(), provider_code: None });
         assert_eq!(
             replicas.a.record_outcome(&stale, late).await.unwrap(),
@@ -330,19 +340,17 @@ async fn pacing_holds_for_both_replicas_together() {
         let now_us = now_ms() * 1000;
         let paces = [&replicas.a, &replicas.b, &replicas.a, &replicas.b].map(|store| async move {
             let jobs = store.claim_jobs(now_ms(), now_ms() + 60_000, 5).await.unwrap();
-            let requests = jobs
-                .iter()
-                .map(|job| PaceRequest { lease: job.lease, sender: job.sender.clone(), recipient: job.recipient.clone() })
-                .collect();
-            store.pace(requests, pacing, now_us).await.unwrap()
+            store.start_sends(jobs.iter().map(send_request).collect(), pacing, now_us).await.unwrap()
         });
-        let answers: Vec<Option<i64>> = join_all(paces).await.into_iter().flatten().collect();
+        let answers: Vec<Started> = join_all(paces).await.into_iter().flatten().collect();
         assert_eq!(answers.len(), 20);
-        let admitted = answers.iter().filter(|answer| answer.is_none()).count();
+        let admitted = answers.iter().filter(|answer| matches!(answer, Started::Sending { .. })).count();
         assert_eq!(admitted, 5, "{}: one second's worth across both replicas", replicas.name);
-        let queue = replicas.a.queue().await.unwrap();
-        assert_eq!(queue.depth, 20, "{}: the rest rescheduled, not lost", replicas.name);
-        assert!(queue.next_due_ms.unwrap() > now_ms(), "{}: and due later", replicas.name);
+        assert_eq!(replicas.a.queue_depth().await.unwrap(), 20, "{}: the rest rescheduled, not lost", replicas.name);
+        let begun = replicas.a.list_executions(&tenant, Default::default(), actiond::store::Page { number: 1, size: 100 }).await.unwrap().0;
+        let sending = begun.iter().filter(|execution| execution.status == ExecutionStatus::Sending && execution.attempts == 1).count();
+        assert_eq!(sending, 5, "{}: the admitted ones begun, the others untouched", replicas.name);
+        assert!(replicas.a.next_due().await.unwrap().unwrap() > now_ms(), "{}: the rest due later", replicas.name);
     }
 }
 
@@ -358,5 +366,46 @@ async fn a_change_on_one_replica_wakes_the_waiters_of_the_other() {
         woken.as_mut().enable();
         replicas.b.apply_webhook_events(vec![status(&wamid, ExecutionStatus::Delivered)]).await.unwrap();
         tokio::time::timeout(Duration::from_secs(2), woken).await.unwrap_or_else(|_| panic!("{}: not woken", replicas.name));
+    }
+}
+
+#[tokio::test]
+async fn one_batch_of_outcomes_is_recorded_each_under_its_own_lease() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("batch");
+        let store = &replicas.a;
+        let create = || store.create_execution(&tenant, new_execution(Uuid::now_v7(), None, None, "12817126508"));
+        let Executed::New(lost) = create().await.unwrap() else { panic!("new") };
+        // Replica a claims the first job with a lease that runs out soon, the others for long.
+        let stale = replicas.a.claim_jobs(now_ms(), now_ms() + 300, 1).await.unwrap().pop().unwrap();
+        let Executed::New(kept) = create().await.unwrap() else { panic!("new") };
+        let Executed::New(ended) = create().await.unwrap() else { panic!("new") };
+        let mut held = replicas.a.claim_jobs(now_ms(), now_ms() + 60_000, 10).await.unwrap();
+        held.sort_by_key(|job| job.lease.execution_id == ended.execution_id);
+        let [kept_job, ended_job] = <[ClaimedJob; 2]>::try_from(held).unwrap();
+        for job in [&stale, &kept_job, &ended_job] {
+            assert_eq!(start(&replicas.a, job).await, Started::Sending { pair_refused: false }, "{}", replicas.name);
+        }
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let taken = claim_one(&replicas.b, lost.execution_id).await;
+        // Meta's status for the third arrives first (its send's answer was slow): its job ends.
+        let status = WebhookEvent::Status {
+            key: format!("status:wamid.ended-{}:sent", ended.execution_id),
+            wamid: format!("wamid.ended-{}", ended.execution_id),
+            execution_hint: Some(ended.execution_id),
+            status: ExecutionStatus::Sent,
+            error: None,
+        };
+        replicas.b.apply_webhook_events(vec![status]).await.unwrap();
+        let accepted = |job: &ClaimedJob| (job.clone(), Outcome::Accepted { wamid: format!("wamid.{}", job.lease.execution_id) });
+        let recorded = replicas.a.record_outcomes(vec![accepted(&stale), accepted(&kept_job), accepted(&ended_job)]).await.unwrap();
+        assert_eq!(recorded, [Recorded::LeaseLost, Recorded::Yes, Recorded::JobEnded], "{}", replicas.name);
+        let read = |id| replicas.a.get_execution(&tenant, id);
+        let kept = read(kept.execution_id).await.unwrap().unwrap();
+        assert_eq!((kept.status, kept.wamid.clone()), (ExecutionStatus::Accepted, Some(format!("wamid.{}", kept.execution_id))));
+        let ended = read(ended.execution_id).await.unwrap().unwrap();
+        assert_eq!((ended.status, ended.wamid.unwrap()), (ExecutionStatus::Sent, format!("wamid.ended-{}", ended.execution_id)));
+        assert_eq!(read(lost.execution_id).await.unwrap().unwrap().status, ExecutionStatus::Sending, "{}: untouched", replicas.name);
+        assert_eq!(replicas.b.record_outcome(&taken, accepted(&taken).1).await.unwrap(), Recorded::Yes, "{}", replicas.name);
     }
 }

@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 use uuid::Uuid;
 
 use super::pacing::Pacing;
 use super::retry::retry_delay;
 use crate::clock::now_ms;
 use crate::crypto::Sealer;
-use crate::store::{Begun, ClaimedJob, ExecutionError, Lease, Outcome, PaceRequest, Recorded, Signals, Store, StoreError};
+use crate::store::{ClaimedJob, ExecutionError, Lease, Outcome, Recorded, SendRequest, Signals, Started, Store, StoreError, StoreResult};
 use crate::whatsapp::errors::{ErrorClass, classify};
 use crate::whatsapp::{GraphClient, SendError};
 
@@ -27,6 +27,13 @@ const CONCURRENCY: usize = 64;
 /// what a lost notification of a new job costs at most.
 const IDLE: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often overdue replies are expired (a deadline is met to the second)
+/// and the queue depth is measured.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// The pause after a wake before claiming, so that jobs stored and slots
+/// freed meanwhile go in one claim's batch: on PostgreSQL each claim is a
+/// few round trips, whatever its size.
+const GATHER: Duration = Duration::from_millis(5);
 const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 
 pub struct DeliverySettings {
@@ -48,14 +55,73 @@ pub struct Worker {
     pacing: Pacing,
     settings: DeliverySettings,
     pruned_at: Mutex<Option<Instant>>,
+    expired_at: Mutex<Option<Instant>>,
     /// The leases of the sends under way, which the heartbeat extends.
     in_flight: Mutex<HashMap<Uuid, Lease>>,
+    recorder: Arc<Recorder>,
 }
 
-/// One claim's jobs: those to deliver now, and how many pacing put off.
+/// Outcomes waiting to be written: those of sends that finish while one
+/// batch commits go together in the next (group commit), a few round trips
+/// for the lot instead of a few for each.
+#[derive(Default)]
+struct Recorder {
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    outcomes: Vec<(ClaimedJob, Outcome, oneshot::Sender<StoreResult<Recorded>>)>,
+    flushing: bool,
+}
+
+impl Recorder {
+    /// Records one outcome with whatever else is waiting.
+    async fn record(self: &Arc<Self>, store: &Arc<Store>, job: ClaimedJob, outcome: Outcome) -> StoreResult<Recorded> {
+        let (answer, recorded) = oneshot::channel();
+        let lead = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.outcomes.push((job, outcome, answer));
+            !std::mem::replace(&mut pending.flushing, true)
+        };
+        if lead {
+            tokio::spawn(Arc::clone(self).flush(Arc::clone(store)));
+        }
+        recorded.await.unwrap_or_else(|_| Err(StoreError::Internal("the recorder stopped".into())))
+    }
+
+    async fn flush(self: Arc<Self>, store: Arc<Store>) {
+        loop {
+            let batch = {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if pending.outcomes.is_empty() {
+                    pending.flushing = false;
+                    return;
+                }
+                std::mem::take(&mut pending.outcomes)
+            };
+            let (outcomes, answers): (Vec<_>, Vec<_>) = batch.into_iter().map(|(job, outcome, answer)| ((job, outcome), answer)).unzip();
+            match store.record_outcomes(outcomes).await {
+                Ok(recorded) => {
+                    for (answer, recorded) in answers.into_iter().zip(recorded) {
+                        let _ = answer.send(Ok(recorded));
+                    }
+                }
+                Err(error) => {
+                    for answer in answers {
+                        let _ = answer.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One claim's jobs: those to deliver now with what each calls for, and
+/// how many pacing put off.
 #[derive(Default)]
 struct Claimed {
-    deliver: Vec<ClaimedJob>,
+    deliver: Vec<(ClaimedJob, Plan)>,
     deferred: usize,
 }
 
@@ -66,12 +132,17 @@ impl Claimed {
 }
 
 /// What a claimed job calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
     /// An earlier attempt's outcome is unknown (its worker stopped mid-send):
     /// wait for Meta's status before sending again.
     Reconcile,
     /// Attempts are spent and Meta never said whether it took the message.
     GiveUp,
+    /// The sender was deleted: the message cannot go.
+    SenderRemoved,
+    /// Meta refused the sender's token: its sends wait for new credentials.
+    SenderHeld,
     Send,
 }
 
@@ -82,15 +153,24 @@ enum Attempt {
         error: ExecutionError,
         sealed_token: Vec<u8>,
     },
-    /// Nothing to record: the execution ended meanwhile, or the lease was lost.
-    Nothing,
 }
 
 impl Worker {
     pub fn new(store: Arc<Store>, graph: GraphClient, sealer: Sealer, settings: DeliverySettings) -> Self {
         let signals = store.signals();
         let pacing = Pacing::new(settings.sender_mps);
-        Self { store, graph, sealer, signals, pacing, settings, pruned_at: Mutex::new(None), in_flight: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            graph,
+            sealer,
+            signals,
+            pacing,
+            settings,
+            pruned_at: Mutex::new(None),
+            expired_at: Mutex::new(None),
+            in_flight: Mutex::new(HashMap::new()),
+            recorder: Arc::default(),
+        }
     }
 
     /// Runs until `shutdown` turns true, then stops claiming at once and
@@ -99,28 +179,33 @@ impl Worker {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(CONCURRENCY));
         let heartbeat = tokio::spawn(Arc::clone(&self).heartbeat());
-        let jobs = self.signals.jobs();
+        let wake = self.signals.jobs();
         while !*shutdown.borrow() {
             self.maintain().await;
             let free = slots.available_permits() as u32;
             let claimed = if free > 0 { self.claim(free).await } else { Claimed::default() };
-            let any = claimed.handled() > 0;
-            for job in claimed.deliver {
+            // A full claim means more may be due: claim again after the gathering pause.
+            let full = free > 0 && claimed.handled() as u32 >= free;
+            for (job, plan) in claimed.deliver {
                 let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
                 let worker = Arc::clone(&self);
                 tokio::spawn(async move {
-                    worker.deliver(job).await;
+                    worker.deliver(job, plan).await;
                     drop(slot);
                     worker.signals.jobs().notify_one();
                 });
             }
-            if any {
-                continue;
+            if !full {
+                // With every slot taken, a freed one wakes the loop; otherwise the next due job may.
+                let next_due = if free > 0 { self.next_due().await } else { None };
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(next_due.unwrap_or(IDLE).min(IDLE)) => {}
+                    _ = shutdown.changed() => continue,
+                }
             }
-            let next_due = self.report_queue().await.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
-                () = jobs.notified() => {}
-                () = tokio::time::sleep(next_due.unwrap_or(IDLE).min(IDLE)) => {}
+                () = tokio::time::sleep(GATHER) => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -131,11 +216,11 @@ impl Worker {
     /// One pass, waiting for every send it starts; the number of jobs it
     /// handled. The test seam: tests call it instead of running the loop.
     pub async fn run_once(&self) -> usize {
-        self.maintain().await;
+        self.expire().await;
         let claimed = self.claim(CONCURRENCY as u32).await;
         let handled = claimed.handled();
-        join_all(claimed.deliver.into_iter().map(|job| self.deliver(job))).await;
-        self.report_queue().await;
+        join_all(claimed.deliver.into_iter().map(|(job, plan)| self.deliver(job, plan))).await;
+        self.report_queue_depth().await;
         handled
     }
 
@@ -163,21 +248,22 @@ impl Worker {
         self.settings.lease.as_millis() as i64
     }
 
-    /// Expires overdue replies; now and then forgets old event and idempotency keys.
+    /// Now and then expires overdue replies and forgets what no longer matters.
     async fn maintain(&self) {
+        if every(&self.expired_at, EXPIRE_EVERY) {
+            self.expire().await;
+            self.report_queue_depth().await;
+        }
+        if every(&self.pruned_at, PRUNE_EVERY)
+            && let Err(error) = self.store.prune(now_ms() * 1000).await
+        {
+            tracing::warn!(%error, "cannot prune old webhook, idempotency and pacing rows");
+        }
+    }
+
+    async fn expire(&self) {
         if let Err(error) = self.store.expire_due().await {
             tracing::warn!(%error, "cannot expire overdue executions");
-        }
-        let due = {
-            let mut pruned_at = self.pruned_at.lock().unwrap_or_else(|p| p.into_inner());
-            let due = pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
-            if due {
-                *pruned_at = Some(Instant::now());
-            }
-            due
-        };
-        if due && let Err(error) = self.store.prune(now_ms() * 1000).await {
-            tracing::warn!(%error, "cannot prune old webhook, idempotency and pacing rows");
         }
     }
 
@@ -197,42 +283,57 @@ impl Worker {
             metrics::counter!("actiond_delivery_takeovers_total").increment(1);
             tracing::info!(execution_id = %job.lease.execution_id, attempt_open = job.attempt_open, "took over a job whose lease ran out");
         }
-        let (sending, other): (Vec<ClaimedJob>, Vec<ClaimedJob>) = jobs.into_iter().partition(|job| matches!(self.plan(job), Plan::Send));
-        let mut claimed = Claimed { deliver: other, deferred: 0 };
+        let mut claimed = Claimed::default();
+        let mut sending = Vec::new();
+        for job in jobs {
+            match self.plan(&job) {
+                Plan::Send => sending.push(job),
+                plan => claimed.deliver.push((job, plan)),
+            }
+        }
         if sending.is_empty() {
             return claimed;
         }
         let requests = sending
             .iter()
-            .map(|job| PaceRequest { lease: job.lease, sender: job.sender.clone(), recipient: job.recipient.clone() })
+            .map(|job| SendRequest { lease: job.lease, sender: job.sender.clone(), recipient: job.recipient.clone() })
             .collect();
-        match self.store.pace(requests, self.pacing, now * 1000).await {
+        match self.store.start_sends(requests, self.pacing, now * 1000).await {
             Ok(answers) => {
-                for (job, deferred) in sending.into_iter().zip(answers) {
-                    match deferred {
-                        None => claimed.deliver.push(job),
-                        Some(_) => claimed.deferred += 1,
+                for (mut job, started) in sending.into_iter().zip(answers) {
+                    match started {
+                        Started::Sending { pair_refused } => {
+                            job.pair_refused = pair_refused;
+                            claimed.deliver.push((job, Plan::Send));
+                        }
+                        Started::Deferred { .. } => claimed.deferred += 1,
+                        Started::Ended => {}
+                        Started::LeaseLost => self.lease_lost(job.lease.execution_id),
                     }
                 }
                 metrics::counter!("actiond_deliveries_total", "outcome" => "deferred").increment(claimed.deferred as u64);
             }
             // Their leases run out and they are claimed again.
-            Err(error) => tracing::warn!(%error, "cannot pace delivery jobs"),
+            Err(error) => tracing::warn!(%error, "cannot start sends"),
         }
         claimed
     }
 
-    /// Publishes the queue depth; the earliest due time of a waiting job.
-    async fn report_queue(&self) -> Option<i64> {
-        match self.store.queue().await {
-            Ok(queue) => {
-                metrics::gauge!("actiond_delivery_queue_depth").set(queue.depth as f64);
-                queue.next_due_ms
-            }
+    /// How long until the next job no worker holds comes due.
+    async fn next_due(&self) -> Option<Duration> {
+        match self.store.next_due().await {
+            Ok(next) => next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)),
             Err(error) => {
                 tracing::warn!(%error, "cannot read the delivery queue");
                 None
             }
+        }
+    }
+
+    async fn report_queue_depth(&self) {
+        match self.store.queue_depth().await {
+            Ok(depth) => metrics::gauge!("actiond_delivery_queue_depth").set(depth as f64),
+            Err(error) => tracing::warn!(%error, "cannot read the delivery queue"),
         }
     }
 
@@ -242,17 +343,20 @@ impl Worker {
         } else if job.last_error.as_deref() == Some(OUTCOME_UNKNOWN) && job.attempts >= self.settings.max_attempts {
             Plan::GiveUp
         } else {
-            Plan::Send
+            match &job.credentials {
+                None => Plan::SenderRemoved,
+                Some(credentials) if !credentials.healthy => Plan::SenderHeld,
+                Some(_) => Plan::Send,
+            }
         }
     }
 
-    async fn deliver(&self, job: ClaimedJob) {
+    async fn deliver(&self, job: ClaimedJob, plan: Plan) {
         let id = job.lease.execution_id;
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id, job.lease);
-        let attempt = self.attempt(&job).await;
+        let attempt = self.attempt(&job, plan).await;
         let outcome = match attempt {
             Ok(Attempt::Done(outcome)) => Some(outcome),
-            Ok(Attempt::Nothing) => None,
             Ok(Attempt::SenderRefused { error, sealed_token }) => {
                 tracing::warn!(execution_id = %id, sender = %job.sender, reason = %error.message, "Meta refused the sender's token; holding its sends");
                 match self.store.hold_sender(&job.tenant, &job.sender, &sealed_token).await {
@@ -272,7 +376,7 @@ impl Worker {
         };
         if let Some(outcome) = outcome {
             metrics::counter!("actiond_deliveries_total", "outcome" => outcome_label(&outcome)).increment(1);
-            match self.store.record_outcome(&job, outcome).await {
+            match self.recorder.record(&self.store, job, outcome).await {
                 Ok(Recorded::Yes | Recorded::JobEnded) => {}
                 Ok(Recorded::LeaseLost) => self.lease_lost(id),
                 Err(error) => tracing::error!(execution_id = %id, %error, "cannot record a delivery outcome"),
@@ -286,38 +390,30 @@ impl Worker {
         tracing::warn!(execution_id = %id, "another replica took this job over; its attempt records nothing");
     }
 
-    async fn attempt(&self, job: &ClaimedJob) -> Result<Attempt, StoreError> {
-        match self.plan(job) {
+    /// Carries out the plan; a `Send` comes with its attempt begun.
+    async fn attempt(&self, job: &ClaimedJob, plan: Plan) -> Result<Attempt, StoreError> {
+        let credentials = match (plan, &job.credentials) {
             // Meta may have the message. Its status webhook (carrying our id)
             // settles it; only silence means send again.
-            Plan::Reconcile => return Ok(Attempt::Done(self.unknown_outcome("a send was in flight when its worker stopped"))),
-            Plan::GiveUp => {
+            (Plan::Reconcile, _) => return Ok(Attempt::Done(self.unknown_outcome("a send was in flight when its worker stopped"))),
+            (Plan::GiveUp, _) => {
                 let message = format!(
                     "Meta sent no status within the reconcile window after {} attempts; the message may or may not have been delivered",
                     job.attempts
                 );
                 return Ok(Attempt::Done(Outcome::Failed(error(OUTCOME_UNKNOWN, &message, None))));
             }
-            Plan::Send => {}
-        }
-        let Some(credentials) = self.store.sender_credentials(&job.tenant, &job.sender).await? else {
-            return Ok(Attempt::Done(Outcome::Failed(error("sender_removed", "the sender was deleted before the message was sent", None))));
+            (Plan::SenderHeld, _) => return Ok(Attempt::Done(Outcome::Held)),
+            (Plan::SenderRemoved, _) | (Plan::Send, None) => {
+                let removed = error("sender_removed", "the sender was deleted before the message was sent", None);
+                return Ok(Attempt::Done(Outcome::Failed(removed)));
+            }
+            (Plan::Send, Some(credentials)) => credentials,
         };
-        if !credentials.healthy {
-            return Ok(Attempt::Done(Outcome::Held));
-        }
         let token = match self.sealer.open(&credentials.sealed_access_token, &job.sender) {
             Ok(token) => token,
             Err(reason) => return Ok(Attempt::Done(Outcome::Failed(error("sender_credentials_unreadable", &reason, None)))),
         };
-        match self.store.begin_attempt(job.lease).await? {
-            Begun::Sending => {}
-            Begun::Ended => return Ok(Attempt::Nothing),
-            Begun::LeaseLost => {
-                self.lease_lost(job.lease.execution_id);
-                return Ok(Attempt::Nothing);
-            }
-        }
         let attempts = job.attempts + 1;
         let outcome = match self.graph.send_message(&job.sender, &token, &job.payload).await {
             Ok(wamid) => Outcome::Accepted { wamid },
@@ -330,7 +426,7 @@ impl Worker {
                         self.retry(attempts, refusal, Some(wait))
                     }
                     ErrorClass::SenderCredentials => {
-                        return Ok(Attempt::SenderRefused { error: refusal, sealed_token: credentials.sealed_access_token });
+                        return Ok(Attempt::SenderRefused { error: refusal, sealed_token: credentials.sealed_access_token.clone() });
                     }
                     ErrorClass::Permanent => Outcome::Failed(refusal),
                 }
@@ -358,6 +454,16 @@ impl Worker {
         let unknown = error(OUTCOME_UNKNOWN, &format!("{reason}; waiting for Meta's status before sending again"), None);
         Outcome::Retry { due_ms: now_ms() + self.settings.reconcile_after.as_millis() as i64, error: unknown }
     }
+}
+
+/// Whether `period` has passed since `last` (or it never ran); if so, it runs now.
+fn every(last: &Mutex<Option<Instant>>, period: Duration) -> bool {
+    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+    let due = last.is_none_or(|at| at.elapsed() >= period);
+    if due {
+        *last = Some(Instant::now());
+    }
+    due
 }
 
 fn error(code: &str, message: &str, provider_code: Option<i64>) -> ExecutionError {

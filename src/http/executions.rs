@@ -173,10 +173,9 @@ async fn build_message(
     execution_id: Uuid,
 ) -> Result<serde_json::Value, ApiError> {
     let webhook = &action.webhook;
-    if state.store.get_sender(tenant, &webhook.from).await?.is_none() {
+    let Some(versions) = state.store.templates_named(tenant, &webhook.from, &webhook.template_name).await? else {
         return Err(unavailable(format!("the action's sender {} was removed; register it again", webhook.from)));
-    }
-    let versions = state.store.templates_named(tenant, &webhook.from, &webhook.template_name).await?;
+    };
     let label = format!("template '{}' ({})", webhook.template_name, webhook.language_code);
     let template = versions
         .into_iter()

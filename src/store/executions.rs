@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::db::{DbError, DbResult, Row, Tx, args, to_json};
+use super::db::{DbError, DbResult, Row, Tx, Value, args, placeholders, to_json};
 use super::{
     Executed, ExecutionError, ExecutionFilter, ExecutionRecord, IDEMPOTENCY_WINDOW_SECONDS, NewExecution, Page, Signal, Store, StoreResult,
     TimelineEntry, WebhookEvent,
@@ -42,13 +42,17 @@ pub(super) fn advance(
     let now = clock::now();
     let condition = only_if.map(|sql| format!(" AND {sql}")).unwrap_or_default();
     let from = status_list(allowed);
+    // An ended execution has no attempt open.
+    let closing = if next.is_terminal() { ", attempt_open = FALSE" } else { "" };
     let moved = match error {
         Some(error) => tx.execute(
-            &format!("UPDATE executions SET status = $2, updated_at = $3, error = $4 WHERE id = $1 AND status IN {from}{condition}"),
+            &format!(
+                "UPDATE executions SET status = $2, updated_at = $3, error = $4{closing} WHERE id = $1 AND status IN {from}{condition}"
+            ),
             args![id, next.as_str(), now.as_str(), to_json(error)?],
         )?,
         None => tx.execute(
-            &format!("UPDATE executions SET status = $2, updated_at = $3 WHERE id = $1 AND status IN {from}{condition}"),
+            &format!("UPDATE executions SET status = $2, updated_at = $3{closing} WHERE id = $1 AND status IN {from}{condition}"),
             args![id, next.as_str(), now.as_str()],
         )?,
     };
@@ -63,19 +67,42 @@ pub(super) fn advance(
     Ok(true)
 }
 
+/// `CASE` SQL giving the status an execution has after a move to `next`:
+/// `next` from the statuses the transition table allows, else its own.
+pub(super) fn moved_to(next: ExecutionStatus) -> String {
+    format!("CASE WHEN status IN {} THEN '{}' ELSE status END", status_list(ExecutionStatus::allowed_before(next)), next.as_str())
+}
+
+/// Appends `status` to the timeline of each of these executions that is in
+/// it now and has not reached it before, and signals their change. Runs
+/// after the statement that moved them, whose row locks it relies on.
+pub(super) fn record_events(tx: &mut Tx<'_>, ids: &[Uuid], status: ExecutionStatus) -> DbResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut values = vec![Value::from(status.as_str()), Value::from(clock::now())];
+    values.extend(ids.iter().map(|id| Value::from(*id)));
+    tx.execute(
+        &format!(
+            "INSERT INTO execution_events (execution_id, status, at) SELECT e.id, e.status, $2 FROM executions e \
+             WHERE e.id IN ({}) AND e.status = $1 \
+             AND NOT EXISTS (SELECT 1 FROM execution_events ev WHERE ev.execution_id = e.id AND ev.status = $1)",
+            placeholders(2, ids.len())
+        ),
+        &values,
+    )?;
+    for id in ids {
+        tx.signal(Signal::Execution(*id));
+    }
+    Ok(())
+}
+
 /// Locks the execution's job, if it has one. Every transaction that writes
 /// both takes the job's row before the execution's, so none waits on
 /// another in a circle.
 pub(super) fn lock_job(tx: &mut Tx<'_>, id: Uuid) -> DbResult<Option<i64>> {
     let sql = format!("SELECT lease_token FROM delivery_jobs WHERE execution_id = $1{}", tx.dialect().for_update());
     tx.query_opt(&sql, args![id])?.map(|row| row.int(0)).transpose()
-}
-
-/// Records why an execution is retrying; an ended execution keeps its own.
-pub(super) fn set_error(tx: &mut Tx<'_>, id: Uuid, error: &ExecutionError) -> DbResult<()> {
-    let ended = status_list(ExecutionStatus::ended());
-    tx.execute(&format!("UPDATE executions SET error = $2 WHERE id = $1 AND status NOT IN {ended}"), args![id, to_json(error)?])?;
-    Ok(())
 }
 
 const EXECUTION_COLUMNS: &str = "e.id, e.action_id, e.call_id, e.recipient, e.status, e.mandatory, e.wamid, e.attempts, e.error, e.reply, \
@@ -216,7 +243,7 @@ impl Store {
                     execution.mandatory,
                     payload.as_str(),
                     execution.reply_timeout,
-                    deadline,
+                    deadline.clone(),
                     now.as_str()
                 ],
             )?;
@@ -243,8 +270,22 @@ impl Store {
                 args![id, tenant.as_str(), execution.sender.as_str(), clock::now_ms()],
             )?;
             tx.signal(Signal::Jobs);
-            let created = select_execution(tx, &tenant, id)?.ok_or_else(|| DbError::Internal("the new execution vanished".into()))?;
-            Ok(Executed::New(created))
+            Ok(Executed::New(ExecutionRecord {
+                execution_id: id,
+                action_id: execution.action_id,
+                call_id: execution.call_id.clone(),
+                to: execution.to.clone(),
+                status: ExecutionStatus::Queued,
+                mandatory: execution.mandatory,
+                wamid: None,
+                attempts: 0,
+                error: None,
+                reply: None,
+                timeline: vec![TimelineEntry { status: ExecutionStatus::Queued, at: now.clone() }],
+                created_at: now.clone(),
+                updated_at: now.clone(),
+                reply_deadline: deadline,
+            }))
         })
         .await
     }

@@ -2,17 +2,18 @@
 //! at a time: the claim raises the job's `lease_token`, and every later write
 //! of that attempt presents it, so a replica that lost its lease (it stalled,
 //! another took the job over) changes nothing. Pacing state is shared: one
-//! GCRA row per sender and per pair, read and written under row locks. Jobs
-//! name their tenant, so these methods take none.
+//! GCRA row per sender and per pair, read and written under row locks. Work
+//! is done a claim's batch at a time where it can be: on PostgreSQL each
+//! statement is a round trip. Jobs name their tenant, so these methods take none.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::db::{DbResult, Tx, args, placeholders};
-use super::executions::{advance, lock_job, set_error};
-use super::{Begun, ClaimedJob, ExecutionError, Lease, Outcome, QueueState, Recorded, Signal, Store, StoreResult};
+use super::db::{DbError, DbResult, Tx, Value, args, placeholders};
+use super::executions::{advance, lock_job, moved_to, record_events, status_list};
+use super::{ClaimedJob, ExecutionError, Lease, Outcome, Recorded, SenderCredentials, Store, StoreResult};
 use crate::clock;
 use crate::delivery::pacing::{Pacing, pair_key, sender_key};
 use crate::delivery::retry::pair_backoff;
@@ -28,26 +29,195 @@ fn fence(tx: &mut Tx<'_>, lease: Lease) -> DbResult<Recorded> {
     })
 }
 
-/// The job waits until `due_ms`, its lease released.
-fn reschedule(tx: &mut Tx<'_>, lease: Lease, due_ms: i64) -> DbResult<()> {
-    tx.execute(
-        "UPDATE delivery_jobs SET due_at = $3, lease_until = 0 WHERE execution_id = $1 AND lease_token = $2",
-        args![lease.execution_id, lease.token, due_ms],
-    )?;
-    Ok(())
+fn id_args(ids: &[Uuid]) -> Vec<Value> {
+    ids.iter().map(|id| Value::from(*id)).collect()
 }
 
-/// A job to pace: whom it goes from and to.
+/// A claimed job whose send is to start: whom it goes from and to.
 #[derive(Debug, Clone)]
-pub struct PaceRequest {
+pub struct SendRequest {
     pub lease: Lease,
     pub sender: String,
     pub recipient: String,
 }
 
+/// What `start_sends` made of one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// Its send slot is taken and the attempt begun: the execution is
+    /// `sending`, the attempt counted and open until its outcome is recorded.
+    /// `pair_refused`: Meta refused this pair lately (131056); an acceptance
+    /// clears that.
+    Sending { pair_refused: bool },
+    /// Over a pacing limit: rescheduled for `due_ms`, nothing counted.
+    Deferred { due_ms: i64 },
+    /// The execution ended meanwhile; its job is gone.
+    Ended,
+    /// Another worker claimed the job since.
+    LeaseLost,
+}
+
+/// A send slot for each job, from its sender's rate and its pair's (both, or
+/// neither), in order: for each, whether its pair was refused lately, or the
+/// time (Unix ms) it may go.
+fn take_send_slots(tx: &mut Tx<'_>, jobs: &[&SendRequest], pacing: Pacing, now_us: i64) -> DbResult<Vec<Result<bool, i64>>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: BTreeSet<String> = jobs.iter().flat_map(|job| [sender_key(&job.sender), pair_key(&job.sender, &job.recipient)]).collect();
+    let key_args: Vec<Value> = keys.iter().map(|key| Value::from(key.as_str())).collect();
+    let rows = (1..=keys.len()).map(|n| format!("(${n})")).collect::<Vec<_>>().join(", ");
+    tx.execute(&format!("INSERT INTO pacing (key) VALUES {rows} ON CONFLICT DO NOTHING"), &key_args)?;
+    // In key order, so that two replicas pacing the same keys lock them alike.
+    let current = tx.query(
+        &format!(
+            "SELECT key, tat, backoff_until, refusals FROM pacing WHERE key IN ({}) ORDER BY key{}",
+            placeholders(0, keys.len()),
+            tx.dialect().for_update()
+        ),
+        &key_args,
+    )?;
+    let mut state: HashMap<String, (i64, i64, bool)> = HashMap::new();
+    for row in current {
+        state.insert(row.text(0)?, (row.int(1)?, row.int(2)?, row.int(3)? > 0));
+    }
+    let mut answers = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (sender, pair) = (sender_key(&job.sender), pair_key(&job.sender, &job.recipient));
+        let (sender_tat, _, _) = state.get(&sender).copied().unwrap_or_default();
+        let (pair_tat, backoff_until, refused) = state.get(&pair).copied().unwrap_or_default();
+        let admitted = if backoff_until > now_us {
+            Err(backoff_until - now_us)
+        } else {
+            match (pacing.sender.admit(sender_tat, now_us), pacing.pair.admit(pair_tat, now_us)) {
+                (Ok(sender_next), Ok(pair_next)) => Ok((sender_next, pair_next)),
+                (sender, pair) => Err(sender.err().unwrap_or(0).max(pair.err().unwrap_or(0))),
+            }
+        };
+        answers.push(match admitted {
+            Ok((sender_next, pair_next)) => {
+                state.insert(sender, (sender_next, 0, false));
+                state.insert(pair, (pair_next, backoff_until, refused));
+                Ok(refused)
+            }
+            Err(wait_us) => Err((now_us + wait_us + 999) / 1000),
+        });
+    }
+    let upserts: Vec<String> = (0..state.len()).map(|index| format!("(${}, ${})", 2 * index + 1, 2 * index + 2)).collect();
+    let tats: Vec<Value> = state.iter().flat_map(|(key, (tat, _, _))| [Value::from(key.as_str()), Value::from(*tat)]).collect();
+    tx.execute(
+        &format!("INSERT INTO pacing (key, tat) VALUES {} ON CONFLICT (key) DO UPDATE SET tat = excluded.tat", upserts.join(", ")),
+        &tats,
+    )?;
+    Ok(answers)
+}
+
+/// Why a fenced write changed nothing: the job ended, or another claim owns it.
+fn unfenced(tx: &mut Tx<'_>, lease: Lease) -> DbResult<Recorded> {
+    Ok(match fence(tx, lease)? {
+        Recorded::LeaseLost => Recorded::LeaseLost,
+        Recorded::Yes | Recorded::JobEnded => Recorded::JobEnded,
+    })
+}
+
+/// Meta took these messages: their jobs end, their executions are accepted
+/// (a status webhook that got there first keeps the wamid and status it
+/// recorded) and their pairs' 131056 back-offs start over.
+fn accept(tx: &mut Tx<'_>, accepted: &[&(Lease, String, bool, Outcome)]) -> DbResult<Vec<Recorded>> {
+    if accepted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = accepted.len();
+    let tokens: Vec<String> = (0..count).map(|i| format!("WHEN ${} THEN CAST(${} AS BIGINT)", 2 * i + 1, 2 * i + 2)).collect();
+    let mut values: Vec<Value> =
+        accepted.iter().flat_map(|(lease, ..)| [Value::from(lease.execution_id), Value::from(lease.token)]).collect();
+    values.extend(accepted.iter().map(|(lease, ..)| Value::from(lease.execution_id)));
+    let ended_jobs = tx.query(
+        &format!(
+            "DELETE FROM delivery_jobs WHERE lease_token = CASE execution_id {} END AND execution_id IN ({}) RETURNING execution_id",
+            tokens.join(" "),
+            placeholders(2 * count, count)
+        ),
+        &values,
+    )?;
+    let fenced: BTreeSet<Uuid> = ended_jobs.iter().map(|row| row.uuid(0)).collect::<DbResult<_>>()?;
+    let mut recorded = Vec::with_capacity(count);
+    for (lease, ..) in accepted {
+        recorded.push(if fenced.contains(&lease.execution_id) { Recorded::Yes } else { unfenced(tx, *lease)? });
+    }
+    let mine: Vec<&&(Lease, String, bool, Outcome)> = accepted.iter().filter(|(lease, ..)| fenced.contains(&lease.execution_id)).collect();
+    if mine.is_empty() {
+        return Ok(recorded);
+    }
+    let wamids: Vec<String> = (0..mine.len()).map(|i| format!("WHEN ${} THEN ${}", 2 * i + 2, 2 * i + 3)).collect();
+    let mut values = vec![Value::from(clock::now())];
+    for (lease, _, _, outcome) in &mine {
+        let Outcome::Accepted { wamid } = outcome else { unreachable!("only acceptances are accepted") };
+        values.extend([Value::from(lease.execution_id), Value::from(wamid.as_str())]);
+    }
+    values.extend(mine.iter().map(|(lease, ..)| Value::from(lease.execution_id)));
+    let ended = status_list(ExecutionStatus::ended());
+    tx.execute(
+        &format!(
+            "UPDATE executions SET status = {}, wamid = COALESCE(wamid, CASE id {} END), attempt_open = FALSE, \
+             error = CASE WHEN status IN {ended} THEN error ELSE NULL END, updated_at = $1 WHERE id IN ({})",
+            moved_to(ExecutionStatus::Accepted),
+            wamids.join(" "),
+            placeholders(1 + 2 * mine.len(), mine.len())
+        ),
+        &values,
+    )?;
+    let ids: Vec<Uuid> = mine.iter().map(|(lease, ..)| lease.execution_id).collect();
+    record_events(tx, &ids, ExecutionStatus::Accepted)?;
+    for (_, pair, pair_refused, _) in mine {
+        if *pair_refused {
+            tx.execute("UPDATE pacing SET refusals = 0, backoff_until = 0 WHERE key = $1", args![pair.as_str()])?;
+        }
+    }
+    Ok(recorded)
+}
+
+/// Any outcome but an acceptance, for one job.
+fn record_other(tx: &mut Tx<'_>, lease: Lease, outcome: &Outcome) -> DbResult<Recorded> {
+    let (id, token) = (lease.execution_id, lease.token);
+    let fenced = match outcome {
+        Outcome::Accepted { .. } => unreachable!("acceptances are recorded by accept()"),
+        Outcome::Failed(_) => tx.execute("DELETE FROM delivery_jobs WHERE execution_id = $1 AND lease_token = $2", args![id, token])?,
+        Outcome::Retry { due_ms, .. } | Outcome::Deferred { due_ms } => tx.execute(
+            "UPDATE delivery_jobs SET due_at = $3, lease_until = 0 WHERE execution_id = $1 AND lease_token = $2",
+            args![id, token, *due_ms],
+        )?,
+        Outcome::Held => tx.execute(
+            "UPDATE delivery_jobs SET held = TRUE, lease_until = 0 WHERE execution_id = $1 AND lease_token = $2",
+            args![id, token],
+        )?,
+    };
+    if fenced == 0 {
+        return unfenced(tx, lease);
+    }
+    match outcome {
+        Outcome::Retry { error, .. } => {
+            let ended = status_list(ExecutionStatus::ended());
+            tx.execute(
+                &format!("UPDATE executions SET attempt_open = FALSE, error = $2 WHERE id = $1 AND status NOT IN {ended}"),
+                args![id, super::db::to_json(error)?],
+            )?;
+        }
+        Outcome::Failed(error) => {
+            advance(tx, id, ExecutionStatus::Failed, Some(error), None)?;
+        }
+        Outcome::Deferred { .. } | Outcome::Held | Outcome::Accepted { .. } => {
+            // A refused token (held) may have ended an attempt; a deferral never began one.
+            tx.execute("UPDATE executions SET attempt_open = FALSE WHERE id = $1 AND attempt_open = TRUE", args![id])?;
+        }
+    }
+    Ok(Recorded::Yes)
+}
+
 impl Store {
     /// Leases up to `limit` due jobs until `lease_until_ms`, in one statement
-    /// that skips jobs another replica is claiming at the same moment.
+    /// that skips jobs another replica is claiming at the same moment; each
+    /// with what its send needs, its sender's credentials included.
     pub async fn claim_jobs(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<ClaimedJob>> {
         self.write(move |tx| {
             let claimed = tx.query(
@@ -64,13 +234,13 @@ impl Store {
                 return Ok(Vec::new());
             }
             let ids = claimed.iter().map(|row| row.uuid(0)).collect::<DbResult<Vec<Uuid>>>()?;
-            let id_args: Vec<_> = ids.iter().map(|id| super::db::Value::from(*id)).collect();
             let details = tx.query(
                 &format!(
-                    "SELECT id, recipient, payload, attempts, attempt_open, error FROM executions WHERE id IN ({})",
+                    "SELECT e.id, e.recipient, e.payload, e.attempts, e.attempt_open, e.error, s.waba_id, s.sealed_access_token, s.healthy \
+                     FROM executions e LEFT JOIN senders s ON s.phone_number_id = e.sender AND s.tenant = e.tenant WHERE e.id IN ({})",
                     placeholders(0, ids.len())
                 ),
-                &id_args,
+                &id_args(&ids),
             )?;
             let mut by_id = HashMap::new();
             for row in details {
@@ -80,8 +250,14 @@ impl Store {
             for row in claimed {
                 let execution_id = row.uuid(0)?;
                 let Some(execution) = by_id.get(&execution_id) else { continue };
-                let tenant = TenantId::new(row.text(3)?).ok_or_else(|| super::db::DbError::Internal("a job without a tenant".into()))?;
+                let tenant = TenantId::new(row.text(3)?).ok_or_else(|| DbError::Internal("a job without a tenant".into()))?;
                 let last_error: Option<ExecutionError> = execution.opt_json(5)?;
+                let credentials = match execution.opt_text(6)? {
+                    Some(waba_id) => {
+                        Some(SenderCredentials { waba_id, sealed_access_token: execution.bytes(7)?, healthy: execution.boolean(8)? })
+                    }
+                    None => None,
+                };
                 jobs.push(ClaimedJob {
                     lease: Lease { execution_id, token: row.int(1)? },
                     tenant,
@@ -92,6 +268,8 @@ impl Store {
                     attempt_open: execution.boolean(4)?,
                     last_error: last_error.map(|error| error.code),
                     taken_over: row.boolean(2)?,
+                    credentials,
+                    pair_refused: false,
                 });
             }
             Ok(jobs)
@@ -99,61 +277,97 @@ impl Store {
         .await
     }
 
-    /// Takes a send slot for each job from its sender's rate and its pair's
-    /// (both, or neither), in order; a job refused either is rescheduled for
-    /// when it may go. `None` for a job admitted, else the time it now waits for.
-    pub async fn pace(&self, jobs: Vec<PaceRequest>, pacing: Pacing, now_us: i64) -> StoreResult<Vec<Option<i64>>> {
+    /// Starts the sends of a claim's jobs in one transaction: takes each
+    /// one's pacing slot, reschedules those over a limit, and begins the
+    /// attempt of the others.
+    pub async fn start_sends(&self, jobs: Vec<SendRequest>, pacing: Pacing, now_us: i64) -> StoreResult<Vec<Started>> {
         self.write(move |tx| {
-            let keys: BTreeSet<String> =
-                jobs.iter().flat_map(|job| [sender_key(&job.sender), pair_key(&job.sender, &job.recipient)]).collect();
-            let key_args: Vec<_> = keys.iter().map(|key| super::db::Value::from(key.as_str())).collect();
-            let rows = keys.iter().enumerate().map(|(index, _)| format!("(${})", index + 1)).collect::<Vec<_>>().join(", ");
-            tx.execute(&format!("INSERT INTO pacing (key) VALUES {rows} ON CONFLICT DO NOTHING"), &key_args)?;
-            // In key order, so that two replicas pacing the same keys lock them alike.
-            let current = tx.query(
+            if jobs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<Uuid> = jobs.iter().map(|job| job.lease.execution_id).collect();
+            // Job rows first, as every transaction takes them; in id order.
+            let fenced = tx.query(
                 &format!(
-                    "SELECT key, tat, backoff_until FROM pacing WHERE key IN ({}) ORDER BY key{}",
-                    placeholders(0, keys.len()),
+                    "SELECT execution_id, lease_token FROM delivery_jobs WHERE execution_id IN ({}) ORDER BY execution_id{}",
+                    placeholders(0, ids.len()),
                     tx.dialect().for_update()
                 ),
-                &key_args,
+                &id_args(&ids),
             )?;
-            let mut state: HashMap<String, (i64, i64)> = HashMap::new();
-            for row in current {
-                state.insert(row.text(0)?, (row.int(1)?, row.int(2)?));
+            let mut tokens = HashMap::new();
+            for row in fenced {
+                tokens.insert(row.uuid(0)?, row.int(1)?);
             }
-            let mut changed = BTreeSet::new();
-            let mut answers = Vec::with_capacity(jobs.len());
-            for job in &jobs {
-                let (sender, pair) = (sender_key(&job.sender), pair_key(&job.sender, &job.recipient));
-                let (sender_tat, _) = state.get(&sender).copied().unwrap_or_default();
-                let (pair_tat, backoff_until) = state.get(&pair).copied().unwrap_or_default();
-                let wait_us = if backoff_until > now_us {
-                    Err(backoff_until - now_us)
-                } else {
-                    match (pacing.sender.admit(sender_tat, now_us), pacing.pair.admit(pair_tat, now_us)) {
-                        (Ok(sender_next), Ok(pair_next)) => Ok((sender_next, pair_next)),
-                        (sender, pair) => Err(sender.err().unwrap_or(0).max(pair.err().unwrap_or(0))),
+            let mut answers: Vec<Started> = jobs
+                .iter()
+                .map(|job| match tokens.get(&job.lease.execution_id) {
+                    None => Started::Ended,
+                    Some(token) if *token == job.lease.token => Started::Sending { pair_refused: false },
+                    Some(_) => Started::LeaseLost,
+                })
+                .collect();
+            let held: Vec<usize> = (0..jobs.len()).filter(|index| matches!(answers[*index], Started::Sending { .. })).collect();
+            let slots = take_send_slots(tx, &held.iter().map(|index| &jobs[*index]).collect::<Vec<_>>(), pacing, now_us)?;
+            let mut deferred = Vec::new();
+            let mut admitted = Vec::new();
+            for (index, slot) in held.into_iter().zip(slots) {
+                match slot {
+                    Ok(pair_refused) => {
+                        answers[index] = Started::Sending { pair_refused };
+                        admitted.push(index);
                     }
-                };
-                match wait_us {
-                    Ok((sender_next, pair_next)) => {
-                        state.insert(sender.clone(), (sender_next, 0));
-                        state.insert(pair.clone(), (pair_next, backoff_until));
-                        changed.extend([sender, pair]);
-                        answers.push(None);
-                    }
-                    Err(wait_us) => {
-                        let due_ms = (now_us + wait_us + 999) / 1000;
-                        reschedule(tx, job.lease, due_ms)?;
-                        answers.push(Some(due_ms));
+                    Err(due_ms) => {
+                        answers[index] = Started::Deferred { due_ms };
+                        deferred.push((jobs[index].lease.execution_id, due_ms));
                     }
                 }
             }
-            for key in changed {
-                let (tat, _) = state[&key];
-                tx.execute("UPDATE pacing SET tat = $2 WHERE key = $1", args![key.as_str(), tat])?;
+            if !deferred.is_empty() {
+                let cases: Vec<String> =
+                    (0..deferred.len()).map(|index| format!("WHEN ${} THEN CAST(${} AS BIGINT)", 2 * index + 1, 2 * index + 2)).collect();
+                let mut values: Vec<Value> = deferred.iter().flat_map(|(id, due)| [Value::from(*id), Value::from(*due)]).collect();
+                values.extend(deferred.iter().map(|(id, _)| Value::from(*id)));
+                tx.execute(
+                    &format!(
+                        "UPDATE delivery_jobs SET due_at = CASE execution_id {} END, lease_until = 0 WHERE execution_id IN ({})",
+                        cases.join(" "),
+                        placeholders(2 * deferred.len(), deferred.len())
+                    ),
+                    &values,
+                )?;
             }
+            if admitted.is_empty() {
+                return Ok(answers);
+            }
+            let starting: Vec<Uuid> = admitted.iter().map(|index| jobs[*index].lease.execution_id).collect();
+            let mut values = vec![Value::from(clock::now())];
+            values.extend(id_args(&starting));
+            let open = status_list(ExecutionStatus::allowed_before(ExecutionStatus::Sending).into_iter().chain([ExecutionStatus::Sending]));
+            let begun = tx.query(
+                &format!(
+                    "UPDATE executions SET status = {}, attempts = attempts + 1, attempt_open = TRUE, updated_at = $1 \
+                     WHERE id IN ({}) AND status IN {open} RETURNING id",
+                    moved_to(ExecutionStatus::Sending),
+                    placeholders(1, starting.len())
+                ),
+                &values,
+            )?;
+            let begun: BTreeSet<Uuid> = begun.iter().map(|row| row.uuid(0)).collect::<DbResult<_>>()?;
+            let ended: Vec<Uuid> = starting.iter().copied().filter(|id| !begun.contains(id)).collect();
+            if !ended.is_empty() {
+                tx.execute(
+                    &format!("DELETE FROM delivery_jobs WHERE execution_id IN ({})", placeholders(0, ended.len())),
+                    &id_args(&ended),
+                )?;
+                for index in &admitted {
+                    if ended.contains(&jobs[*index].lease.execution_id) {
+                        answers[*index] = Started::Ended;
+                    }
+                }
+            }
+            let begun: Vec<Uuid> = begun.into_iter().collect();
+            record_events(tx, &begun, ExecutionStatus::Sending)?;
             Ok(answers)
         })
         .await
@@ -179,70 +393,35 @@ impl Store {
         .await
     }
 
-    /// Marks an attempt as started: the execution `sending`, one more
-    /// attempt, the attempt open until its outcome is recorded.
-    pub async fn begin_attempt(&self, lease: Lease) -> StoreResult<Begun> {
+    /// Records what became of the attempts these claimed jobs' leases were
+    /// for, in one transaction, each unless its job ended or was taken over
+    /// meanwhile. Acceptances, nearly all of them, are written a batch at a
+    /// time; each statement releases or ends a job only under its lease's
+    /// token: that is the fence.
+    pub async fn record_outcomes(&self, outcomes: Vec<(ClaimedJob, Outcome)>) -> StoreResult<Vec<Recorded>> {
+        let outcomes: Vec<(Lease, String, bool, Outcome)> = outcomes
+            .into_iter()
+            .map(|(job, outcome)| (job.lease, pair_key(&job.sender, &job.recipient), job.pair_refused, outcome))
+            .collect();
         self.write(move |tx| {
-            match fence(tx, lease)? {
-                Recorded::Yes => {}
-                Recorded::JobEnded => return Ok(Begun::Ended),
-                Recorded::LeaseLost => return Ok(Begun::LeaseLost),
+            let mut recorded = vec![Recorded::Yes; outcomes.len()];
+            let accepted: Vec<usize> = (0..outcomes.len()).filter(|i| matches!(outcomes[*i].3, Outcome::Accepted { .. })).collect();
+            for (index, fenced) in accept(tx, &accepted.iter().map(|i| &outcomes[*i]).collect::<Vec<_>>())?.into_iter().enumerate() {
+                recorded[accepted[index]] = fenced;
             }
-            let id = lease.execution_id;
-            advance(tx, id, ExecutionStatus::Sending, None, None)?;
-            let counted = tx.execute(
-                "UPDATE executions SET attempts = attempts + 1, attempt_open = TRUE, updated_at = $2 WHERE id = $1 AND status = 'sending'",
-                args![id, clock::now()],
-            )?;
-            if counted == 0 {
-                tx.execute("DELETE FROM delivery_jobs WHERE execution_id = $1", args![id])?;
-                return Ok(Begun::Ended);
+            for (index, (lease, _, _, outcome)) in outcomes.iter().enumerate() {
+                if !matches!(outcome, Outcome::Accepted { .. }) {
+                    recorded[index] = record_other(tx, *lease, outcome)?;
+                }
             }
-            Ok(Begun::Sending)
+            Ok(recorded)
         })
         .await
     }
 
-    /// Records what became of the attempt `job`'s lease was for, unless the
-    /// job ended or was taken over meanwhile.
+    /// `record_outcomes` for one job.
     pub async fn record_outcome(&self, job: &ClaimedJob, outcome: Outcome) -> StoreResult<Recorded> {
-        let (lease, pair) = (job.lease, pair_key(&job.sender, &job.recipient));
-        self.write(move |tx| {
-            let fenced = fence(tx, lease)?;
-            if fenced != Recorded::Yes {
-                return Ok(fenced);
-            }
-            let id = lease.execution_id;
-            tx.execute("UPDATE executions SET attempt_open = FALSE WHERE id = $1", args![id])?;
-            match &outcome {
-                Outcome::Accepted { wamid } => {
-                    // A status webhook may have got here first: keep the wamid it recorded.
-                    let ended = super::executions::status_list(ExecutionStatus::ended());
-                    tx.execute(
-                        &format!("UPDATE executions SET wamid = COALESCE(wamid, $2), error = NULL WHERE id = $1 AND status NOT IN {ended}"),
-                        args![id, wamid.as_str()],
-                    )?;
-                    advance(tx, id, ExecutionStatus::Accepted, None, None)?;
-                    tx.execute("DELETE FROM delivery_jobs WHERE execution_id = $1", args![id])?;
-                    // Meta took one for this pair: its 131056 back-off starts over.
-                    tx.execute("UPDATE pacing SET refusals = 0, backoff_until = 0 WHERE key = $1 AND refusals > 0", args![pair.as_str()])?;
-                    tx.signal(Signal::Execution(id));
-                }
-                Outcome::Retry { due_ms, error } => {
-                    set_error(tx, id, error)?;
-                    reschedule(tx, lease, *due_ms)?;
-                }
-                Outcome::Failed(error) => {
-                    advance(tx, id, ExecutionStatus::Failed, Some(error), None)?;
-                }
-                Outcome::Deferred { due_ms } => reschedule(tx, lease, *due_ms)?,
-                Outcome::Held => {
-                    tx.execute("UPDATE delivery_jobs SET held = TRUE, lease_until = 0 WHERE execution_id = $1", args![id])?;
-                }
-            }
-            Ok(Recorded::Yes)
-        })
-        .await
+        Ok(self.record_outcomes(vec![(job.clone(), outcome)]).await?[0])
     }
 
     /// Meta answered 131056 for this pair: it backs off 4^n s, n counting the
@@ -265,15 +444,15 @@ impl Store {
         .await
     }
 
-    /// Jobs waiting to be sent, and the earliest time one comes due.
-    pub async fn queue(&self) -> StoreResult<QueueState> {
-        self.read(|tx| {
-            let row = tx.query_one(
-                "SELECT COUNT(*), MIN(CASE WHEN due_at > lease_until THEN due_at ELSE lease_until END) FROM delivery_jobs WHERE held = FALSE",
-                &[],
-            )?;
-            Ok(QueueState { depth: row.int(0)? as u64, next_due_ms: row.opt_int(1)? })
-        })
-        .await
+    /// How many jobs wait to be sent (held ones aside).
+    pub async fn queue_depth(&self) -> StoreResult<u64> {
+        self.read(|tx| Ok(tx.query_one("SELECT COUNT(*) FROM delivery_jobs WHERE held = FALSE", &[])?.int(0)? as u64)).await
+    }
+
+    /// When the next job no worker holds comes due (Unix ms), read from the
+    /// index on `due_at`: the idle worker's alarm. A dead replica's expired
+    /// leases are not in it; the worker looks again within a second anyway.
+    pub async fn next_due(&self) -> StoreResult<Option<i64>> {
+        self.read(|tx| tx.query_one("SELECT MIN(due_at) FROM delivery_jobs WHERE held = FALSE AND lease_until = 0", &[])?.opt_int(0)).await
     }
 }

@@ -21,13 +21,13 @@ use uuid::Uuid;
 
 use crate::domain::{ActionSpec, ExecutionStatus, TenantId};
 use db::{DbResult, Tx, args};
-pub use jobs::PaceRequest;
+pub use jobs::{SendRequest, Started};
 use postgres::PgDb;
 use signals::Signal;
 pub use signals::Signals;
 use sqlite::SqliteDb;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -164,6 +164,7 @@ pub enum SenderSaved {
 }
 
 /// What a sync or a send needs to call the Graph API.
+#[derive(Debug, Clone)]
 pub struct SenderCredentials {
     pub waba_id: String,
     pub sealed_access_token: Vec<u8>,
@@ -296,6 +297,11 @@ pub struct ClaimedJob {
     pub last_error: Option<String>,
     /// The claim found a lease its holder never released: a replica died or stalled.
     pub taken_over: bool,
+    /// The sender's credentials as the claim found them; `None` once it was deleted.
+    pub credentials: Option<SenderCredentials>,
+    /// Meta refused this pair lately (131056): known once the send started,
+    /// so that its acceptance clears the back-off.
+    pub pair_refused: bool,
 }
 
 /// Whether the write of an attempt's outcome was made.
@@ -306,17 +312,6 @@ pub enum Recorded {
     /// there was nothing left to record.
     JobEnded,
     /// Another worker claimed the job since: this attempt's outcome is not ours to write.
-    LeaseLost,
-}
-
-/// What `begin_attempt` found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Begun {
-    /// The execution is `sending`, its attempt counted and marked open.
-    Sending,
-    /// The execution ended meanwhile; its job is gone.
-    Ended,
-    /// Another worker claimed the job since: this attempt is not ours to make.
     LeaseLost,
 }
 
@@ -364,13 +359,6 @@ pub enum WebhookEvent {
         language: String,
         event: String,
     },
-}
-
-/// The jobs waiting to be sent.
-pub struct QueueState {
-    pub depth: u64,
-    /// The earliest time (Unix ms) a waiting job comes due.
-    pub next_due_ms: Option<i64>,
 }
 
 pub struct Store {

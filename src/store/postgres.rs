@@ -70,7 +70,7 @@ impl PgDb {
 
     async fn session(&self) -> StoreResult<PgSession> {
         let client = self.pool.get().await.map_err(|e| StoreError::Unavailable(format!("no database connection: {}", one_line(&e))))?;
-        Ok(PgSession { client: Some(client), handle: Handle::current(), open: false })
+        Ok(PgSession { client: Some(client), handle: Handle::current(), open: false, begin_pending: false })
     }
 
     /// Runs `op` in a transaction; its signals are sent with the commit.
@@ -125,6 +125,8 @@ pub struct PgSession {
     /// A transaction is open: should the session be dropped now (a panic),
     /// its connection is closed rather than handed to the next request.
     open: bool,
+    /// The open transaction's `BEGIN` is still to be sent, with its first statement.
+    begin_pending: bool,
 }
 
 impl Drop for PgSession {
@@ -147,20 +149,32 @@ impl PgSession {
         self.handle.block_on(client.batch_execute(sql)).map_err(failure)
     }
 
+    /// Runs `op` in a transaction. Round trips are what a transaction costs
+    /// here, so `BEGIN` travels with the first statement, and the
+    /// notifications of its signals with `COMMIT`.
     fn transaction<T>(&mut self, op: &impl Fn(&mut Tx<'_>) -> DbResult<T>) -> DbResult<T> {
-        self.batch("BEGIN")?;
+        self.begin_pending = true;
         self.open = true;
         let mut tx = Tx::postgres(self);
-        let result = op(&mut tx).and_then(|value| {
-            let signals = tx.take_signals();
+        let result = op(&mut tx);
+        let signals = tx.take_signals();
+        if std::mem::take(&mut self.begin_pending) {
+            // No statement ran: there is no transaction to end.
+            self.open = false;
+            return result;
+        }
+        let mut end = String::new();
+        if result.is_ok() {
             for chunk in signals.chunks(SIGNALS_PER_NOTIFY) {
+                // The payload is ids and letters of our own making: no quote can be in it.
                 let payload = chunk.iter().map(|signal| signal.encode()).collect::<Vec<_>>().join(",");
-                tx.execute("SELECT pg_notify($1, $2)", super::db::args![CHANNEL, payload])?;
+                end.push_str(&format!("SELECT pg_notify('{CHANNEL}', '{payload}'); "));
             }
-            Ok(value)
-        });
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        self.batch(end)?;
+            end.push_str("COMMIT");
+        } else {
+            end.push_str("ROLLBACK");
+        }
+        self.batch(&end)?;
         self.open = false;
         result
     }
@@ -169,19 +183,36 @@ impl PgSession {
         args.iter().map(|arg| arg as &(dyn ToSql + Sync)).collect()
     }
 
-    pub(super) fn execute(&mut self, sql: &str, args: &[Value]) -> DbResult<u64> {
+    /// Runs one statement, after the transaction's `BEGIN` when that is still
+    /// to be sent: both go in one round trip (tokio-postgres pipelines them).
+    fn run<T, F>(&mut self, statement: F) -> DbResult<T>
+    where
+        F: for<'c> AsyncFnOnce(&'c Object) -> Result<T, tokio_postgres::Error>,
+    {
+        let begin = std::mem::take(&mut self.begin_pending);
         let client = self.client();
         self.handle.block_on(async {
-            let statement = client.prepare_cached(sql).await.map_err(failure)?;
-            client.execute(&statement, &Self::parameters(args)).await.map_err(failure)
+            if begin {
+                let (begun, result) = futures_util::join!(client.batch_execute("BEGIN"), statement(client));
+                begun.map_err(failure)?;
+                result.map_err(failure)
+            } else {
+                statement(client).await.map_err(failure)
+            }
+        })
+    }
+
+    pub(super) fn execute(&mut self, sql: &str, args: &[Value]) -> DbResult<u64> {
+        self.run(async |client: &Object| {
+            let statement = client.prepare_cached(sql).await?;
+            client.execute(&statement, &Self::parameters(args)).await
         })
     }
 
     pub(super) fn query(&mut self, sql: &str, args: &[Value]) -> DbResult<Vec<Row>> {
-        let client = self.client();
-        let rows = self.handle.block_on(async {
-            let statement = client.prepare_cached(sql).await.map_err(failure)?;
-            client.query(&statement, &Self::parameters(args)).await.map_err(failure)
+        let rows = self.run(async |client: &Object| {
+            let statement = client.prepare_cached(sql).await?;
+            client.query(&statement, &Self::parameters(args)).await
         })?;
         rows.iter().map(row).collect()
     }

@@ -77,11 +77,24 @@ fn template_from_row(row: &Row) -> DbResult<(String, TemplateRecord)> {
     ))
 }
 
+/// The sender's ($1, $2) jobs held or not, as a subquery that locks them in
+/// id order, the order every transaction takes jobs in.
+fn sender_jobs(tx: &Tx<'_>, held: bool) -> String {
+    format!(
+        "SELECT execution_id FROM delivery_jobs WHERE tenant = $1 AND sender = $2 AND held = {} ORDER BY execution_id{}",
+        if held { "TRUE" } else { "FALSE" },
+        tx.dialect().for_update()
+    )
+}
+
 /// Sends held for a sender go again once new credentials are proven.
 fn release_sender_jobs(tx: &mut Tx<'_>, tenant: &str, phone_number_id: &str) -> DbResult<()> {
     let released = tx.execute(
-        "UPDATE delivery_jobs SET held = FALSE, due_at = CASE WHEN due_at < $3 THEN due_at ELSE $3 END \
-         WHERE tenant = $1 AND sender = $2 AND held = TRUE",
+        &format!(
+            "UPDATE delivery_jobs SET held = FALSE, due_at = CASE WHEN due_at < $3 THEN due_at ELSE $3 END \
+             WHERE execution_id IN ({})",
+            sender_jobs(tx, true)
+        ),
         args![tenant, phone_number_id, clock::now_ms()],
     )?;
     if released > 0 {
@@ -207,17 +220,26 @@ impl Store {
         .await
     }
 
-    /// Every language version of one template name in a sender's WABA.
-    pub async fn templates_named(&self, tenant: &TenantId, phone_number_id: &str, name: &str) -> StoreResult<Vec<TemplateRecord>> {
+    /// Every language version of one template name in a sender's WABA, in
+    /// one read; `None` when the tenant has no such sender.
+    pub async fn templates_named(&self, tenant: &TenantId, phone_number_id: &str, name: &str) -> StoreResult<Option<Vec<TemplateRecord>>> {
         let (tenant, phone_number_id, name) = (tenant.as_str().to_owned(), phone_number_id.to_owned(), name.to_owned());
         self.read(move |tx| {
+            let columns = TEMPLATE_COLUMNS.split(", ").map(|column| format!("t.{column}")).collect::<Vec<_>>().join(", ");
             let rows = tx.query(
                 &format!(
-                    "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE tenant = $1 AND phone_number_id = $2 AND name = $3 ORDER BY language"
+                    "SELECT {columns} FROM senders s LEFT JOIN templates t \
+                     ON t.tenant = s.tenant AND t.phone_number_id = s.phone_number_id AND t.name = $3 \
+                     WHERE s.tenant = $1 AND s.phone_number_id = $2 ORDER BY t.language"
                 ),
                 args![tenant, phone_number_id, name],
             )?;
-            rows.iter().map(|row| template_from_row(row).map(|(_, template)| template)).collect()
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            // A sender without the template still gives its one row, of NULLs.
+            let found = rows.iter().filter(|row| row.opt_str(0).is_ok_and(|id| id.is_some()));
+            Ok(Some(found.map(|row| template_from_row(row).map(|(_, template)| template)).collect::<DbResult<_>>()?))
         })
         .await
     }
@@ -246,22 +268,30 @@ impl Store {
     }
 
     /// Meta refused the sender's token: marks it unhealthy and holds its
-    /// jobs until a sync proves new credentials. Only if `refused_token`
-    /// (sealed) is still the sender's: false when new credentials came meanwhile.
+    /// jobs until a sync proves new credentials, the first time it is told;
+    /// true while `refused_token` (sealed) is still the sender's, false when
+    /// new credentials came meanwhile.
     pub async fn hold_sender(&self, tenant: &TenantId, phone_number_id: &str, refused_token: &[u8]) -> StoreResult<bool> {
         let (tenant, phone_number_id, refused_token) = (tenant.as_str().to_owned(), phone_number_id.to_owned(), refused_token.to_vec());
         self.write(move |tx| {
             let marked = tx.execute(
-                "UPDATE senders SET healthy = FALSE, updated_at = $4 WHERE tenant = $1 AND phone_number_id = $2 AND sealed_access_token = $3",
+                "UPDATE senders SET healthy = FALSE, updated_at = $4 \
+                 WHERE tenant = $1 AND phone_number_id = $2 AND sealed_access_token = $3 AND healthy = TRUE",
                 args![tenant.as_str(), phone_number_id.as_str(), &refused_token, clock::now()],
             )?;
             if marked > 0 {
-                tx.execute("UPDATE delivery_jobs SET held = TRUE, lease_until = 0 WHERE tenant = $1 AND sender = $2", args![
-                    tenant.as_str(),
-                    phone_number_id.as_str()
-                ])?;
+                tx.execute(
+                    &format!("UPDATE delivery_jobs SET held = TRUE, lease_until = 0 WHERE execution_id IN ({})", sender_jobs(tx, false)),
+                    args![tenant.as_str(), phone_number_id.as_str()],
+                )?;
+                return Ok(true);
             }
-            Ok(marked > 0)
+            // Held already, by an earlier refusal of this same token?
+            let still = tx.query_opt(
+                "SELECT 1 FROM senders WHERE tenant = $1 AND phone_number_id = $2 AND sealed_access_token = $3 AND healthy = FALSE",
+                args![tenant.as_str(), phone_number_id.as_str(), &refused_token],
+            )?;
+            Ok(still.is_some())
         })
         .await
     }

@@ -168,6 +168,11 @@ impl Sandbox {
         self.with_state(|s| s.scripts.entry(recipient.to_owned()).or_default().extend(outcomes));
     }
 
+    /// How many messages it accepted so far.
+    pub fn sent_count(&self) -> usize {
+        self.with_state(|s| s.sent.len())
+    }
+
     /// Every message accepted so far, oldest first.
     pub fn sent(&self) -> Vec<SentMessage> {
         self.with_state(|s| s.sent.clone())

@@ -205,7 +205,9 @@ fn plural(count: usize, noun: &str) -> String {
 /// Checks the template the action names against the sender's registry:
 /// the sender, the template in that language, its status and its parameters.
 pub async fn check_template_use(store: &Store, tenant: &TenantId, template_use: &TemplateUse<'_>) -> StoreResult<Vec<FieldError>> {
-    if store.get_sender(tenant, template_use.from).await?.is_none() {
+    let name = template_use.template_name.as_str();
+    let language = template_use.language_code.as_str();
+    let Some(versions) = store.templates_named(tenant, template_use.from, name).await? else {
         return Ok(vec![FieldError::new(
             "webhook.from",
             ErrorCode::UnknownSender,
@@ -214,10 +216,7 @@ pub async fn check_template_use(store: &Store, tenant: &TenantId, template_use: 
                 template_use.from
             ),
         )]);
-    }
-    let name = template_use.template_name.as_str();
-    let language = template_use.language_code.as_str();
-    let versions = store.templates_named(tenant, template_use.from, name).await?;
+    };
     let Some(template) = versions.iter().find(|t| t.language == language) else {
         let message = if versions.is_empty() {
             format!("the sender's WhatsApp Business Account has no template named '{name}' (sync the sender if it was created recently)")
