@@ -8,7 +8,9 @@
 //!   execution's commit (`queued`) to Meta's acceptance (`accepted`).
 //!
 //! Run: `cargo build --release && cargo bench --bench throughput` (PostgreSQL
-//! as for the tests; BENCH_SECONDS, BENCH_BACKLOG, BENCH_RATE to resize).
+//! as for the tests; BENCH_SECONDS, BENCH_BACKLOG, BENCH_RATE to resize,
+//! BENCH_ONLY=0|1|2 for one configuration by its replica count, 0 for SQLite;
+//! ACTIOND_DATABASE_MAX_CONNECTIONS is passed to the replicas).
 //! The stand-in sends no status webhooks here: this measures actiond's own work.
 
 #[path = "../tests/common/mod.rs"]
@@ -56,6 +58,9 @@ impl Setup {
             let mut command = actiond(&dir, &["serve", "--log-format", "json"]);
             production_env(&mut command, &database, &graph_url, &key);
             command.env("ACTIOND_SENDER_MPS", "100000").env("ACTIOND_LOG", "warn,actiond=info");
+            if let Ok(connections) = std::env::var("ACTIOND_DATABASE_MAX_CONNECTIONS") {
+                command.env("ACTIOND_DATABASE_MAX_CONNECTIONS", connections);
+            }
             let mut server = Server::start(command);
             bases.push(server.address());
             servers.push(server);

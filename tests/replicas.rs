@@ -245,11 +245,19 @@ async fn a_replica_killed_mid_delivery_loses_no_job_and_sends_no_message_twice()
     let victim = cluster.add_replica_on(&victims_graph_url);
     let action = cluster.action(&non_mandatory_body()).await;
     cluster.sandbox.set_webhook(&format!("{}/v2/_whatsapp/webhook", cluster.base(1)), APP_SECRET);
+    // The other two stall (SIGSTOP), so the victim claims the work; they
+    // resume once it is dead, as replicas that missed nothing but time.
+    let others: Vec<String> = (0..2).map(|replica| cluster.replicas[replica].server.child.id().to_string()).collect();
+    let signal = |signal: &str, replica: usize| {
+        assert!(Command::new("kill").args([signal, &others[replica]]).status().unwrap().success());
+    };
+    signal("-STOP", 0);
+    signal("-STOP", 1);
     let executes = (0..40).map(|index| {
         let body = json!({"to": format!("+1415555{:04}", 300 + index), "variables": {"customer_name": "Ana"}});
         let path = format!("/v2/_actions/{action}/_execute");
         let cluster = &cluster;
-        async move { cluster.post(index % 3, &path, &body, None).await.unwrap() }
+        async move { cluster.post(victim, &path, &body, None).await.unwrap() }
     });
     let executions: Vec<String> = join_all(executes)
         .await
@@ -266,6 +274,8 @@ async fn a_replica_killed_mid_delivery_loses_no_job_and_sends_no_message_twice()
     }
     cluster.replicas[victim].server.child.kill().unwrap();
     cluster.replicas[victim].server.child.wait().unwrap();
+    signal("-CONT", 0);
+    signal("-CONT", 1);
     cluster.replicas.truncate(2);
     for (id, status) in executions.iter().zip(cluster.settled(&executions).await) {
         assert!(TAKEN_BY_META.contains(&status.as_str()), "execution {id} acknowledged before the kill: {status}");
@@ -304,15 +314,16 @@ async fn pacing_holds_for_all_replicas_together() {
     }
 
     // Meta's pair rate to one recipient: a burst of 45, then one per 6 s, whichever replica sends.
+    drop(cluster);
     let pair = Cluster::start(3, &[("ACTIOND_SENDER_MPS", "1000")]).await;
     let action = pair.action(&non_mandatory_body()).await;
     let path = format!("/v2/_actions/{action}/_execute");
     let executes = (0..48).map(|index| {
         let body = json!({"call_id": format!("pair-{index}"), "variables": {"customer_name": "Ana"}});
         let (pair, path) = (&pair, &path);
-        async move { pair.post(index % 3, path, &body, None).await.unwrap() }
+        async move { pair.post(index % 3, path, &body, None).await.unwrap().0 }
     });
-    join_all(executes).await;
+    assert!(join_all(executes).await.iter().all(|status| *status == 202));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(pair.sandbox.sent().len(), 45, "45 at once, the rest 6 s apart");
 }

@@ -29,6 +29,18 @@ fn fence(tx: &mut Tx<'_>, lease: Lease) -> DbResult<Recorded> {
     })
 }
 
+/// For leases, after `before` other placeholders: SQL for the token each
+/// job's lease has (`CASE execution_id WHEN … END`), the list of their ids,
+/// and the values of both.
+fn lease_arguments(leases: &[Lease], before: usize) -> (String, String, Vec<Value>) {
+    let count = leases.len();
+    let cases: Vec<String> =
+        (0..count).map(|i| format!("WHEN ${} THEN CAST(${} AS BIGINT)", before + 2 * i + 1, before + 2 * i + 2)).collect();
+    let mut values: Vec<Value> = leases.iter().flat_map(|lease| [Value::from(lease.execution_id), Value::from(lease.token)]).collect();
+    values.extend(leases.iter().map(|lease| Value::from(lease.execution_id)));
+    (format!("CASE execution_id {} END", cases.join(" ")), placeholders(before + 2 * count, count), values)
+}
+
 fn id_args(ids: &[Uuid]) -> Vec<Value> {
     ids.iter().map(|id| Value::from(*id)).collect()
 }
@@ -67,13 +79,12 @@ fn take_send_slots(tx: &mut Tx<'_>, jobs: &[&SendRequest], pacing: Pacing, now_u
     let keys: BTreeSet<String> = jobs.iter().flat_map(|job| [sender_key(&job.sender), pair_key(&job.sender, &job.recipient)]).collect();
     let key_args: Vec<Value> = keys.iter().map(|key| Value::from(key.as_str())).collect();
     let rows = (1..=keys.len()).map(|n| format!("(${n})")).collect::<Vec<_>>().join(", ");
-    tx.execute(&format!("INSERT INTO pacing (key) VALUES {rows} ON CONFLICT DO NOTHING"), &key_args)?;
-    // In key order, so that two replicas pacing the same keys lock them alike.
+    // Creates the rows not there yet and locks them all, in key order (so two
+    // replicas pacing the same keys lock them alike), reading them as they stand.
     let current = tx.query(
         &format!(
-            "SELECT key, tat, backoff_until, refusals FROM pacing WHERE key IN ({}) ORDER BY key{}",
-            placeholders(0, keys.len()),
-            tx.dialect().for_update()
+            "INSERT INTO pacing (key) VALUES {rows} ON CONFLICT (key) DO UPDATE SET tat = pacing.tat \
+             RETURNING key, tat, backoff_until, refusals"
         ),
         &key_args,
     )?;
@@ -127,21 +138,15 @@ fn accept(tx: &mut Tx<'_>, accepted: &[&(Lease, String, bool, Outcome)]) -> DbRe
     if accepted.is_empty() {
         return Ok(Vec::new());
     }
-    let count = accepted.len();
-    let tokens: Vec<String> = (0..count).map(|i| format!("WHEN ${} THEN CAST(${} AS BIGINT)", 2 * i + 1, 2 * i + 2)).collect();
-    let mut values: Vec<Value> =
-        accepted.iter().flat_map(|(lease, ..)| [Value::from(lease.execution_id), Value::from(lease.token)]).collect();
-    values.extend(accepted.iter().map(|(lease, ..)| Value::from(lease.execution_id)));
+    let mut leases: Vec<Lease> = accepted.iter().map(|(lease, ..)| *lease).collect();
+    leases.sort_by_key(|lease| lease.execution_id);
+    let (token_of, ids, values) = lease_arguments(&leases, 0);
     let ended_jobs = tx.query(
-        &format!(
-            "DELETE FROM delivery_jobs WHERE lease_token = CASE execution_id {} END AND execution_id IN ({}) RETURNING execution_id",
-            tokens.join(" "),
-            placeholders(2 * count, count)
-        ),
+        &format!("DELETE FROM delivery_jobs WHERE lease_token = {token_of} AND execution_id IN ({ids}) RETURNING execution_id"),
         &values,
     )?;
     let fenced: BTreeSet<Uuid> = ended_jobs.iter().map(|row| row.uuid(0)).collect::<DbResult<_>>()?;
-    let mut recorded = Vec::with_capacity(count);
+    let mut recorded = Vec::with_capacity(accepted.len());
     for (lease, ..) in accepted {
         recorded.push(if fenced.contains(&lease.execution_id) { Recorded::Yes } else { unfenced(tx, *lease)? });
     }
@@ -375,20 +380,32 @@ impl Store {
 
     /// Extends the leases of sends under way; how many were lost to another
     /// claim. A job whose lease its attempt released (rescheduled, held) or
-    /// that ended is left as it is.
-    pub async fn extend_leases(&self, leases: Vec<Lease>, lease_until_ms: i64) -> StoreResult<usize> {
+    /// that ended is left as it is, and so is one whose outcome is being
+    /// written right now: the heartbeat skips locked rows rather than wait.
+    pub async fn extend_leases(&self, mut leases: Vec<Lease>, lease_until_ms: i64) -> StoreResult<usize> {
+        leases.sort_by_key(|lease| lease.execution_id);
         self.write(move |tx| {
-            let mut lost = 0;
-            for lease in &leases {
-                let extended = tx.execute(
-                    "UPDATE delivery_jobs SET lease_until = $3 WHERE execution_id = $1 AND lease_token = $2 AND lease_until <> 0",
-                    args![lease.execution_id, lease.token, lease_until_ms],
-                )?;
-                if extended == 0 && fence(tx, *lease)? == Recorded::LeaseLost {
-                    lost += 1;
-                }
+            if leases.is_empty() {
+                return Ok(0);
             }
-            Ok(lost)
+            let (token_of, ids, mut values) = lease_arguments(&leases, 1);
+            values.insert(0, Value::from(lease_until_ms));
+            tx.execute(
+                &format!(
+                    "UPDATE delivery_jobs SET lease_until = $1 WHERE execution_id IN \
+                     (SELECT execution_id FROM delivery_jobs WHERE execution_id IN ({ids}) AND lease_until <> 0 \
+                     AND lease_token = {token_of}{})",
+                    tx.dialect().skip_locked()
+                ),
+                &values,
+            )?;
+            // Without waiting on locks: the jobs another claim now owns.
+            let (token_of, ids, values) = lease_arguments(&leases, 0);
+            let lost = tx.query_one(
+                &format!("SELECT COUNT(*) FROM delivery_jobs WHERE execution_id IN ({ids}) AND lease_token <> {token_of}"),
+                &values,
+            )?;
+            Ok(lost.count(0)? as usize)
         })
         .await
     }

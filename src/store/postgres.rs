@@ -1,20 +1,24 @@
-//! PostgreSQL under the store, shared by any number of replicas. A pool of
-//! connections (deadpool); each operation runs in its own transaction on a
-//! blocking thread, statement by statement, and is tried again whole on a
-//! deadlock. Migrations run once under an advisory lock; one more connection
-//! per replica `LISTEN`s, so a change committed on any replica wakes the
-//! waiters of every one.
+//! PostgreSQL under the store, shared by any number of replicas. Each of
+//! `ACTIOND_DATABASE_MAX_CONNECTIONS` session threads owns one connection and
+//! drives it itself, so the statements of an operation cost round trips to
+//! the server and no hand-offs between threads; an operation runs on the
+//! first free session, in its own transaction, and is tried again whole on
+//! a deadlock. Migrations run once under an advisory lock; one more
+//! connection per replica `LISTEN`s, so a change committed on any replica
+//! wakes the waiters of every one.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
-use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
 use super::db::{DbError, DbResult, Row, Tx, Value};
 use super::signals::{Signal, Signals};
@@ -27,15 +31,52 @@ const CHANNEL: &str = "actiond";
 /// Any constant will do: it only has to be the same for every replica.
 const MIGRATION_LOCK: i64 = 0x0061_6374_696f_6e64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a request waits for a free connection before it is answered 503.
+/// How long an operation waits for a free session before it is answered 503.
 const POOL_WAIT: Duration = Duration::from_secs(5);
 /// A deadlock is broken by aborting one side; it is tried again this often.
 const CONTENTION_RETRIES: u32 = 5;
 /// Signals per notification: a payload must stay under 8,000 bytes.
 const SIGNALS_PER_NOTIFY: usize = 150;
 
+/// An operation waiting for a session.
+type Job = Box<dyn FnOnce(&mut PgSession) + Send>;
+
+/// The sessions: how many may run, how many do, and what they are doing.
+struct PoolState {
+    size: usize,
+    config: tokio_postgres::Config,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    started: AtomicUsize,
+    idle: AtomicUsize,
+    connected: AtomicUsize,
+    busy: AtomicUsize,
+    waiting: AtomicUsize,
+}
+
+impl PoolState {
+    /// Starts another session when every one is busy and there is room:
+    /// a replica holds as many connections as it has needed at once.
+    fn grow(self: &Arc<Self>) {
+        if self.idle.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let started = self.started.fetch_add(1, Ordering::SeqCst);
+        if started >= self.size {
+            self.started.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let state = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name(format!("postgres-{started}")).spawn(move || serve_sessions(state));
+        if let Err(error) = spawned {
+            self.started.fetch_sub(1, Ordering::SeqCst);
+            tracing::error!(%error, "cannot start a PostgreSQL session");
+        }
+    }
+}
+
 pub struct PgDb {
-    pool: Pool,
+    jobs: mpsc::Sender<Job>,
+    state: Arc<PoolState>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -46,31 +87,53 @@ impl Drop for PgDb {
 }
 
 impl PgDb {
-    /// Connects, applies migrations under the lock, and starts listening.
+    /// Connects, applies migrations under the lock, starts the sessions and listens.
     pub async fn open(url: &str, max_connections: usize, signals: Arc<Signals>) -> Result<Self, String> {
         let shown = redacted(url);
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| format!("ACTIOND_DATABASE_URL: {shown} is not a PostgreSQL URL: {e}"))?;
         config.connect_timeout(CONNECT_TIMEOUT).application_name("actiond").keepalives_idle(Duration::from_secs(30));
-        let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(max_connections.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| format!("ACTIOND_DATABASE_URL: {e}"))?;
-        let client = pool.get().await.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot connect to {shown}: {}", one_line(&e)))?;
+        let (client, connection) =
+            config.connect(NoTls).await.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot connect to {shown}: {}", one_line(&e)))?;
+        let driver = tokio::spawn(connection);
         migrate(&client).await.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot migrate {shown}: {}", one_line(&e)))?;
         drop(client);
+        let _ = driver.await;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let state = Arc::new(PoolState {
+            size: max_connections.max(1),
+            config: config.clone(),
+            queue: Arc::new(Mutex::new(queue)),
+            started: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            connected: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+        });
         let listener = tokio::spawn(listen(config, signals));
-        Ok(Self { pool, listener })
+        Ok(Self { jobs, state, listener })
     }
 
-    async fn session(&self) -> StoreResult<PgSession> {
-        let client = self.pool.get().await.map_err(|e| StoreError::Unavailable(format!("no database connection: {}", one_line(&e))))?;
-        Ok(PgSession { client: Some(client), handle: Handle::current(), open: false, begin_pending: false })
+    /// Runs `op` on the first free session; 503 when none came free in time.
+    async fn run<T: Send + 'static>(&self, op: impl FnOnce(&mut PgSession) -> StoreResult<T> + Send + 'static) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        let job = move |session: &mut PgSession, waited: Duration| {
+            let result = if waited > POOL_WAIT {
+                Err(StoreError::Unavailable(format!("no database session came free within {} s", POOL_WAIT.as_secs())))
+            } else {
+                op(session)
+            };
+            let _ = reply.send(result);
+        };
+        self.state.waiting.fetch_add(1, Ordering::Relaxed);
+        let queued = Instant::now();
+        let sent = self.jobs.send(Box::new(move |session: &mut PgSession| job(session, queued.elapsed())));
+        if sent.is_err() {
+            self.state.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::Unavailable("the database sessions have stopped".into()));
+        }
+        self.state.grow();
+        answer.await.map_err(|_| StoreError::Internal("a database session failed inside an operation".into()))?
     }
 
     /// Runs `op` in a transaction; its signals are sent with the commit.
@@ -79,8 +142,7 @@ impl PgDb {
         T: Send + 'static,
         F: Fn(&mut Tx<'_>) -> DbResult<T> + Send + 'static,
     {
-        let mut session = self.session().await?;
-        tokio::task::spawn_blocking(move || {
+        self.run(move |session| {
             let mut attempt = 0;
             loop {
                 attempt += 1;
@@ -93,7 +155,6 @@ impl PgDb {
             }
         })
         .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
     }
 
     /// Runs `op` outside a transaction: each statement sees what is committed when it runs.
@@ -102,51 +163,108 @@ impl PgDb {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> DbResult<T> + Send + 'static,
     {
-        let mut session = self.session().await?;
-        tokio::task::spawn_blocking(move || op(&mut Tx::postgres(&mut session)).map_err(StoreError::from))
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?
+        self.run(move |session| {
+            session.first_statement = true;
+            op(&mut Tx::postgres(session)).map_err(StoreError::from)
+        })
+        .await
     }
 
-    /// The pool as Prometheus sees it.
+    /// The sessions as Prometheus sees them.
     pub fn report_pool(&self) {
-        let status = self.pool.status();
-        metrics::gauge!("actiond_db_pool_max_connections").set(status.max_size as f64);
-        metrics::gauge!("actiond_db_pool_connections", "state" => "idle").set(status.available as f64);
-        metrics::gauge!("actiond_db_pool_connections", "state" => "in_use").set(status.size.saturating_sub(status.available) as f64);
-        metrics::gauge!("actiond_db_pool_waiting").set(status.waiting as f64);
+        let state = &self.state;
+        let (connected, busy) = (state.connected.load(Ordering::Relaxed), state.busy.load(Ordering::Relaxed));
+        metrics::gauge!("actiond_db_pool_max_connections").set(state.size as f64);
+        metrics::gauge!("actiond_db_pool_connections", "state" => "idle").set(connected.saturating_sub(busy) as f64);
+        metrics::gauge!("actiond_db_pool_connections", "state" => "in_use").set(busy as f64);
+        metrics::gauge!("actiond_db_pool_waiting").set(state.waiting.load(Ordering::Relaxed) as f64);
     }
 }
 
-/// One pooled connection, driven from a blocking thread.
+/// One session thread: takes operations off the queue until the store is dropped.
+fn serve_sessions(state: Arc<PoolState>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return tracing::error!(%error, "cannot start a PostgreSQL session"),
+    };
+    let mut session = PgSession {
+        runtime,
+        config: state.config.clone(),
+        client: None,
+        statements: HashMap::new(),
+        state: Arc::clone(&state),
+        begin_pending: false,
+        first_statement: false,
+    };
+    loop {
+        state.idle.fetch_add(1, Ordering::SeqCst);
+        let next = state.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
+        state.idle.fetch_sub(1, Ordering::SeqCst);
+        let Ok(job) = next else { break };
+        state.waiting.fetch_sub(1, Ordering::Relaxed);
+        state.busy.fetch_add(1, Ordering::Relaxed);
+        if catch_unwind(AssertUnwindSafe(|| job(&mut session))).is_err() {
+            // The connection may be mid-transaction: it is not used again.
+            session.disconnect();
+        }
+        state.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+    session.disconnect();
+}
+
+/// One connection, driven by the thread that owns it.
 pub struct PgSession {
-    client: Option<Object>,
-    handle: Handle,
-    /// A transaction is open: should the session be dropped now (a panic),
-    /// its connection is closed rather than handed to the next request.
-    open: bool,
+    runtime: tokio::runtime::Runtime,
+    config: tokio_postgres::Config,
+    client: Option<Client>,
+    /// Statements prepared on this connection, by their text.
+    statements: HashMap<String, Statement>,
+    state: Arc<PoolState>,
     /// The open transaction's `BEGIN` is still to be sent, with its first statement.
     begin_pending: bool,
-}
-
-impl Drop for PgSession {
-    fn drop(&mut self) {
-        if self.open
-            && let Some(client) = self.client.take()
-        {
-            drop(Object::take(client));
-        }
-    }
+    /// No statement of the current operation has run: one that finds the
+    /// connection dead may run again on a new one.
+    first_statement: bool,
 }
 
 impl PgSession {
-    fn client(&self) -> &Object {
-        self.client.as_ref().expect("a session keeps its client until dropped")
+    fn disconnect(&mut self) {
+        if self.client.take().is_some() {
+            self.state.connected.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.statements.clear();
     }
 
+    /// The connection, opened again if it was lost. Its driver runs only
+    /// while this thread waits on it, so it is given a turn first to notice
+    /// a connection the server closed meanwhile.
+    fn connect(&mut self) -> DbResult<()> {
+        if self.client.is_some() {
+            self.runtime.block_on(tokio::task::yield_now());
+        }
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.disconnect();
+        }
+        if self.client.is_none() {
+            let (client, connection) = self.runtime.block_on(self.config.connect(NoTls)).map_err(failure)?;
+            self.runtime.spawn(async move {
+                let _ = connection.await;
+            });
+            self.client = Some(client);
+            self.state.connected.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Runs SQL without parameters; a failure closes the connection, whose state is then unknown.
     fn batch(&mut self, sql: &str) -> DbResult<()> {
-        let client = self.client();
-        self.handle.block_on(client.batch_execute(sql)).map_err(failure)
+        self.connect()?;
+        let client = self.client.as_ref().expect("connected above");
+        let result = self.runtime.block_on(client.batch_execute(sql)).map_err(failure);
+        if result.is_err() {
+            self.disconnect();
+        }
+        result
     }
 
     /// Runs `op` in a transaction. Round trips are what a transaction costs
@@ -154,13 +272,12 @@ impl PgSession {
     /// notifications of its signals with `COMMIT`.
     fn transaction<T>(&mut self, op: &impl Fn(&mut Tx<'_>) -> DbResult<T>) -> DbResult<T> {
         self.begin_pending = true;
-        self.open = true;
+        self.first_statement = true;
         let mut tx = Tx::postgres(self);
         let result = op(&mut tx);
         let signals = tx.take_signals();
-        if std::mem::take(&mut self.begin_pending) {
-            // No statement ran: there is no transaction to end.
-            self.open = false;
+        if std::mem::take(&mut self.begin_pending) || (result.is_err() && self.client.is_none()) {
+            // No statement ran, or the connection was lost with the transaction: there is none to end.
             return result;
         }
         let mut end = String::new();
@@ -175,7 +292,6 @@ impl PgSession {
             end.push_str("ROLLBACK");
         }
         self.batch(&end)?;
-        self.open = false;
         result
     }
 
@@ -183,37 +299,70 @@ impl PgSession {
         args.iter().map(|arg| arg as &(dyn ToSql + Sync)).collect()
     }
 
-    /// Runs one statement, after the transaction's `BEGIN` when that is still
-    /// to be sent: both go in one round trip (tokio-postgres pipelines them).
-    fn run<T, F>(&mut self, statement: F) -> DbResult<T>
-    where
-        F: for<'c> AsyncFnOnce(&'c Object) -> Result<T, tokio_postgres::Error>,
-    {
+    /// Runs one statement, prepared once per connection, after the
+    /// transaction's `BEGIN` when that is still to be sent: both go in one
+    /// round trip (tokio-postgres pipelines them).
+    fn run<T>(&mut self, sql: &str, statement: impl AsyncFn(&Client, &Statement) -> Result<T, tokio_postgres::Error>) -> DbResult<T> {
         let begin = std::mem::take(&mut self.begin_pending);
-        let client = self.client();
-        self.handle.block_on(async {
-            if begin {
-                let (begun, result) = futures_util::join!(client.batch_execute("BEGIN"), statement(client));
-                begun.map_err(failure)?;
-                result.map_err(failure)
-            } else {
-                statement(client).await.map_err(failure)
+        let retry = std::mem::take(&mut self.first_statement);
+        match self.run_once(sql, begin, &statement) {
+            // A connection that died idle (the server restarted) fails its
+            // first statement; nothing ran, so it runs again on a new one.
+            Err(DbError::Unavailable(reason)) if retry => {
+                tracing::debug!(%reason, "a database connection was lost while idle; connecting again");
+                self.run_once(sql, begin, &statement)
             }
-        })
+            result => result,
+        }
+    }
+
+    fn run_once<T>(
+        &mut self,
+        sql: &str,
+        begin: bool,
+        statement: &impl AsyncFn(&Client, &Statement) -> Result<T, tokio_postgres::Error>,
+    ) -> DbResult<T> {
+        self.connect()?;
+        let client = self.client.as_ref().expect("connected above");
+        let cached = self.statements.get(sql).cloned();
+        let result = self.runtime.block_on(async {
+            let execute = async {
+                let prepared = match cached {
+                    Some(prepared) => prepared,
+                    None => client.prepare(sql).await?,
+                };
+                let result = statement(client, &prepared).await;
+                result.map(|value| (value, prepared))
+            };
+            if begin {
+                let (begun, result) = futures_util::join!(client.batch_execute("BEGIN"), execute);
+                begun?;
+                result
+            } else {
+                execute.await
+            }
+        });
+        match result {
+            Ok((value, prepared)) => {
+                self.statements.entry(sql.to_owned()).or_insert(prepared);
+                Ok(value)
+            }
+            Err(error) => {
+                let error = failure(error);
+                if matches!(error, DbError::Unavailable(_)) {
+                    self.disconnect();
+                }
+                Err(error)
+            }
+        }
     }
 
     pub(super) fn execute(&mut self, sql: &str, args: &[Value]) -> DbResult<u64> {
-        self.run(async |client: &Object| {
-            let statement = client.prepare_cached(sql).await?;
-            client.execute(&statement, &Self::parameters(args)).await
-        })
+        self.run(sql, async |client: &Client, statement: &Statement| client.execute(statement, &Self::parameters(args)).await)
     }
 
     pub(super) fn query(&mut self, sql: &str, args: &[Value]) -> DbResult<Vec<Row>> {
-        let rows = self.run(async |client: &Object| {
-            let statement = client.prepare_cached(sql).await?;
-            client.query(&statement, &Self::parameters(args)).await
-        })?;
+        let rows = self.run(sql, async |client: &Client, statement: &Statement| client.query(statement, &Self::parameters(args)).await)?;
         rows.iter().map(row).collect()
     }
 }
@@ -294,7 +443,7 @@ fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     text.replace('\n', " ")
 }
 
-async fn migrate(client: &Object) -> Result<(), tokio_postgres::Error> {
+async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
     client.query("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let applied = async {
         client.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)").await?;
