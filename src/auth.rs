@@ -4,13 +4,12 @@
 //! verifiers and can never widen them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use tokio::sync::Mutex;
+use serde_json::{Map, Value, json};
 
 use crate::domain::TenantId;
 
@@ -60,45 +59,36 @@ impl Caller {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct Claims {
-    sub: Option<Value>,
-    org_id: Option<Value>,
-    scope: Option<Value>,
-    permissions: Option<Value>,
-}
-
-impl Claims {
-    fn into_caller(self) -> Result<Caller, String> {
-        let text = |value: Option<Value>| match value {
-            Some(Value::String(s)) => Some(s),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
-        let tenant = text(self.org_id)
-            .and_then(TenantId::new)
-            .or_else(|| text(self.sub).and_then(TenantId::new))
-            .ok_or("the token names no tenant (org_id or sub)")?;
-        let granted: Option<Vec<String>> = match (self.scope, self.permissions) {
-            (None, None) => None,
-            (scope, permissions) => {
-                let mut names = Vec::new();
-                if let Some(Value::String(list)) = scope {
-                    names.extend(list.split_whitespace().map(str::to_owned));
-                }
-                if let Some(Value::Array(items)) = permissions {
-                    names.extend(items.into_iter().filter_map(|v| v.as_str().map(str::to_owned)));
-                }
-                Some(names)
-            }
-        };
-        let scopes = match granted {
-            // A token that says nothing of scopes has every scope of its tenant.
-            None => Scope::ALL.into_iter().collect(),
-            Some(names) => names.iter().filter_map(|name| Scope::parse(name)).collect(),
-        };
-        Ok(Caller { tenant, scopes })
-    }
+/// The caller the claims name. Each claim actiond reads is absent or of its
+/// one type; any other type (`null` included) makes the token invalid, so a
+/// malformed claim can never widen what a token grants.
+fn caller_from(claims: &Map<String, Value>) -> Result<Caller, String> {
+    let text = |name: &str| match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.as_str())),
+        Some(_) => Err(format!("the token's {name} claim is not a string")),
+    };
+    let (org_id, sub, scope) = (text("org_id")?, text("sub")?, text("scope")?);
+    let permissions = match claims.get("permissions") {
+        None => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|item| item.as_str().ok_or("the token's permissions claim is not an array of strings"))
+                .collect::<Result<Vec<&str>, _>>()?,
+        ),
+        Some(_) => return Err("the token's permissions claim is not an array of strings".into()),
+    };
+    let tenant =
+        org_id.and_then(TenantId::new).or_else(|| sub.and_then(TenantId::new)).ok_or("the token names no tenant (org_id or sub)")?;
+    let scopes = if scope.is_none() && permissions.is_none() {
+        // A token that says nothing of scopes has every scope of its tenant.
+        Scope::ALL.into_iter().collect()
+    } else {
+        let named = scope.into_iter().flat_map(str::split_whitespace).chain(permissions.into_iter().flatten());
+        named.filter_map(Scope::parse).collect()
+    };
+    Ok(Caller { tenant, scopes })
 }
 
 pub struct AuthSettings<'a> {
@@ -110,7 +100,7 @@ pub struct AuthSettings<'a> {
 
 pub struct Authenticator {
     secret: Option<DecodingKey>,
-    jwks: Option<Jwks>,
+    jwks: Option<Arc<Jwks>>,
     issuer: Option<String>,
     audience: Option<String>,
 }
@@ -118,7 +108,7 @@ pub struct Authenticator {
 impl Authenticator {
     pub fn new(settings: AuthSettings<'_>) -> Result<Self, String> {
         let jwks = match settings.jwks_url {
-            Some(url) => Some(Jwks::new(url)?),
+            Some(url) => Some(Arc::new(Jwks::new(url)?)),
             None => None,
         };
         Ok(Self {
@@ -158,8 +148,8 @@ impl Authenticator {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        let data = decode::<Claims>(token, &key, &validation).map_err(|e| describe(&e))?;
-        data.claims.into_caller()
+        let data = decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| describe(&e))?;
+        caller_from(&data.claims)
     }
 }
 
@@ -177,40 +167,75 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
-/// A JWKS endpoint's keys, cached by kid.
+/// A JWKS endpoint's keys, cached by kid. A request whose kid is known never
+/// waits for a fetch: stale keys are refreshed in the background and keep
+/// serving until a fetch succeeds. Only a request with an unknown kid waits,
+/// and unknown kids cause at most one fetch per `JWKS_REFETCH_INTERVAL`,
+/// counted from the previous fetch of any kind, so a flood of forged kids
+/// cannot hammer the key server.
 struct Jwks {
     url: String,
     http: reqwest::Client,
-    cache: Mutex<JwksCache>,
-}
-
-#[derive(Default)]
-struct JwksCache {
-    keys: HashMap<String, DecodingKey>,
-    fetched_at: Option<Instant>,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    /// When the last fetch began, successful or not.
+    last_fetch: std::sync::Mutex<Option<Instant>>,
+    /// Held for the length of a fetch, so that fetches never overlap.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl Jwks {
     fn new(url: &str) -> Result<Self, String> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
-        Ok(Self { url: url.to_owned(), http, cache: Mutex::new(JwksCache::default()) })
+        Ok(Self {
+            url: url.to_owned(),
+            http,
+            keys: RwLock::default(),
+            last_fetch: std::sync::Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        })
     }
 
-    async fn key(&self, kid: &str) -> Result<DecodingKey, String> {
-        let mut cache = self.cache.lock().await;
-        let age = cache.fetched_at.map(|at| at.elapsed());
-        let fresh = age.is_some_and(|age| age < JWKS_MAX_AGE);
-        if fresh && let Some(key) = cache.keys.get(kid) {
-            return Ok(key.clone());
-        }
-        if age.is_none_or(|age| age >= JWKS_REFETCH_INTERVAL) {
-            cache.fetched_at = Some(Instant::now());
-            match self.fetch().await {
-                Ok(keys) => cache.keys = keys,
-                Err(error) => tracing::warn!(%error, "could not refresh the JWKS; keeping the cached keys"),
+    async fn key(self: &Arc<Self>, kid: &str) -> Result<DecodingKey, String> {
+        if let Some(key) = self.cached(kid) {
+            if self.fetched_within(JWKS_MAX_AGE).is_none() {
+                let jwks = Arc::clone(self);
+                tokio::spawn(async move {
+                    if let Ok(_fetching) = jwks.fetching.try_lock() {
+                        jwks.refresh_unless_fetched_within(JWKS_MAX_AGE).await;
+                    }
+                });
             }
+            return Ok(key);
         }
-        cache.keys.get(kid).cloned().ok_or_else(|| "the token's kid names no known key".to_owned())
+        let _fetching = self.fetching.lock().await;
+        // The fetch this request waited behind may have brought the key.
+        if self.cached(kid).is_none() {
+            self.refresh_unless_fetched_within(JWKS_REFETCH_INTERVAL).await;
+        }
+        self.cached(kid).ok_or_else(|| "the token's kid names no known key".to_owned())
+    }
+
+    fn cached(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(kid).cloned()
+    }
+
+    /// When the last fetch began, if it began within `interval`.
+    fn fetched_within(&self, interval: Duration) -> Option<Instant> {
+        let last = *self.last_fetch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        last.filter(|at| at.elapsed() < interval)
+    }
+
+    /// Fetches the keys, unless the last fetch began within `interval`; the
+    /// caller holds `fetching`. A failed fetch keeps the last good keys.
+    async fn refresh_unless_fetched_within(&self, interval: Duration) {
+        if self.fetched_within(interval).is_some() {
+            return;
+        }
+        *self.last_fetch.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+        match self.fetch().await {
+            Ok(keys) => *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys,
+            Err(error) => tracing::warn!(%error, "could not refresh the JWKS; keeping the cached keys"),
+        }
     }
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, String> {

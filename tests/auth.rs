@@ -6,9 +6,10 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use actiond::auth;
 use axum::Router;
 use axum::routing::get;
 use base64::Engine;
@@ -75,28 +76,38 @@ fn unsigned(claims: &Value) -> String {
 
 // ---- the JWKS stand-in ----
 
-/// Serves tests/fixtures/jwks.json and counts how often it was fetched.
+/// Serves tests/fixtures/jwks.json and counts how often it was fetched; a
+/// test may make it slow and failing, as a key server in trouble is.
 struct KeyServer {
     url: String,
     fetches: Arc<AtomicUsize>,
+    trouble: Arc<AtomicBool>,
 }
+
+/// How long a key server in trouble takes to fail.
+const TROUBLED_FETCH: Duration = Duration::from_secs(3);
 
 impl KeyServer {
     async fn start() -> Self {
         let jwks: Value = serde_json::from_slice(&fixture("jwks.json")).unwrap();
         let fetches = Arc::new(AtomicUsize::new(0));
-        let counter = fetches.clone();
+        let trouble = Arc::new(AtomicBool::new(false));
+        let (counter, in_trouble) = (fetches.clone(), trouble.clone());
         let router = Router::new().route(
             "/jwks.json",
             get(move || async move {
                 counter.fetch_add(1, Ordering::SeqCst);
-                axum::Json(jwks)
+                if in_trouble.load(Ordering::SeqCst) {
+                    tokio::time::sleep(TROUBLED_FETCH).await;
+                    return Err(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                }
+                Ok(axum::Json(jwks))
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await });
-        Self { url, fetches }
+        Self { url, fetches, trouble }
     }
 
     fn fetches(&self) -> usize {
@@ -197,6 +208,36 @@ async fn a_flood_of_unknown_kids_does_not_hammer_the_key_server() {
     assert_status(&list(&app, &rs256("rsa-1", &claims(&app.tenant))).await, 200, "after the flood");
 }
 
+#[tokio::test]
+async fn a_fetch_for_an_unknown_kid_never_holds_up_known_kids_and_a_failing_key_server_keeps_the_last_keys() {
+    let (app, keys) = jwks_app().await;
+    let tenant = app.tenant.clone();
+    let known = || rs256("rsa-1", &claims(&tenant));
+    assert_status(&list(&app, &known()).await, 200, "first request");
+    // An unknown kid may fetch again once 30 s have passed since the last fetch.
+    tokio::time::sleep(auth::JWKS_REFETCH_INTERVAL + Duration::from_secs(1)).await;
+    keys.trouble.store(true, Ordering::SeqCst);
+
+    let forged = rs256("rsa-new", &claims(&tenant));
+    let app = Arc::new(app);
+    let waiting = tokio::spawn({
+        let app = Arc::clone(&app);
+        async move { list(&app, &forged).await }
+    });
+    while keys.fetches() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The fetch is under way and takes 3 s: a known kid is answered without it.
+    let started = Instant::now();
+    assert_status(&list(&app, &known()).await, 200, "known kid during the fetch");
+    assert!(started.elapsed() < TROUBLED_FETCH / 2, "a known kid waited {:?} for the fetch", started.elapsed());
+    assert_invalid_token(&waiting.await.unwrap(), "the unknown kid, after the failed fetch");
+    // The failed fetch left the last good keys serving, and the next unknown kid does not refetch.
+    assert_status(&list(&app, &known()).await, 200, "known kid after the failed fetch");
+    assert_invalid_token(&list(&app, &rs256("rsa-newer", &claims(&tenant))).await, "another unknown kid");
+    assert_eq!(keys.fetches(), 2, "one fetch per 30 s, failed or not");
+}
+
 // ---- issuer and audience (HS256) ----
 
 const ISSUER: &str = "https://issuer.example";
@@ -269,4 +310,32 @@ async fn org_id_not_sub_names_the_tenant() {
     assert_eq!(total(list(&app, &ours).await), 1, "the creating org sees its action");
     assert_eq!(total(list(&app, &theirs).await), 0, "the other org sees none");
     assert_status(&app.send(Method::GET, &format!("{ACTIONS}/{id}"), Some(&theirs), None).await, 404, "the other org reads it");
+}
+
+#[tokio::test]
+async fn a_claim_of_the_wrong_type_makes_the_token_invalid_never_more_rights() {
+    let app = spawn_app().await;
+    let tenant = app.tenant.as_str();
+    let with = |extra: Value| {
+        let mut claims = json!({"sub": tenant, "org_id": tenant, "exp": now() + 600});
+        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        hs256(&claims)
+    };
+    // The baseline passes, so each rejection below is down to its one claim.
+    assert_status(&list(&app, &with(json!({"scope": "actions:read"}))).await, 200, "baseline");
+    let cases = [
+        ("scope null", json!({"scope": null})),
+        ("scope an array", json!({"scope": ["actions:read"]})),
+        ("scope a number", json!({"scope": 1})),
+        ("permissions null", json!({"permissions": null})),
+        ("permissions a string", json!({"permissions": "actions:read"})),
+        ("permissions holding a number", json!({"permissions": ["actions:read", 7]})),
+        ("org_id null beside a valid sub", json!({"org_id": null})),
+        ("org_id a number", json!({"org_id": 42})),
+        ("sub null beside a valid org_id", json!({"sub": null})),
+        ("sub an object", json!({"sub": {"id": tenant}})),
+    ];
+    for (case, extra) in cases {
+        assert_invalid_token(&list(&app, &with(extra)).await, case);
+    }
 }
