@@ -1,18 +1,19 @@
 //! Settings, layered: defaults, then an optional TOML file, then `ACTIOND_*`
 //! environment variables. The file takes the same keys, with or without the
 //! `ACTIOND_` prefix and in any case (`jwt_secret` or `ACTIOND_JWT_SECRET`).
+//! Every value is read as text and parsed by the setting it sets, so a string
+//! setting is taken verbatim however numeric it looks, and an error names the
+//! setting, never its value (a database URL or a secret must not reach a log).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
-
-use figment::Figment;
-use figment::providers::{Env, Serialized};
-use serde::{Deserialize, Serialize};
+use std::str::FromStr;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://actiond.db";
 pub const JWT_SECRET_MIN_BYTES: usize = 32;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone)]
 pub struct Settings {
     pub listen: String,
     pub database_url: String,
@@ -38,6 +39,10 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// After SIGTERM, the most time given to requests and sends in flight.
     pub shutdown_grace_ms: u64,
+    /// Open `?wait` requests one tenant may hold on one replica.
+    pub max_waits_per_tenant: u32,
+    /// Settled executions and webhook records older than this are deleted.
+    pub retention_days: u32,
 }
 
 impl Default for Settings {
@@ -63,6 +68,8 @@ impl Default for Settings {
             sender_mps: 80,
             database_max_connections: 16,
             shutdown_grace_ms: 10_000,
+            max_waits_per_tenant: 200,
+            retention_days: 30,
         }
     }
 }
@@ -72,47 +79,101 @@ pub fn variable(key: &str) -> String {
     format!("ACTIOND_{}", key.to_ascii_uppercase())
 }
 
+impl fmt::Debug for Settings {
+    /// Secrets show only whether they are set; a database URL, without its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = |value: &Option<String>| if value.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("database_url", &crate::store::redacted(&self.database_url))
+            .field("jwt_secret", &secret(&self.jwt_secret))
+            .field("jwt_jwks_url", &self.jwt_jwks_url)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("encryption_key", &secret(&self.encryption_key))
+            .field("whatsapp_graph_url", &self.whatsapp_graph_url)
+            .field("whatsapp_api_version", &self.whatsapp_api_version)
+            .field("whatsapp_app_secret", &secret(&self.whatsapp_app_secret))
+            .field("whatsapp_verify_token", &secret(&self.whatsapp_verify_token))
+            .field("rate_limit_per_second", &self.rate_limit_per_second)
+            .field("rate_limit_burst", &self.rate_limit_burst)
+            .field("delivery_max_attempts", &self.delivery_max_attempts)
+            .field("delivery_backoff_ms", &self.delivery_backoff_ms)
+            .field("delivery_reconcile_ms", &self.delivery_reconcile_ms)
+            .field("delivery_lease_ms", &self.delivery_lease_ms)
+            .field("sender_mps", &self.sender_mps)
+            .field("database_max_connections", &self.database_max_connections)
+            .field("shutdown_grace_ms", &self.shutdown_grace_ms)
+            .field("max_waits_per_tenant", &self.max_waits_per_tenant)
+            .field("retention_days", &self.retention_days)
+            .finish()
+    }
+}
+
+/// An optional setting: empty (`ACTIOND_JWT_SECRET=`) means "not set".
+fn optional(value: &str) -> Option<String> {
+    Some(value.to_owned()).filter(|value| !value.trim().is_empty())
+}
+
+fn number<T: FromStr>(key: &str, value: &str) -> Result<T, String> {
+    value.trim().parse().map_err(|_| format!("{}: must be a whole number in range", variable(key)))
+}
+
 impl Settings {
     pub fn load(config_file: Option<&Path>) -> Result<Self, String> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let mut settings = Settings::default();
         if let Some(path) = config_file {
             let text = std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
             let table: toml::Table = text.parse().map_err(|e| format!("--config {}: {e}", path.display()))?;
-            let normalized: toml::Table = table
-                .into_iter()
-                .map(|(key, value)| {
-                    let key = key.to_ascii_lowercase();
-                    (key.strip_prefix("actiond_").unwrap_or(&key).to_owned(), value)
-                })
-                .collect();
-            figment = figment.merge(Serialized::defaults(normalized));
-        }
-        figment
-            .merge(Env::prefixed("ACTIOND_").filter(|key| !key.as_str().is_empty()))
-            .extract::<Settings>()
-            .map(Settings::without_empty_values)
-            .map_err(|error| {
-                let key = error.path.last().cloned().unwrap_or_default();
-                format!("{}: {}", variable(&key), error.kind)
-            })
-    }
-
-    /// An empty value (`ACTIOND_JWT_SECRET=`) means "not set".
-    fn without_empty_values(mut self) -> Self {
-        for value in [
-            &mut self.jwt_secret,
-            &mut self.jwt_jwks_url,
-            &mut self.jwt_issuer,
-            &mut self.jwt_audience,
-            &mut self.encryption_key,
-            &mut self.whatsapp_app_secret,
-            &mut self.whatsapp_verify_token,
-        ] {
-            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                *value = None;
+            for (key, value) in table {
+                let key = key.to_ascii_lowercase();
+                let key = key.strip_prefix("actiond_").unwrap_or(&key);
+                let value = match value {
+                    toml::Value::String(text) => text,
+                    toml::Value::Integer(number) => number.to_string(),
+                    toml::Value::Boolean(flag) => flag.to_string(),
+                    _ => return Err(format!("--config {}: {} must be a string or a number", path.display(), variable(key))),
+                };
+                settings.set(key, &value)?;
             }
         }
-        self
+        for (name, value) in std::env::vars_os() {
+            let Some(key) = name.to_str().and_then(|name| name.strip_prefix("ACTIOND_")) else { continue };
+            let value = value.into_string().map_err(|_| format!("ACTIOND_{key}: is not valid UTF-8"))?;
+            settings.set(&key.to_ascii_lowercase(), &value)?;
+        }
+        Ok(settings)
+    }
+
+    /// Sets one setting from its text. Keys that name no setting are left
+    /// alone: other tools share the prefix (`ACTIOND_LOG`).
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "listen" => self.listen = value.to_owned(),
+            "database_url" => self.database_url = value.to_owned(),
+            "whatsapp_graph_url" => self.whatsapp_graph_url = value.to_owned(),
+            "whatsapp_api_version" => self.whatsapp_api_version = value.to_owned(),
+            "jwt_secret" => self.jwt_secret = optional(value),
+            "jwt_jwks_url" => self.jwt_jwks_url = optional(value),
+            "jwt_issuer" => self.jwt_issuer = optional(value),
+            "jwt_audience" => self.jwt_audience = optional(value),
+            "encryption_key" => self.encryption_key = optional(value),
+            "whatsapp_app_secret" => self.whatsapp_app_secret = optional(value),
+            "whatsapp_verify_token" => self.whatsapp_verify_token = optional(value),
+            "rate_limit_per_second" => self.rate_limit_per_second = number(key, value)?,
+            "rate_limit_burst" => self.rate_limit_burst = number(key, value)?,
+            "delivery_max_attempts" => self.delivery_max_attempts = number(key, value)?,
+            "delivery_backoff_ms" => self.delivery_backoff_ms = number(key, value)?,
+            "delivery_reconcile_ms" => self.delivery_reconcile_ms = number(key, value)?,
+            "delivery_lease_ms" => self.delivery_lease_ms = number(key, value)?,
+            "sender_mps" => self.sender_mps = number(key, value)?,
+            "database_max_connections" => self.database_max_connections = number(key, value)?,
+            "shutdown_grace_ms" => self.shutdown_grace_ms = number(key, value)?,
+            "max_waits_per_tenant" => self.max_waits_per_tenant = number(key, value)?,
+            "retention_days" => self.retention_days = number(key, value)?,
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Every problem that keeps `serve` from starting, each naming its setting.
@@ -120,7 +181,7 @@ impl Settings {
         let mut problems = Vec::new();
         let listen = self.listen.parse::<SocketAddr>();
         if listen.is_err() {
-            problems.push(format!("ACTIOND_LISTEN: '{}' is not an address such as 127.0.0.1:8080", self.listen));
+            problems.push("ACTIOND_LISTEN: is not an address such as 127.0.0.1:8080".into());
         }
         match (&self.jwt_secret, &self.jwt_jwks_url) {
             (None, None) => problems
@@ -130,10 +191,8 @@ impl Settings {
             }
             _ => {}
         }
-        if let Some(url) = &self.jwt_jwks_url
-            && reqwest::Url::parse(url).is_err()
-        {
-            problems.push(format!("ACTIOND_JWT_JWKS_URL: '{url}' is not a URL"));
+        if self.jwt_jwks_url.as_deref().is_some_and(|url| reqwest::Url::parse(url).is_err()) {
+            problems.push("ACTIOND_JWT_JWKS_URL: is not a URL".into());
         }
         match &self.encryption_key {
             None => problems.push(
@@ -146,7 +205,7 @@ impl Settings {
             }
         }
         if reqwest::Url::parse(&self.whatsapp_graph_url).is_err() {
-            problems.push(format!("ACTIOND_WHATSAPP_GRAPH_URL: '{}' is not a URL", self.whatsapp_graph_url));
+            problems.push("ACTIOND_WHATSAPP_GRAPH_URL: is not a URL".into());
         }
         if self.delivery_max_attempts == 0 {
             problems.push("ACTIOND_DELIVERY_MAX_ATTEMPTS must be at least 1".into());
@@ -156,6 +215,12 @@ impl Settings {
         }
         if self.database_max_connections == 0 {
             problems.push("ACTIOND_DATABASE_MAX_CONNECTIONS must be at least 1".into());
+        }
+        if self.max_waits_per_tenant == 0 {
+            problems.push("ACTIOND_MAX_WAITS_PER_TENANT must be at least 1".into());
+        }
+        if self.retention_days == 0 {
+            problems.push("ACTIOND_RETENTION_DAYS must be at least 1".into());
         }
         if self.sender_mps == 0 {
             problems.push("ACTIOND_SENDER_MPS must be at least 1".into());

@@ -385,7 +385,7 @@ impl Store {
         } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
             Db::Postgres(PgDb::open(database_url, max_connections, Arc::clone(&signals)).await?)
         } else {
-            return Err(format!("ACTIOND_DATABASE_URL: '{}' must start with sqlite:// or postgres://", redacted(database_url)));
+            return Err("ACTIOND_DATABASE_URL: must start with sqlite:// or postgres://".to_owned());
         };
         Ok(Self { db, signals })
     }
@@ -419,7 +419,7 @@ impl Store {
         }
     }
 
-    /// Reachable, and every migration applied.
+    /// Reachable, taking writes, and every migration applied.
     pub async fn ready(&self) -> StoreResult<()> {
         let latest = match self.db {
             Db::Sqlite(_) => sqlite::MIGRATIONS,
@@ -427,7 +427,15 @@ impl Store {
         }
         .last()
         .map_or(0, |(version, _)| *version);
-        let applied = self.read(|tx| tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])?.int(0)).await?;
+        // A store that answers reads but refuses writes (a read-only database,
+        // a full disk) is not ready either: the probe rewrites one row as it is.
+        let applied = self
+            .write(|tx| {
+                let applied = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])?.int(0)?;
+                tx.execute("UPDATE schema_migrations SET version = version WHERE version = $1", args![applied])?;
+                Ok(applied)
+            })
+            .await?;
         if applied < latest {
             return Err(StoreError::Unavailable(format!("migrations applied up to {applied}, expected {latest}")));
         }

@@ -418,7 +418,9 @@ fn failure(error: tokio_postgres::Error) -> DbError {
                 || *code == SqlState::ADMIN_SHUTDOWN
                 || *code == SqlState::CRASH_SHUTDOWN
                 || *code == SqlState::CANNOT_CONNECT_NOW
-                || *code == SqlState::TOO_MANY_CONNECTIONS =>
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+                || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+                || *code == SqlState::DISK_FULL =>
         {
             DbError::Unavailable(text)
         }

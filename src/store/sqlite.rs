@@ -147,9 +147,12 @@ impl ToSql for Value {
 fn failure(error: rusqlite::Error) -> DbError {
     match error.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => DbError::Contention(error.to_string()),
-        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure) => {
-            DbError::Unavailable(error.to_string())
-        }
+        Some(
+            rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::DiskFull
+            | rusqlite::ErrorCode::SystemIoFailure
+            | rusqlite::ErrorCode::ReadOnly,
+        ) => DbError::Unavailable(error.to_string()),
         _ => DbError::Internal(error.to_string()),
     }
 }
