@@ -40,8 +40,6 @@ use crate::whatsapp::sandbox::Sandbox;
 
 /// Where the built-in Graph API simulator is mounted when the app hosts it.
 pub const SANDBOX_GRAPH_PATH: &str = "/_sandbox/graph";
-/// Where its controls (`POST /_sandbox/reply`) are mounted.
-pub const SANDBOX_CONTROLS_PATH: &str = "/_sandbox";
 
 pub struct App {
     listener: TcpListener,
@@ -102,9 +100,7 @@ impl App {
                 verify_token: settings.whatsapp_verify_token.clone(),
             },
         };
-        let sandbox_routes =
-            sandbox.map(|sandbox| Router::new().nest(SANDBOX_GRAPH_PATH, sandbox.router()).nest(SANDBOX_CONTROLS_PATH, sandbox.controls()));
-        let router = http::router(state.clone(), sandbox_routes);
+        let router = http::router(state.clone(), sandbox.map(|sandbox| (SANDBOX_GRAPH_PATH, sandbox)));
         tracing::info!(%address, "listening");
         let shutdown_grace = Duration::from_millis(settings.shutdown_grace_ms);
         Ok(Self { listener, address, router, state, worker, background_delivery: true, stopping, shutdown_grace })
@@ -135,14 +131,7 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
         let stopped = self.stopping.subscribe();
         let worker = self.background_delivery.then(|| tokio::spawn(Arc::clone(&self.worker).run(stopped.clone())));
-        let mut server_stopped = stopped;
-        let server = tokio::spawn(
-            axum::serve(self.listener, self.router)
-                .with_graceful_shutdown(async move {
-                    let _ = server_stopped.wait_for(|stopping| *stopping).await;
-                })
-                .into_future(),
-        );
+        let server = tokio::spawn(http::server::serve(self.listener, self.router, stopped));
         shutdown.await;
         let _ = self.stopping.send(true);
         let finished = tokio::time::timeout(self.shutdown_grace, async {
@@ -154,8 +143,7 @@ impl App {
         })
         .await;
         match finished {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(error))) => Err(format!("the server failed: {error}")),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(format!("the server task failed: {error}")),
             Err(_) => Err(format!(
                 "the shutdown grace ({} ms, ACTIOND_SHUTDOWN_GRACE_MS) ran out with requests or sends under way; they were abandoned",

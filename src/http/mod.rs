@@ -7,17 +7,19 @@ pub mod executions;
 pub mod extract;
 pub mod ops;
 pub mod response;
+pub mod sandbox;
 pub mod senders;
+pub mod server;
 pub mod webhook;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -27,6 +29,7 @@ use crate::crypto::Sealer;
 use crate::ratelimit::RateLimiter;
 use crate::store::{Signals, Store};
 use crate::whatsapp::GraphClient;
+use crate::whatsapp::sandbox::Sandbox;
 use error::ApiError;
 
 #[derive(Clone)]
@@ -51,9 +54,10 @@ pub struct WebhookSecrets {
     pub verify_token: Option<String>,
 }
 
-/// Every route; `extra` (the dev sandbox) is mounted beside them.
-pub fn router(state: AppState, extra: Option<Router>) -> Router {
-    let api = Router::new()
+/// Every route; with the dev sandbox, its Graph API stand-in under
+/// `graph_path` and `POST /_sandbox/reply` too.
+pub fn router(state: AppState, sandbox: Option<(&str, Sandbox)>) -> Router {
+    let mut api = Router::new()
         .route("/v2/_actions", post(actions::create).get(actions::list))
         .route("/v2/_actions/{action_id}", get(actions::get).put(actions::replace).patch(actions::patch).delete(actions::delete))
         .route("/v2/_whatsapp/senders", post(senders::register).get(senders::list))
@@ -62,8 +66,11 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         .route("/v2/_whatsapp/templates", get(senders::templates))
         .route("/v2/_actions/{action_id}/_execute", post(executions::execute))
         .route("/v2/_executions", get(executions::list))
-        .route("/v2/_executions/{execution_id}", get(executions::get))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route("/v2/_executions/{execution_id}", get(executions::get));
+    if let Some((_, sandbox)) = &sandbox {
+        api = api.route("/_sandbox/reply", post(sandbox::reply).layer(Extension(sandbox.clone())));
+    }
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let mut router = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -73,8 +80,8 @@ pub fn router(state: AppState, extra: Option<Router>) -> Router {
         .route("/v2/_whatsapp/webhook", get(webhook::verify).post(webhook::receive))
         .merge(api)
         .with_state(state);
-    if let Some(extra) = extra {
-        router = router.merge(extra);
+    if let Some((graph_path, sandbox)) = sandbox {
+        router = router.nest(graph_path, sandbox.router());
     }
     router
         .fallback(|| async { ApiError::not_found("path", "no such route; see /docs") })

@@ -1,5 +1,6 @@
 //! A local simulator of the parts of Meta's Graph API that actiond calls. Dev
-//! mode mounts it under `/_sandbox/graph` (and its controls under `/_sandbox`);
+//! mode mounts it under `/_sandbox/graph` (and `POST /_sandbox/reply`, behind
+//! the API's tokens, in `http::sandbox`);
 //! the tests serve it on its own port. It answers as Meta does, errors
 //! included, and posts signed status webhooks back, so the code under test is
 //! the code that runs against Meta.
@@ -34,6 +35,9 @@ pub const UNDELIVERABLE_RECIPIENT: &str = "12025550131";
 pub const THROTTLED_RECIPIENT: &str = "12025550129";
 /// Failed webhook posts are tried again this many times, as Meta retries.
 const WEBHOOK_TRIES: u32 = 20;
+/// The sandbox remembers this many sent messages, the newest; a dev server
+/// that runs for months keeps no more.
+const SENT_REMEMBERED: usize = 10_000;
 
 #[derive(Clone)]
 pub struct Sandbox {
@@ -50,8 +54,10 @@ struct SandboxState {
     /// When each status webhook follows a send: sent, delivered, read.
     status_delays: [Duration; 3],
     scripts: HashMap<String, VecDeque<Scripted>>,
-    sends_to: HashMap<String, u32>,
-    sent: Vec<SentMessage>,
+    /// Sends to `THROTTLED_RECIPIENT`, which is refused every other time.
+    throttled_sends: u32,
+    sent: VecDeque<SentMessage>,
+    sent_total: usize,
     /// How long an accepted send waits for its answer: a crash inside it
     /// leaves Meta with a message its sender never heard of.
     answer_delay: Duration,
@@ -112,8 +118,9 @@ impl Sandbox {
             webhook: None,
             status_delays: [Duration::from_millis(200), Duration::from_millis(600), Duration::from_millis(1200)],
             scripts: HashMap::new(),
-            sends_to: HashMap::new(),
-            sent: Vec::new(),
+            throttled_sends: 0,
+            sent: VecDeque::new(),
+            sent_total: 0,
             answer_delay: Duration::ZERO,
         };
         Self { state: Arc::new(Mutex::new(state)) }
@@ -170,12 +177,12 @@ impl Sandbox {
 
     /// How many messages it accepted so far.
     pub fn sent_count(&self) -> usize {
-        self.with_state(|s| s.sent.len())
+        self.with_state(|s| s.sent_total)
     }
 
     /// Every message accepted so far, oldest first.
     pub fn sent(&self) -> Vec<SentMessage> {
-        self.with_state(|s| s.sent.clone())
+        self.with_state(|s| s.sent.iter().cloned().collect())
     }
 
     /// Meta's Graph API: phone number, templates, messages.
@@ -187,9 +194,12 @@ impl Sandbox {
             .with_state(self.clone())
     }
 
-    /// The sandbox's own controls: `POST /reply` answers a message.
-    pub fn controls(&self) -> Router {
-        Router::new().route("/reply", post(reply)).with_state(self.clone())
+    /// The execution id a sent message carries, found by its wamid.
+    pub fn execution_of(&self, wamid: &str) -> Option<String> {
+        self.with_state(|s| {
+            let message = s.sent.iter().rev().find(|m| m.wamid == wamid)?;
+            message.payload["biz_opaque_callback_data"].as_str().map(str::to_owned)
+        })
     }
 
     /// Answers a sent message as its recipient would: a text, or a tap on the
@@ -310,13 +320,6 @@ pub struct ReplyRequest {
     pub button: Option<String>,
 }
 
-async fn reply(State(sandbox): State<Sandbox>, Json(request): Json<ReplyRequest>) -> Response {
-    match sandbox.reply(request).await {
-        Ok(answer) => Json(answer).into_response(),
-        Err(error) => (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response(),
-    }
-}
-
 fn quick_reply_index(templates: &[Value], payload: &Value, label: &str) -> Option<usize> {
     let name = &payload["template"]["name"];
     let language = &payload["template"]["language"]["code"];
@@ -357,11 +360,12 @@ async fn messages(
         if let Some(scripted) = s.scripts.get_mut(&to).and_then(VecDeque::pop_front) {
             return scripted;
         }
-        let count = s.sends_to.entry(to.clone()).or_default();
-        *count += 1;
+        if to == THROTTLED_RECIPIENT {
+            s.throttled_sends += 1;
+        }
         match to.as_str() {
             UNDELIVERABLE_RECIPIENT => Scripted::FailLater { code: 131026, message: "Message undeliverable".into() },
-            THROTTLED_RECIPIENT if *count % 2 == 1 => {
+            THROTTLED_RECIPIENT if s.throttled_sends % 2 == 1 => {
                 Scripted::Refuse { status: 400, code: 130429, message: "Rate limit hit: too many messages from this phone number".into() }
             }
             _ => Scripted::Accept,
@@ -378,7 +382,11 @@ async fn messages(
     };
     let sent = SentMessage { wamid: wamid(), to: to.clone(), payload: message, at: std::time::Instant::now() };
     let answer_delay = sandbox.with_state(|s| {
-        s.sent.push(sent.clone());
+        if s.sent.len() == SENT_REMEMBERED {
+            s.sent.pop_front();
+        }
+        s.sent.push_back(sent.clone());
+        s.sent_total += 1;
         s.answer_delay
     });
     sandbox.report_statuses(&sent, failure);
