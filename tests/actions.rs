@@ -434,6 +434,29 @@ async fn the_same_key_sent_concurrently_creates_one_action() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_older_than_24_hours_starts_anew() {
+    let app = app_with_sender().await;
+    let token = app.token(&[]);
+    let create = |body: Value| {
+        let request = app.http.post(format!("{}/v2/_actions", app.base)).bearer_auth(&token).header("idempotency-key", "daily").json(&body);
+        async move { common::read(request.send().await.unwrap()).await }
+    };
+    let first = create(seed_body()).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    app.database.execute("UPDATE idempotency_keys SET created_at = '2000-01-01T00:00:00.000000Z'");
+
+    let mut different = seed_body();
+    different["name"] = json!("Another name");
+    let again = create(different).await;
+    assert_eq!((again.status, again.header("idempotent-replayed")), (201, None), "{}", again.text);
+    assert_ne!(again.body["data"]["action_id"], first.body["data"]["action_id"], "a new action");
+    // The key now holds the new answer for its own 24 h.
+    let replayed = create(seed_body()).await;
+    assert_eq!(replayed.status, 409, "{}", replayed.text);
+    assert_eq!(app.get("/v2/_actions").await.body["data"]["pagination"]["total_records"], 2);
+}
+
+#[tokio::test]
 async fn scopes_guard_each_route() {
     let app = app_with_sender().await;
     let id = app.create_action(&seed_body()).await;

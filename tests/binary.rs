@@ -35,13 +35,53 @@ fn serve_refuses_missing_or_bad_settings_and_names_them() {
         assert!(stderr.contains(expected), "{expected} in {stderr}");
     }
 
-    let output = actiond(&dir, &["serve"]).env("ACTIOND_RATE_LIMIT_PER_SECOND", "lots").output().unwrap();
-    assert!(String::from_utf8_lossy(&output.stderr).contains("ACTIOND_RATE_LIMIT_PER_SECOND"));
+    // A bad value is named, never shown: values can hold credentials.
+    for (setting, value) in [
+        ("ACTIOND_RATE_LIMIT_PER_SECOND", "lots-s3cr3t"),
+        ("ACTIOND_DATABASE_MAX_CONNECTIONS", "-1-s3cr3t"),
+        ("ACTIOND_LISTEN", "nowhere-s3cr3t"),
+        ("ACTIOND_JWT_JWKS_URL", "not a url s3cr3t"),
+        ("ACTIOND_WHATSAPP_GRAPH_URL", "graph s3cr3t"),
+        ("ACTIOND_DATABASE_URL", "mysql://app:s3cr3t@db/actiond"),
+    ] {
+        let mut command = actiond(&dir, &["serve"]);
+        command.env("ACTIOND_JWT_SECRET", SECRET).env("ACTIOND_ENCRYPTION_KEY", Sealer::generate_key()).env(setting, value);
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{setting}={value} starts");
+        assert!(stderr.contains(setting) && !stderr.contains("s3cr3t"), "{setting} named, its value not shown: {stderr}");
+    }
 
     std::fs::write(dir.join("actiond.toml"), "jwt_secret = 42\n").unwrap();
     let output = actiond(&dir, &["--config", "actiond.toml", "serve"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&output.stderr).contains("ACTIOND_JWT_SECRET"), "the file's bad key is named");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("ACTIOND_JWT_SECRET must be at least 32 bytes"),
+        "the file's bad key is named"
+    );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_secret_that_looks_like_a_number_is_taken_verbatim() {
+    // Forty digits: read as a number, it would lose most of them.
+    let secret = "1234567890123456789012345678901234567890";
+    let dir = temp_dir();
+    let database = TestDatabase::fresh(&dir);
+    let (_sandbox, graph_url) = spawn_sandbox().await;
+    let mut command = actiond(&dir, &["serve", "--log-format", "json"]);
+    production_env(&mut command, &database, &graph_url, &Sealer::generate_key());
+    command.env("ACTIOND_JWT_SECRET", secret).env("ACTIOND_WHATSAPP_VERIFY_TOKEN", "0042");
+    let mut server = Server::start(command);
+    let base = server.address();
+    let http = reqwest::Client::new();
+
+    let token = actiond::auth::mint(secret, "numeric", &[], Duration::from_secs(600), None, None);
+    let listed = http.get(format!("{base}/v2/_actions")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(listed.status(), 200, "a token signed with the forty digits verifies");
+    let handshake =
+        http.get(format!("{base}/v2/_whatsapp/webhook?hub.mode=subscribe&hub.verify_token=0042&hub.challenge=7")).send().await.unwrap();
+    assert_eq!((handshake.status().as_u16(), handshake.text().await.unwrap()), (200, "7".to_owned()), "0042, not 42");
+    server.terminate();
 }
 
 #[test]
@@ -76,6 +116,73 @@ fn dev_mode_prints_a_token_and_a_curl_line_that_works_and_keeps_its_secrets() {
     assert!(again.terminate().success());
     let logs = again.drain_stderr().join("\n");
     assert!(!logs.contains(actiond::whatsapp::sandbox::SANDBOX_ACCESS_TOKEN), "no access token in the logs");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_dev_sandbox_answers_only_the_tenant_that_owns_the_execution() {
+    let dir = temp_dir();
+    let mut command = actiond(&dir, &["serve", "--dev", "--log-format", "json"]);
+    command.env("ACTIOND_LISTEN", "127.0.0.1:0");
+    let mut server = Server::start(command);
+    let curl = server.stdout_line(|line| line.starts_with("curl "));
+    let base = curl.split_whitespace().nth(4).unwrap().trim_end_matches("/v2/_actions").to_owned();
+    let owner = curl.split("Bearer ").nth(1).unwrap().split('\'').next().unwrap().to_owned();
+    let secret = std::fs::read_to_string(dir.join("actiond-dev/jwt_secret")).unwrap();
+    let minted = |tenant: &str, scopes: &[Scope]| actiond::auth::mint(secret.trim(), tenant, scopes, Duration::from_secs(600), None, None);
+    let http = reqwest::Client::new();
+    let created = Command::new("sh").arg("-c").arg(&curl).output().unwrap();
+    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let action = created["data"]["action_id"].as_str().unwrap();
+    let executed: Value = http
+        .post(format!("{base}/v2/_actions/{action}/_execute?wait=10"))
+        .bearer_auth(&owner)
+        .json(&json!({"variables": {"customer_name": "Ana"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let execution = executed["data"]["execution_id"].as_str().unwrap().to_owned();
+    let mut wamid = Value::Null;
+    for _ in 0..100 {
+        let current: Value =
+            http.get(format!("{base}/v2/_executions/{execution}")).bearer_auth(&owner).send().await.unwrap().json().await.unwrap();
+        wamid = current["data"]["wamid"].clone();
+        if wamid.is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wamid = wamid.as_str().expect("the sandbox took the message").to_owned();
+
+    let reply = |token: Option<String>, body: Value| {
+        let mut request = http.post(format!("{base}/_sandbox/reply")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let by_id = json!({"execution_id": execution, "button": "Yes"});
+    let by_wamid = json!({"wamid": wamid, "button": "Yes"});
+    assert_eq!(reply(None, by_id.clone()).await.0, 401, "no token");
+    assert_eq!(reply(Some(minted("dev", &[Scope::ActionsRead])), by_id.clone()).await.0, 403, "no actions:execute");
+    for body in [&by_id, &by_wamid] {
+        let (status, answer) = reply(Some(minted("another-tenant", &[])), body.clone()).await;
+        assert_eq!((status, answer["errors"][0]["code"].as_str()), (404, Some("not_found")), "another tenant's execution: {answer}");
+    }
+    let (status, answer) = reply(Some(owner.clone()), json!({"execution_id": execution})).await;
+    assert_eq!((status, answer["errors"][0]["field"].as_str()), (400, Some("text")), "no answer given: {answer}");
+    let (status, answer) = reply(Some(owner.clone()), by_wamid).await;
+    assert_eq!((status, answer["data"]["context"].as_str()), (200, Some(wamid.as_str())), "{answer}");
+    let settled: Value =
+        http.get(format!("{base}/v2/_executions/{execution}?wait=10")).bearer_auth(&owner).send().await.unwrap().json().await.unwrap();
+    assert_eq!(settled["data"]["status"], "replied", "{settled}");
+    assert!(server.terminate().success());
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -239,6 +239,36 @@ async fn the_same_call_id_or_key_executes_once_even_when_sent_at_once() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_older_than_24_hours_executes_anew() {
+    let (app, action) = ready_app().await;
+    let other = app.create_action(&non_mandatory_body()).await;
+    let token = app.token(&[]);
+    let execute = |action: &str| {
+        let request = app
+            .http
+            .post(format!("{}/v2/_actions/{action}/_execute", app.base))
+            .bearer_auth(&token)
+            .header("idempotency-key", "call-7-offer")
+            .json(&json!({"variables": {"customer_name": "Bo"}}));
+        async move { common::read(request.send().await.unwrap()).await }
+    };
+    let first = execute(&action).await;
+    assert_eq!(first.status, 202, "{}", first.text);
+    app.database.execute("UPDATE execution_keys SET created_at = '2000-01-01T00:00:00.000000Z'");
+
+    let again = execute(&action).await;
+    assert_eq!((again.status, again.header("idempotent-replayed")), (202, None), "{}", again.text);
+    assert_ne!(id(&again.body["data"]), id(&first.body["data"]), "a new execution");
+    app.database.execute("UPDATE execution_keys SET created_at = '2000-01-01T00:00:00.000000Z'");
+    let elsewhere = execute(&other).await;
+    assert_eq!((elsewhere.status, elsewhere.header("idempotent-replayed")), (202, None), "an expired key may run another action");
+    for execution in [&first, &again, &elsewhere] {
+        app.reaches(&id(&execution.body["data"]), "read").await;
+    }
+    assert_eq!(app.sandbox.sent().len(), 3, "one message per execution");
+}
+
+#[tokio::test]
 async fn each_template_kind_is_sent_with_its_components() {
     let app = spawn_app().await;
     app.register_sender().await;

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -20,9 +20,16 @@ pub fn ctx_id() -> Uuid {
     CTX_ID.try_with(|id| *id).unwrap_or_else(|_| Uuid::new_v4())
 }
 
+/// The method as a metric label: one of the standard nine, else `other`, so
+/// that clients inventing methods cannot grow the label set.
+fn method_label(method: &Method) -> &'static str {
+    const STANDARD: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
+    STANDARD.into_iter().find(|standard| *standard == method.as_str()).unwrap_or("other")
+}
+
 pub async fn request_context(request: Request, next: Next) -> Response {
     let ctx_id = Uuid::new_v4();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_owned();
     let span = tracing::info_span!("request", %ctx_id, method = %method, route = %route, tenant = tracing::field::Empty);
     let started = Instant::now();

@@ -101,6 +101,11 @@ impl ApiError {
         )
     }
 
+    /// The body missed its deadline; the connection closes after the answer.
+    pub fn request_timeout(reason: impl Into<String>) -> Self {
+        Self::single(StatusCode::REQUEST_TIMEOUT, "body", ErrorCode::RequestTimeout, reason)
+    }
+
     pub fn unsupported_media_type() -> Self {
         Self::single(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -172,6 +177,9 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         if bearer_refused {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -3,14 +3,17 @@
 
 use std::marker::PhantomData;
 
-use axum::body::to_bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::server::BodyTimedOut;
 use crate::auth::{Caller, Scope};
 use crate::domain::FieldError;
 use crate::error_code::ErrorCode;
@@ -93,13 +96,45 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         if declared.is_some_and(|length| length > BODY_LIMIT) {
             return Err(ApiError::payload_too_large(BODY_LIMIT));
         }
-        let bytes = to_bytes(request.into_body(), BODY_LIMIT).await.map_err(|_| ApiError::payload_too_large(BODY_LIMIT))?;
+        let bytes = read_body(request.into_body(), BODY_LIMIT).await?;
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(object)) => Ok(Self(object)),
             Ok(_) => Err(ApiError::bad_request("body", ErrorCode::InvalidJson, "the body must be a JSON object")),
             Err(error) => Err(ApiError::bad_request("body", ErrorCode::InvalidJson, format!("the body is not valid JSON: {error}"))),
         }
     }
+}
+
+/// The whole body, at most `limit` bytes: 413 as soon as more arrives (what
+/// came is not kept), 408 when it missed its deadline (`server::Deadline`).
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut chunks = body.into_data_stream();
+    let mut collected = BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| {
+            if caused_by::<BodyTimedOut>(&error) {
+                ApiError::request_timeout(BodyTimedOut.to_string())
+            } else {
+                ApiError::bad_request("body", ErrorCode::InvalidJson, "the body broke off before its end")
+            }
+        })?;
+        if collected.len() + chunk.len() > limit {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    Ok(collected.freeze())
+}
+
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current.is::<E>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// The `Idempotency-Key` header, when given: 1-255 printable ASCII characters.

@@ -13,14 +13,27 @@ use crate::clock;
 use crate::domain::ExecutionStatus;
 use crate::store::{ExecutionError, ExecutionReply, WebhookEvent};
 
-/// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under
-/// `app_secret`, compared in constant time.
-pub fn signature_is_valid(app_secret: &str, body: &[u8], header: Option<&str>) -> bool {
-    let Some(hex) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else { return false };
-    let Some(expected) = decode_hex(hex) else { return false };
+/// The HMAC an `X-Hub-Signature-256` value carries: `sha256=` and 64 hex
+/// digits, nothing else.
+pub fn parse_signature(header: &str) -> Option<[u8; 32]> {
+    let hex = header.trim().strip_prefix("sha256=")?.as_bytes();
+    if hex.len() != 64 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let digit = |byte: u8| (byte as char).to_digit(16).map(|value| value as u8);
+    let mut digest = [0u8; 32];
+    for (byte, pair) in digest.iter_mut().zip(hex.chunks(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(digest)
+}
+
+/// Whether `signature` is the HMAC-SHA256 of the raw body under the app
+/// secret, compared in constant time.
+pub fn signature_is_valid(app_secret: &str, body: &[u8], signature: &[u8; 32]) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
-    mac.verify_slice(&expected).is_ok()
+    mac.verify_slice(signature).is_ok()
 }
 
 /// The `X-Hub-Signature-256` value for `body`, as Meta (and the sandbox) sign it.
@@ -29,13 +42,6 @@ pub fn sign(app_secret: &str, body: &[u8]) -> String {
     mac.update(body);
     let digest = mac.finalize().into_bytes();
     format!("sha256={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// Every event of one webhook POST.
@@ -147,12 +153,14 @@ mod tests {
     fn signatures_are_checked_over_the_raw_bytes() {
         let body = br#"{"object":"whatsapp_business_account"}"#;
         let header = sign("app-secret", body);
-        assert!(signature_is_valid("app-secret", body, Some(&header)));
-        assert!(!signature_is_valid("other-secret", body, Some(&header)));
-        assert!(!signature_is_valid("app-secret", b"{}", Some(&header)));
-        assert!(!signature_is_valid("app-secret", body, None));
-        assert!(!signature_is_valid("app-secret", body, Some("sha256=zz")));
-        assert!(!signature_is_valid("app-secret", body, Some(header.trim_start_matches("sha256="))));
+        let signature = parse_signature(&header).expect("sign writes sha256=<64 hex>");
+        assert!(signature_is_valid("app-secret", body, &signature));
+        assert!(!signature_is_valid("other-secret", body, &signature));
+        assert!(!signature_is_valid("app-secret", b"{}", &signature));
+        for malformed in ["sha256=zz", header.trim_start_matches("sha256="), &header[..header.len() - 1], &format!("{header}0")] {
+            assert!(parse_signature(malformed).is_none(), "{malformed}");
+        }
+        assert!(parse_signature(&format!("sha256=+{}", &header[8..])).is_none(), "a sign is not a hex digit");
     }
 
     #[test]
