@@ -61,6 +61,7 @@ error_codes! {
     RequestTimeout => "request_timeout": "408: the body did not arrive within 30 s of the request's head.",
     PayloadTooLarge => "payload_too_large": "413: the body is larger than 64 KiB (3 MiB for Meta's webhook).",
     UnsupportedMediaType => "unsupported_media_type": "415: the body is not sent as Content-Type: application/json.",
+    TooManyWaits => "too_many_waits": "429: the tenant holds ACTIOND_MAX_WAITS_PER_TENANT ?wait requests open on this server already; retry after the Retry-After seconds.",
     RateLimited => "rate_limited": "429: the tenant's request rate limit is spent; retry after the Retry-After seconds.",
     InternalError => "internal_error": "500: an internal failure; the ctx_id lets an operator find it in the logs.",
     GraphUnavailable => "graph_unavailable": "502: Meta's Graph API could not be reached or answered unusably.",

@@ -99,6 +99,7 @@ impl App {
                 app_secret: settings.whatsapp_app_secret.clone(),
                 verify_token: settings.whatsapp_verify_token.clone(),
             },
+            waits: http::waits::WaitLimits::new(settings.max_waits_per_tenant),
         };
         let router = http::router(state.clone(), sandbox.map(|sandbox| (SANDBOX_GRAPH_PATH, sandbox)));
         tracing::info!(%address, "listening");
@@ -132,8 +133,10 @@ impl App {
         let stopped = self.stopping.subscribe();
         let worker = self.background_delivery.then(|| tokio::spawn(Arc::clone(&self.worker).run(stopped.clone())));
         let server = tokio::spawn(http::server::serve(self.listener, self.router, stopped));
+        let rechecks = tokio::spawn(Arc::clone(&self.state.store).recheck_waiters());
         shutdown.await;
         let _ = self.stopping.send(true);
+        rechecks.abort();
         let finished = tokio::time::timeout(self.shutdown_grace, async {
             let served = server.await;
             if let Some(worker) = worker {

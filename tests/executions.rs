@@ -269,6 +269,44 @@ async fn an_idempotency_key_older_than_24_hours_executes_anew() {
 }
 
 #[tokio::test]
+async fn a_tenant_holds_at_most_its_share_of_open_waits() {
+    let app = spawn_app_with(|s| s.max_waits_per_tenant = 2).await;
+    app.register_sender().await;
+    let action = app.create_action(&seed_body()).await;
+    let execution =
+        id(&app.post(&format!("/v2/_actions/{action}/_execute"), &json!({"variables": {"customer_name": "Bo"}})).await.body["data"]);
+    app.reaches(&execution, "read").await;
+    // A mandatory execution read but not answered: each wait holds for its whole 20 s.
+    let hold = || {
+        let request = app.http.get(format!("{}/v2/_executions/{execution}?wait=20", app.base)).bearer_auth(app.token(&[]));
+        tokio::spawn(async move { common::read(request.send().await.unwrap()).await })
+    };
+    let (first, second) = (hold(), hold());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let refused = app.get(&format!("/v2/_executions/{execution}?wait=5")).await;
+    assert_eq!((refused.status, refused.header("retry-after")), (429, Some("1")), "{}", refused.text);
+    assert_eq!(refused.error_codes(), [("wait".to_owned(), "too_many_waits".to_owned())]);
+    refused.assert_ctx_id();
+    let executes =
+        app.post(&format!("/v2/_actions/{action}/_execute?wait=5"), &json!({"call_id": "c-2", "variables": {"customer_name": "Bo"}})).await;
+    assert_eq!(executes.status, 429, "execute ?wait counts too, and runs nothing: {}", executes.text);
+    assert_eq!(app.get("/v2/_executions?call_id=c-2").await.body["data"]["pagination"]["total_records"], 0);
+    assert_eq!(app.get(&format!("/v2/_executions/{execution}")).await.status, 200, "a read without wait is not counted");
+    let other = app.token_for("another-tenant", &[]);
+    let theirs = app.send(Method::GET, &format!("/v2/_executions/{execution}?wait=1"), Some(&other), None).await;
+    assert_eq!(theirs.status, 404, "another tenant has its own count (and no such execution)");
+
+    let replied =
+        app.sandbox.reply(ReplyRequest { execution_id: Some(execution.clone()), text: Some("yes".into()), ..Default::default() }).await;
+    assert!(replied.is_ok(), "{replied:?}");
+    for waiter in [first, second] {
+        assert_eq!(waiter.await.unwrap().body["data"]["status"], "replied", "the held waits answer when the reply lands");
+    }
+    assert_eq!(app.get(&format!("/v2/_executions/{execution}?wait=1")).await.status, 200, "their permits came back");
+}
+
+#[tokio::test]
 async fn each_template_kind_is_sent_with_its_components() {
     let app = spawn_app().await;
     app.register_sender().await;

@@ -127,6 +127,17 @@ impl ApiError {
         error
     }
 
+    pub fn too_many_waits(limit: u32) -> Self {
+        let mut error = Self::single(
+            StatusCode::TOO_MANY_REQUESTS,
+            "wait",
+            ErrorCode::TooManyWaits,
+            format!("the tenant already holds {limit} ?wait requests open on this server; retry, or poll without wait"),
+        );
+        error.retry_after = Some(1);
+        error
+    }
+
     pub fn graph_unavailable(reason: impl std::fmt::Display) -> Self {
         tracing::warn!(%reason, "the Graph API could not be used");
         Self::single(

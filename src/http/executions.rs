@@ -28,8 +28,6 @@ const CALL_ID_MAX: usize = 255;
 const REPLY_TIMEOUT_DEFAULT: u32 = 600;
 const REPLY_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 10..=86_400;
 const WAIT_MAX_SECONDS: u32 = 60;
-/// Waiters look again on their own this often: what a lost notification costs at most.
-const WAIT_RECHECK: Duration = Duration::from_secs(2);
 
 /// The execute body; every field is optional.
 #[derive(utoipa::ToSchema)]
@@ -225,7 +223,7 @@ async fn wait_for(state: &AppState, tenant: &TenantId, id: Uuid, wait: Duration)
         }
         tokio::select! {
             () = changed => {}
-            () = tokio::time::sleep((deadline - now).min(WAIT_RECHECK)) => {}
+            () = tokio::time::sleep(deadline - now) => {}
             _ = stopping.changed() => {}
         }
     }
@@ -264,6 +262,7 @@ pub async fn execute(
 ) -> Result<Response, ApiError> {
     let wait = wait_parameter(&mut query);
     query.finish()?;
+    let _open_wait = state.waits.hold(&caller.tenant, wait)?;
     let key = idempotency_key(&headers)?;
     let request = parse_execute(&body)?;
     // A repeat is answered with what the first request started, whatever has
@@ -351,6 +350,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let wait = wait_parameter(&mut query);
     query.finish()?;
+    let _open_wait = state.waits.hold(&caller.tenant, wait)?;
     let execution = wait_for(&state, &caller.tenant, id, wait.unwrap_or(Duration::ZERO)).await?;
     Ok(response::ok(execution))
 }

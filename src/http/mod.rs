@@ -10,6 +10,7 @@ pub mod response;
 pub mod sandbox;
 pub mod senders;
 pub mod server;
+pub mod waits;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub struct AppState {
     /// True once the process is shutting down: `?wait` answers at once.
     pub stopping: watch::Receiver<bool>,
     pub webhook: WebhookSecrets,
+    pub waits: Arc<waits::WaitLimits>,
 }
 
 /// What Meta's webhook is checked with; absent values refuse every call.

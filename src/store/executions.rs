@@ -198,6 +198,16 @@ impl Store {
         .await
     }
 
+    /// When each of these executions last changed (those that exist).
+    pub async fn execution_versions(&self, ids: Vec<Uuid>) -> StoreResult<Vec<(Uuid, String)>> {
+        self.read(move |tx| {
+            let values: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
+            let sql = format!("SELECT id, updated_at FROM executions WHERE id IN ({})", placeholders(0, ids.len()));
+            tx.query(&sql, &values)?.iter().map(|row| Ok((row.uuid(0)?, row.text(1)?))).collect()
+        })
+        .await
+    }
+
     /// Stores the execution and its delivery job in one transaction, or
     /// returns the execution that already has this call id or idempotency
     /// key. Both are claimed by conditional inserts, so requests racing on

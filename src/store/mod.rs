@@ -14,6 +14,7 @@ mod senders;
 pub mod signals;
 mod sqlite;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -442,6 +443,31 @@ impl Store {
         Ok(())
     }
 
+    /// A lost notification (a listener reconnecting, a missed `NOTIFY`)
+    /// costs a waiter at most `WAIT_RECHECK`: this loop reads, every
+    /// `WAIT_RECHECK`, when each watched execution last changed (one query per
+    /// 500, however many wait on them) and wakes the watchers of those that
+    /// moved since it last looked, or that it sees for the first time.
+    pub async fn recheck_waiters(self: Arc<Self>) {
+        let mut seen: HashMap<Uuid, String> = HashMap::new();
+        let mut ticks = tokio::time::interval(WAIT_RECHECK);
+        loop {
+            ticks.tick().await;
+            let watched = self.signals.watched();
+            let mut current = HashMap::with_capacity(watched.len());
+            for chunk in watched.chunks(500) {
+                match self.execution_versions(chunk.to_vec()).await {
+                    Ok(versions) => current.extend(versions),
+                    Err(error) => tracing::debug!(%error, "cannot recheck the executions waited for"),
+                }
+            }
+            let moved: Vec<Signal> =
+                current.iter().filter(|(id, at)| seen.get(*id) != Some(*at)).map(|(id, _)| Signal::Execution(*id)).collect();
+            self.signals.deliver(&moved);
+            seen = current;
+        }
+    }
+
     /// Publishes the state of the store's connections as metrics.
     pub fn report_metrics(&self) {
         if let Db::Postgres(db) = &self.db {
@@ -467,6 +493,8 @@ impl Store {
 }
 
 const IDEMPOTENCY_WINDOW_SECONDS: i64 = 24 * 60 * 60;
+/// The most a lost notification delays a waiter's wake.
+const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 /// Meta resends a webhook event for up to 7 days; its key is kept a day longer.
 const WEBHOOK_EVENT_RETENTION_SECONDS: i64 = 8 * 24 * 60 * 60;
 

@@ -54,6 +54,12 @@ impl Signals {
         notify
     }
 
+    /// The executions someone on this replica waits for.
+    pub fn watched(&self) -> Vec<Uuid> {
+        let watched = self.watched.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        watched.iter().filter(|(_, notify)| notify.strong_count() > 0).map(|(id, _)| *id).collect()
+    }
+
     /// What the delivery worker waits on between passes.
     pub fn jobs(&self) -> Arc<Notify> {
         Arc::clone(&self.jobs)
