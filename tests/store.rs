@@ -12,8 +12,8 @@ use actiond::clock::now_ms;
 use actiond::delivery::pacing::Pacing;
 use actiond::domain::{ExecutionStatus, TenantId};
 use actiond::store::{
-    ClaimedJob, Executed, ExecutionReply, NewExecution, NewSender, Outcome, Recorded, SendRequest, SenderSaved, Started, Store,
-    WebhookEvent,
+    ClaimedJob, EventParties, Executed, ExecutionReply, NewExecution, NewSender, Outcome, Recorded, SendRequest, SenderSaved, Started,
+    Store, WebhookEvent,
 };
 use common::database::TestDatabase;
 use futures::future::join_all;
@@ -133,7 +133,7 @@ async fn accepted(store: &Store, tenant: &TenantId, wamid: &str) -> Uuid {
     };
     let job = claim_one(store, execution.execution_id).await;
     assert_eq!(start(store, &job).await, Started::Sending { pair_refused: false });
-    assert_eq!(store.record_outcome(&job, Outcome::Accepted { wamid: wamid.into() }).await.unwrap(), Recorded::Yes);
+    assert_eq!(store.record_outcome(&job, Outcome::Accepted { wamid: wamid.into(), wa_id: None }).await.unwrap(), Recorded::Yes);
     execution.execution_id
 }
 
@@ -158,9 +158,15 @@ async fn claim_one(store: &Store, id: Uuid) -> ClaimedJob {
     panic!("the job of {id} was never claimed");
 }
 
+/// The sender and recipient of every execution here but the pacing test's.
+fn parties() -> EventParties {
+    EventParties { phone_number_id: "650175178190170".into(), person: "12817126508".into() }
+}
+
 fn status(wamid: &str, status: ExecutionStatus) -> WebhookEvent {
     WebhookEvent::Status {
         key: format!("status:{wamid}:{}", status.as_str()),
+        parties: parties(),
         wamid: wamid.into(),
         execution_hint: None,
         status,
@@ -171,6 +177,7 @@ fn status(wamid: &str, status: ExecutionStatus) -> WebhookEvent {
 fn reply(wamid: &str, message_id: &str, text: &str) -> WebhookEvent {
     WebhookEvent::Reply {
         key: format!("message:{message_id}"),
+        parties: parties(),
         context_wamid: Some(wamid.into()),
         execution_hint: None,
         reply: ExecutionReply {
@@ -320,7 +327,7 @@ async fn a_replica_that_lost_its_lease_writes_nothing() {
             "{}: the stale outcome is refused",
             replicas.name
         );
-        let accepted = Outcome::Accepted { wamid: format!("wamid.{id}") };
+        let accepted = Outcome::Accepted { wamid: format!("wamid.{id}"), wa_id: None };
         assert_eq!(replicas.b.record_outcome(&fresh, accepted).await.unwrap(), Recorded::Yes, "{}", replicas.name);
         let settled = replicas.a.get_execution(&tenant, id).await.unwrap().unwrap();
         assert_eq!((settled.status, settled.error, settled.attempts), (ExecutionStatus::Accepted, None, 1), "{}", replicas.name);
@@ -391,13 +398,15 @@ async fn one_batch_of_outcomes_is_recorded_each_under_its_own_lease() {
         // Meta's status for the third arrives first (its send's answer was slow): its job ends.
         let status = WebhookEvent::Status {
             key: format!("status:wamid.ended-{}:sent", ended.execution_id),
+            parties: parties(),
             wamid: format!("wamid.ended-{}", ended.execution_id),
             execution_hint: Some(ended.execution_id),
             status: ExecutionStatus::Sent,
             error: None,
         };
         replicas.b.apply_webhook_events(vec![status]).await.unwrap();
-        let accepted = |job: &ClaimedJob| (job.clone(), Outcome::Accepted { wamid: format!("wamid.{}", job.lease.execution_id) });
+        let accepted =
+            |job: &ClaimedJob| (job.clone(), Outcome::Accepted { wamid: format!("wamid.{}", job.lease.execution_id), wa_id: None });
         let recorded = replicas.a.record_outcomes(vec![accepted(&stale), accepted(&kept_job), accepted(&ended_job)]).await.unwrap();
         assert_eq!(recorded, [Recorded::LeaseLost, Recorded::Yes, Recorded::JobEnded], "{}", replicas.name);
         let read = |id| replicas.a.get_execution(&tenant, id);

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use actiond::whatsapp::sandbox::ReplyRequest;
 use actiond::whatsapp::webhook::sign;
 use common::{APP_SECRET, SENDER, TestApp, non_mandatory_body, seed_body, spawn_app, spawn_app_stepwise, spawn_stepwise_with};
 use reqwest::Method;
@@ -21,9 +22,14 @@ async fn post_webhook(app: &TestApp, payload: &Value, secret: Option<&str>) -> c
     common::read(request.body(body).send().await.unwrap()).await
 }
 
+/// The number seed_body's action sends to.
+const RECIPIENT: &str = "12817126508";
+
 fn statuses_payload(entries: &[(&str, &str)]) -> Value {
-    let statuses: Vec<Value> =
-        entries.iter().map(|(wamid, status)| json!({"id": wamid, "status": status, "timestamp": "1750030073"})).collect();
+    let statuses: Vec<Value> = entries
+        .iter()
+        .map(|(wamid, status)| json!({"id": wamid, "status": status, "timestamp": "1750030073", "recipient_id": RECIPIENT}))
+        .collect();
     json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
         "messaging_product": "whatsapp", "metadata": {"phone_number_id": SENDER}, "statuses": statuses}}]}]})
 }
@@ -102,7 +108,8 @@ async fn a_duplicate_reply_is_applied_once_and_a_failed_status_carries_metas_cod
     let app = spawn_app().await;
     let (id, wamid) = accepted_execution(&app).await;
     let reply = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
-        "messages": [{"from": "12817126508", "id": "wamid.REPLY1", "timestamp": "1750091045", "type": "interactive",
+        "metadata": {"phone_number_id": SENDER},
+        "messages": [{"from": RECIPIENT, "id": "wamid.REPLY1", "timestamp": "1750091045", "type": "interactive",
                       "context": {"id": wamid}, "interactive": {"type": "button_reply", "button_reply": {"id": "yes", "title": "Yes"}}}]}}]}]});
     assert_eq!(post_webhook(&app, &reply, Some(APP_SECRET)).await.status, 200);
     let mut again = reply.clone();
@@ -116,6 +123,49 @@ async fn a_duplicate_reply_is_applied_once_and_a_failed_status_carries_metas_cod
     let failed_after = post_webhook(&app, &statuses_payload(&[(&wamid, "failed")]), Some(APP_SECRET)).await;
     assert_eq!(failed_after.status, 200);
     assert_eq!(app.get(&format!("/v2/_executions/{id}")).await.body["data"]["status"], "replied", "a replied execution has ended");
+}
+
+#[tokio::test]
+async fn events_apply_only_to_the_sender_and_recipient_of_their_execution() {
+    let app = spawn_app().await;
+    let (id, wamid) = accepted_execution(&app).await;
+    let with = |status: &str, phone_number_id: &str, recipient: &str| {
+        let mut payload = statuses_payload(&[(&wamid, status)]);
+        let value = &mut payload["entry"][0]["changes"][0]["value"];
+        value["metadata"]["phone_number_id"] = json!(phone_number_id);
+        value["statuses"][0]["recipient_id"] = json!(recipient);
+        payload
+    };
+    for (case, payload) in
+        [("another sender", with("read", "999000111", RECIPIENT)), ("another recipient", with("read", SENDER, "447700900123"))]
+    {
+        assert_eq!(post_webhook(&app, &payload, Some(APP_SECRET)).await.status, 200, "{case}: acknowledged");
+        assert_eq!(app.get(&format!("/v2/_executions/{id}")).await.body["data"]["status"], "accepted", "{case}: ignored");
+    }
+    let stray_reply = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "metadata": {"phone_number_id": SENDER},
+        "messages": [{"from": "447700900123", "id": "wamid.STRAY", "timestamp": "1750091045", "type": "text",
+                      "context": {"id": wamid}, "text": {"body": "yes"}}]}}]}]});
+    assert_eq!(post_webhook(&app, &stray_reply, Some(APP_SECRET)).await.status, 200);
+    let after = app.get(&format!("/v2/_executions/{id}")).await.body["data"].clone();
+    assert!(after["reply"].is_null(), "a reply from someone else is not the recipient's: {after}");
+    assert_eq!(post_webhook(&app, &with("delivered", SENDER, RECIPIENT), Some(APP_SECRET)).await.status, 200);
+    assert_eq!(app.get(&format!("/v2/_executions/{id}")).await.body["data"]["status"], "delivered", "its own parties move it");
+}
+
+#[tokio::test]
+async fn events_naming_the_recipient_by_the_wa_id_meta_gave_it_apply() {
+    let app = spawn_app().await;
+    // Meta names some countries' numbers by another id (a Mexican mobile gains a 1, say).
+    app.sandbox.set_wa_id(RECIPIENT, "1112817126508");
+    app.register_sender().await;
+    let action = app.create_action(&seed_body()).await;
+    let execution = app.execute(&action, &json!({"variables": {"customer_name": "Ana"}})).await;
+    let id = execution["execution_id"].as_str().unwrap().to_owned();
+    app.reaches(&id, "read").await;
+    let replied = app.sandbox.reply(ReplyRequest { execution_id: Some(id.clone()), text: Some("yes".into()), ..Default::default() }).await;
+    assert!(replied.is_ok(), "{replied:?}");
+    assert_eq!(app.reaches(&id, "replied").await["reply"]["text"], "yes");
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use crate::clock::now_ms;
 use crate::crypto::Sealer;
 use crate::store::{ClaimedJob, ExecutionError, Lease, Outcome, Recorded, SendRequest, Signals, Started, Store, StoreError, StoreResult};
 use crate::whatsapp::errors::{ErrorClass, classify};
-use crate::whatsapp::{GraphClient, SendError};
+use crate::whatsapp::{GraphClient, SendError, Sent};
 
 /// Sends in flight at once; a slow one holds only its own slot.
 const CONCURRENCY: usize = 64;
@@ -416,7 +416,7 @@ impl Worker {
         };
         let attempts = job.attempts + 1;
         let outcome = match self.graph.send_message(&job.sender, &token, &job.payload).await {
-            Ok(wamid) => Outcome::Accepted { wamid },
+            Ok(Sent { wamid, wa_id }) => Outcome::Accepted { wamid, wa_id },
             Err(SendError::Refused { code, message }) => {
                 let refusal = error("provider_error", &message, Some(code));
                 match classify(code) {

@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::db::{DbError, DbResult, Row, Tx, Value, args, placeholders, to_json};
 use super::{
-    Executed, ExecutionError, ExecutionFilter, ExecutionRecord, IDEMPOTENCY_WINDOW_SECONDS, NewExecution, Page, Signal, Store, StoreResult,
-    TimelineEntry, WebhookEvent,
+    EventParties, Executed, ExecutionError, ExecutionFilter, ExecutionRecord, IDEMPOTENCY_WINDOW_SECONDS, NewExecution, Page, Signal,
+    Store, StoreResult, TimelineEntry, WebhookEvent,
 };
 use crate::clock;
 use crate::domain::{ExecutionStatus, TenantId};
@@ -404,23 +404,38 @@ fn template_status_after(event: &str) -> Option<&'static str> {
 
 /// The execution a webhook event concerns: by Meta's wamid, else by the id
 /// actiond put in the message (biz_opaque_callback_data, a quick-reply payload).
-fn find_execution(tx: &mut Tx<'_>, wamid: Option<&str>, hint: Option<Uuid>) -> DbResult<Option<Uuid>> {
-    if let Some(wamid) = wamid
-        && let Some(row) = tx.query_opt("SELECT id FROM executions WHERE wamid = $1", args![wamid])?
+/// The execution an event of Meta's names, by its wamid or else the
+/// execution id the send carried, if the event's parties are the
+/// execution's: its sender, and its recipient by the number it was sent to
+/// or by the `wa_id` Meta gave it. An event that names an execution and
+/// fails that check is logged and ignored.
+fn find_execution(tx: &mut Tx<'_>, wamid: Option<&str>, hint: Option<Uuid>, parties: &EventParties) -> DbResult<Option<Uuid>> {
+    const COLUMNS: &str = "SELECT id, sender, recipient, wa_id FROM executions";
+    let mut found = match wamid {
+        Some(wamid) => tx.query_opt(&format!("{COLUMNS} WHERE wamid = $1"), args![wamid])?,
+        None => None,
+    };
+    if found.is_none()
+        && let Some(hint) = hint
     {
-        return row.uuid(0).map(Some);
+        found = tx.query_opt(&format!("{COLUMNS} WHERE id = $1"), args![hint])?;
     }
-    match hint {
-        Some(hint) => tx.query_opt("SELECT id FROM executions WHERE id = $1", args![hint])?.map(|row| row.uuid(0)).transpose(),
-        None => Ok(None),
+    let Some(row) = found else { return Ok(None) };
+    let id = row.uuid(0)?;
+    let person = &parties.person;
+    let belongs = row.text(1)? == parties.phone_number_id && (row.text(2)? == *person || row.opt_str(3)? == Some(person.as_str()));
+    if !belongs {
+        tracing::warn!(execution = %id, phone_number_id = %parties.phone_number_id, "a Meta event names an execution of another sender or recipient; ignored");
+        return Ok(None);
     }
+    Ok(Some(id))
 }
 
 /// Applies one event; false when it concerns nothing actiond knows (yet).
 fn apply_event(tx: &mut Tx<'_>, event: &WebhookEvent) -> DbResult<bool> {
     match event {
-        WebhookEvent::Status { wamid, execution_hint, status, error, .. } => {
-            let Some(id) = find_execution(tx, Some(wamid), *execution_hint)? else { return Ok(false) };
+        WebhookEvent::Status { parties, wamid, execution_hint, status, error, .. } => {
+            let Some(id) = find_execution(tx, Some(wamid), *execution_hint, parties)? else { return Ok(false) };
             lock_job(tx, id)?;
             // A status for a send whose answer was lost: Meta has the message, so
             // its wamid is adopted and the job, waiting to reconcile, is done.
@@ -436,8 +451,8 @@ fn apply_event(tx: &mut Tx<'_>, event: &WebhookEvent) -> DbResult<bool> {
             }
             advance(tx, id, *status, error.as_ref(), None)?;
         }
-        WebhookEvent::Reply { context_wamid, execution_hint, reply, .. } => {
-            let Some(id) = find_execution(tx, context_wamid.as_deref(), *execution_hint)? else { return Ok(false) };
+        WebhookEvent::Reply { parties, context_wamid, execution_hint, reply, .. } => {
+            let Some(id) = find_execution(tx, context_wamid.as_deref(), *execution_hint, parties)? else { return Ok(false) };
             let recorded = tx.query_opt(
                 "UPDATE executions SET reply = $2, updated_at = $3 WHERE id = $1 AND reply IS NULL RETURNING mandatory",
                 args![id, to_json(reply)?, clock::now()],

@@ -154,21 +154,24 @@ fn accept(tx: &mut Tx<'_>, accepted: &[&(Lease, String, bool, Outcome)]) -> DbRe
     if mine.is_empty() {
         return Ok(recorded);
     }
-    let wamids: Vec<String> = (0..mine.len()).map(|i| format!("WHEN ${} THEN ${}", 2 * i + 2, 2 * i + 3)).collect();
+    let case = |column: usize| (0..mine.len()).map(|i| format!("WHEN ${} THEN ${}", 3 * i + 2, 3 * i + 2 + column)).collect::<Vec<_>>();
+    let (wamids, wa_ids) = (case(1), case(2));
     let mut values = vec![Value::from(clock::now())];
     for (lease, _, _, outcome) in &mine {
-        let Outcome::Accepted { wamid } = outcome else { unreachable!("only acceptances are accepted") };
-        values.extend([Value::from(lease.execution_id), Value::from(wamid.as_str())]);
+        let Outcome::Accepted { wamid, wa_id } = outcome else { unreachable!("only acceptances are accepted") };
+        values.extend([Value::from(lease.execution_id), Value::from(wamid.as_str()), Value::from(wa_id.clone())]);
     }
     values.extend(mine.iter().map(|(lease, ..)| Value::from(lease.execution_id)));
     let ended = status_list(ExecutionStatus::ended());
     tx.execute(
         &format!(
-            "UPDATE executions SET status = {}, wamid = COALESCE(wamid, CASE id {} END), attempt_open = FALSE, \
+            "UPDATE executions SET status = {}, wamid = COALESCE(wamid, CASE id {} END), \
+             wa_id = COALESCE(wa_id, CASE id {} END), attempt_open = FALSE, \
              error = CASE WHEN status IN {ended} THEN error ELSE NULL END, updated_at = $1 WHERE id IN ({})",
             moved_to(ExecutionStatus::Accepted),
             wamids.join(" "),
-            placeholders(1 + 2 * mine.len(), mine.len())
+            wa_ids.join(" "),
+            placeholders(1 + 3 * mine.len(), mine.len())
         ),
         &values,
     )?;

@@ -319,8 +319,10 @@ pub enum Recorded {
 /// What became of one send attempt, as the worker records it.
 #[derive(Debug, Clone)]
 pub enum Outcome {
+    /// Meta took the message: its id, and the `wa_id` it gave the recipient.
     Accepted {
         wamid: String,
+        wa_id: Option<String>,
     },
     /// Try again at `due_ms`; the error says why the last try failed.
     Retry {
@@ -336,11 +338,21 @@ pub enum Outcome {
     Held,
 }
 
+/// Where a message event comes from: the business number it was sent
+/// through (`metadata.phone_number_id`) and the person on the other side (a
+/// status's `recipient_id`, a reply's `from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventParties {
+    pub phone_number_id: String,
+    pub person: String,
+}
+
 /// One event from Meta's webhook, with the key that makes it apply once.
 #[derive(Debug, Clone)]
 pub enum WebhookEvent {
     Status {
         key: String,
+        parties: EventParties,
         wamid: String,
         execution_hint: Option<Uuid>,
         status: ExecutionStatus,
@@ -348,6 +360,7 @@ pub enum WebhookEvent {
     },
     Reply {
         key: String,
+        parties: EventParties,
         context_wamid: Option<String>,
         execution_hint: Option<Uuid>,
         reply: ExecutionReply,

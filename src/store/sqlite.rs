@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_executions.sql")),
     (3, include_str!("../../migrations/sqlite/0003_replicas.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_wa_id.sql")),
 ];
 const READERS: usize = 4;
 /// Most operations one transaction commits; bounds the latency a batch adds.

@@ -23,6 +23,14 @@ pub enum GraphError {
     Unreachable(String),
 }
 
+/// A message Meta took: its id, and the WhatsApp id it gave the recipient
+/// (for some countries' numbers not the number sent to; its events use it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub wamid: String,
+    pub wa_id: Option<String>,
+}
+
 /// Why a send did not return a wamid.
 #[derive(Debug)]
 pub enum SendError {
@@ -94,7 +102,7 @@ impl GraphClient {
     }
 
     /// `POST /{version}/{phone_number_id}/messages`: Meta's wamid for the message.
-    pub async fn send_message(&self, phone_number_id: &str, access_token: &str, message: &Value) -> Result<String, SendError> {
+    pub async fn send_message(&self, phone_number_id: &str, access_token: &str, message: &Value) -> Result<Sent, SendError> {
         let url = format!("{}/{phone_number_id}/messages", self.versioned_base);
         let response = match self.http.post(&url).bearer_auth(access_token).json(message).send().await {
             Ok(response) => response,
@@ -112,7 +120,9 @@ impl GraphClient {
             });
         }
         match body["messages"][0]["id"].as_str() {
-            Some(wamid) if status.is_success() => Ok(wamid.to_owned()),
+            Some(wamid) if status.is_success() => {
+                Ok(Sent { wamid: wamid.to_owned(), wa_id: body["contacts"][0]["wa_id"].as_str().map(str::to_owned) })
+            }
             // A 4xx was refused before anything was sent; a 5xx or a 2xx without an id may not have been.
             _ if status.is_client_error() => Err(SendError::NotSent(format!("HTTP {status} without Meta's error body"))),
             _ => Err(SendError::Unknown(format!("HTTP {status} without a message id or Meta's error body"))),

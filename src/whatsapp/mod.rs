@@ -8,4 +8,4 @@ pub mod sandbox;
 pub mod templates;
 pub mod webhook;
 
-pub use client::{GraphClient, GraphError, SendError};
+pub use client::{GraphClient, GraphError, SendError, Sent};

@@ -58,6 +58,8 @@ struct SandboxState {
     throttled_sends: u32,
     sent: VecDeque<SentMessage>,
     sent_total: usize,
+    /// The WhatsApp id Meta gives a number, where it is not the number itself.
+    wa_ids: HashMap<String, String>,
     /// How long an accepted send waits for its answer: a crash inside it
     /// leaves Meta with a message its sender never heard of.
     answer_delay: Duration,
@@ -96,6 +98,7 @@ pub enum Scripted {
 pub struct SentMessage {
     pub wamid: String,
     pub to: String,
+    pub wa_id: String,
     pub payload: Value,
     /// When the sandbox took it.
     pub at: std::time::Instant,
@@ -121,6 +124,7 @@ impl Sandbox {
             throttled_sends: 0,
             sent: VecDeque::new(),
             sent_total: 0,
+            wa_ids: HashMap::new(),
             answer_delay: Duration::ZERO,
         };
         Self { state: Arc::new(Mutex::new(state)) }
@@ -166,6 +170,12 @@ impl Sandbox {
     }
 
     /// How long each accepted send waits before it is answered.
+    /// Makes Meta name this number by another WhatsApp id, as it does for
+    /// some countries' numbers: in the send's answer, its statuses and its replies.
+    pub fn set_wa_id(&self, number: &str, wa_id: &str) {
+        self.with_state(|s| s.wa_ids.insert(number.to_owned(), wa_id.to_owned()));
+    }
+
     pub fn set_answer_delay(&self, delay: Duration) {
         self.with_state(|s| s.answer_delay = delay);
     }
@@ -217,7 +227,7 @@ impl Sandbox {
         }
         let message = message.ok_or("no message the sandbox accepted has that wamid or execution_id")?;
         let reply_id = wamid();
-        let mut inbound = json!({"from": message.to, "id": reply_id, "timestamp": unix_now().to_string(),
+        let mut inbound = json!({"from": message.wa_id, "id": reply_id, "timestamp": unix_now().to_string(),
                                  "context": {"from": SANDBOX_DISPLAY_NUMBER, "id": message.wamid}});
         match (&request.button, &request.text) {
             (Some(label), _) => {
@@ -240,7 +250,7 @@ impl Sandbox {
             }
             (None, None) => return Err("give text or button".into()),
         }
-        let value = json!({"contacts": [{"profile": {"name": "Sandbox Recipient"}, "wa_id": message.to}], "messages": [inbound]});
+        let value = json!({"contacts": [{"profile": {"name": "Sandbox Recipient"}, "wa_id": message.wa_id}], "messages": [inbound]});
         self.post_webhook(value).await?;
         Ok(json!({"message_id": reply_id, "context": message.wamid}))
     }
@@ -296,7 +306,7 @@ impl Sandbox {
                 tokio::time::sleep(at.saturating_sub(elapsed)).await;
                 elapsed = elapsed.max(at);
                 let mut entry = json!({"id": message.wamid, "status": status, "timestamp": unix_now().to_string(),
-                                       "recipient_id": message.to,
+                                       "recipient_id": message.wa_id,
                                        "biz_opaque_callback_data": message.payload["biz_opaque_callback_data"]});
                 if let Some((code, text)) = error {
                     let details = "The recipient's number is not on WhatsApp or cannot receive this message";
@@ -380,7 +390,8 @@ async fn messages(
         Scripted::FailLater { code, message } => Some((code, message)),
         Scripted::Accept | Scripted::TakenButUnanswered => None,
     };
-    let sent = SentMessage { wamid: wamid(), to: to.clone(), payload: message, at: std::time::Instant::now() };
+    let wa_id = sandbox.with_state(|s| s.wa_ids.get(&to).cloned()).unwrap_or_else(|| to.clone());
+    let sent = SentMessage { wamid: wamid(), to: to.clone(), wa_id, payload: message, at: std::time::Instant::now() };
     let answer_delay = sandbox.with_state(|s| {
         if s.sent.len() == SENT_REMEMBERED {
             s.sent.pop_front();
@@ -394,7 +405,7 @@ async fn messages(
     if !answered {
         return StatusCode::BAD_GATEWAY.into_response();
     }
-    Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": format!("+{to}"), "wa_id": to}],
+    Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": format!("+{to}"), "wa_id": sent.wa_id}],
                 "messages": [{"id": sent.wamid, "message_status": "accepted"}]}))
     .into_response()
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::errors::describe;
 use crate::clock;
 use crate::domain::ExecutionStatus;
-use crate::store::{ExecutionError, ExecutionReply, WebhookEvent};
+use crate::store::{EventParties, ExecutionError, ExecutionReply, WebhookEvent};
 
 /// The HMAC an `X-Hub-Signature-256` value carries: `sha256=` and 64 hex
 /// digits, nothing else.
@@ -53,8 +53,12 @@ pub fn events(payload: &Value) -> Vec<WebhookEvent> {
             let value = &change["value"];
             match change["field"].as_str() {
                 Some("messages") => {
-                    events.extend(value["statuses"].as_array().into_iter().flatten().filter_map(status_event));
-                    events.extend(value["messages"].as_array().into_iter().flatten().filter_map(reply_event));
+                    let phone_number_id = text(&value["metadata"]["phone_number_id"]);
+                    let parties = |person: &Value| EventParties { phone_number_id: phone_number_id.clone(), person: text(person) };
+                    let statuses = value["statuses"].as_array().into_iter().flatten();
+                    events.extend(statuses.filter_map(|status| status_event(status, parties(&status["recipient_id"]))));
+                    let messages = value["messages"].as_array().into_iter().flatten();
+                    events.extend(messages.filter_map(|message| reply_event(message, parties(&message["from"]))));
                 }
                 Some("message_template_status_update") => events.extend(template_event(&waba_id, entry, value)),
                 _ => {}
@@ -73,7 +77,7 @@ fn text(value: &Value) -> String {
     }
 }
 
-fn status_event(status: &Value) -> Option<WebhookEvent> {
+fn status_event(status: &Value, parties: EventParties) -> Option<WebhookEvent> {
     let wamid = status["id"].as_str()?.to_owned();
     let name = status["status"].as_str()?;
     let next = match name {
@@ -91,6 +95,7 @@ fn status_event(status: &Value) -> Option<WebhookEvent> {
     });
     Some(WebhookEvent::Status {
         key: format!("status:{wamid}:{name}"),
+        parties,
         execution_hint: status["biz_opaque_callback_data"].as_str().and_then(|id| Uuid::parse_str(id).ok()),
         wamid,
         status: next,
@@ -98,7 +103,7 @@ fn status_event(status: &Value) -> Option<WebhookEvent> {
     })
 }
 
-fn reply_event(message: &Value) -> Option<WebhookEvent> {
+fn reply_event(message: &Value, parties: EventParties) -> Option<WebhookEvent> {
     let id = message["id"].as_str()?;
     let (kind, text, payload) = match message["type"].as_str()? {
         "text" => ("text", message["text"]["body"].as_str(), None),
@@ -123,6 +128,7 @@ fn reply_event(message: &Value) -> Option<WebhookEvent> {
         message["timestamp"].as_str().and_then(|t| t.parse().ok()).and_then(clock::from_unix_seconds).unwrap_or_else(clock::now);
     Some(WebhookEvent::Reply {
         key: format!("message:{id}"),
+        parties,
         context_wamid,
         execution_hint,
         reply: ExecutionReply { kind: kind.into(), text: text.map(str::to_owned), payload: payload.map(str::to_owned), received_at },
@@ -168,8 +174,10 @@ mod tests {
         let execution = Uuid::now_v7();
         let payload = json!({"object": "whatsapp_business_account", "entry": [
             {"id": "102", "changes": [{"field": "messages", "value": {
+                "metadata": {"phone_number_id": "650175178190170"},
                 "statuses": [
-                    {"id": "wamid.A", "status": "delivered", "timestamp": "1750030073", "biz_opaque_callback_data": execution.to_string()},
+                    {"id": "wamid.A", "status": "delivered", "timestamp": "1750030073", "recipient_id": "12817126508",
+                     "biz_opaque_callback_data": execution.to_string()},
                     {"id": "wamid.B", "status": "failed", "errors": [{"code": 131026, "title": "Message undeliverable", "error_data": {"details": "not on WhatsApp"}}]},
                     {"id": "wamid.C", "status": "played"}
                 ],
@@ -184,11 +192,12 @@ mod tests {
         let events = events(&payload);
         assert_eq!(events.len(), 4, "{events:?}");
         match &events[0] {
-            WebhookEvent::Status { key, execution_hint, status, .. } => {
+            WebhookEvent::Status { key, parties, execution_hint, status, .. } => {
                 assert_eq!(
                     (key.as_str(), *execution_hint, *status),
                     ("status:wamid.A:delivered", Some(execution), ExecutionStatus::Delivered)
                 );
+                assert_eq!((parties.phone_number_id.as_str(), parties.person.as_str()), ("650175178190170", "12817126508"));
             }
             other => panic!("{other:?}"),
         }
@@ -200,8 +209,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match &events[2] {
-            WebhookEvent::Reply { key, context_wamid, execution_hint, reply } => {
+            WebhookEvent::Reply { key, parties, context_wamid, execution_hint, reply } => {
                 assert_eq!(key, "message:wamid.R1");
+                assert_eq!((parties.phone_number_id.as_str(), parties.person.as_str()), ("650175178190170", "1"));
                 assert_eq!(context_wamid.as_deref(), Some("wamid.A"));
                 assert_eq!(*execution_hint, Some(execution));
                 assert_eq!((reply.kind.as_str(), reply.text.as_deref()), ("button", Some("Yes")));
