@@ -78,6 +78,7 @@ impl App {
                 sender_mps: settings.sender_mps,
                 reconcile_after: Duration::from_millis(settings.delivery_reconcile_ms),
                 lease: Duration::from_millis(settings.delivery_lease_ms),
+                retention: Duration::from_secs(u64::from(settings.retention_days) * 86_400),
             },
         ));
         let (stopping, stopped) = watch::channel(false);

@@ -219,8 +219,8 @@ impl Settings {
         if self.max_waits_per_tenant == 0 {
             problems.push("ACTIOND_MAX_WAITS_PER_TENANT must be at least 1".into());
         }
-        if self.retention_days == 0 {
-            problems.push("ACTIOND_RETENTION_DAYS must be at least 1".into());
+        if !(1..=36_500).contains(&self.retention_days) {
+            problems.push("ACTIOND_RETENTION_DAYS must be from 1 to 36500".into());
         }
         if self.sender_mps == 0 {
             problems.push("ACTIOND_SENDER_MPS must be at least 1".into());

@@ -125,6 +125,33 @@ async fn an_idempotency_key_past_its_24_hours_starts_a_new_execution() {
     }
 }
 
+#[tokio::test]
+async fn retention_deletes_old_executions_with_nothing_left_to_send_in_batches() {
+    const THIRTY_DAYS: Duration = Duration::from_secs(30 * 86_400);
+    for replicas in both_dialects().await {
+        let tenant = tenant("retention");
+        let mut created = Vec::new();
+        for _ in 0..503 {
+            let new = new_execution(Uuid::now_v7(), None, None, "12817126508");
+            let Executed::New(execution) = replicas.a.create_execution(&tenant, new).await.unwrap() else { panic!("a new execution") };
+            created.push(execution.execution_id);
+        }
+        let (old, recent, pending) = (&created[..501], created[501], created[502]);
+        // Settled (their jobs done) but for the last, which has still to be sent.
+        replicas.database.execute(&format!("DELETE FROM delivery_jobs WHERE execution_id <> '{pending}'"));
+        let aged = "'2000-01-01T00:00:00.000000Z'";
+        replicas.database.execute(&format!("UPDATE executions SET created_at = {aged}, updated_at = {aged} WHERE id <> '{recent}'"));
+
+        // 501 rows: one batch of 500, then one of 1; the pending one has a job and stays.
+        assert_eq!(replicas.b.prune(0, THIRTY_DAYS).await.unwrap(), 501, "{}", replicas.name);
+        for id in [old[0], old[500]] {
+            assert!(replicas.a.get_execution(&tenant, id).await.unwrap().is_none(), "{}: old and settled, deleted", replicas.name);
+        }
+        assert!(replicas.a.get_execution(&tenant, recent).await.unwrap().is_some(), "{}: recent, kept", replicas.name);
+        assert!(replicas.a.get_execution(&tenant, pending).await.unwrap().is_some(), "{}: still to send, kept", replicas.name);
+    }
+}
+
 /// An execution claimed and accepted by Meta with this wamid.
 async fn accepted(store: &Store, tenant: &TenantId, wamid: &str) -> Uuid {
     let Executed::New(execution) = store.create_execution(tenant, new_execution(Uuid::now_v7(), None, None, "12817126508")).await.unwrap()

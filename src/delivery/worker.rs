@@ -45,6 +45,8 @@ pub struct DeliverySettings {
     pub reconcile_after: Duration,
     /// How long a claim lasts without a heartbeat.
     pub lease: Duration,
+    /// Executions untouched this long, with nothing left to send, are deleted.
+    pub retention: Duration,
 }
 
 pub struct Worker {
@@ -255,9 +257,9 @@ impl Worker {
             self.report_queue_depth().await;
         }
         if every(&self.pruned_at, PRUNE_EVERY)
-            && let Err(error) = self.store.prune(now_ms() * 1000).await
+            && let Err(error) = self.store.prune(now_ms() * 1000, self.settings.retention).await
         {
-            tracing::warn!(%error, "cannot prune old webhook, idempotency and pacing rows");
+            tracing::warn!(%error, "cannot prune old executions, webhook, idempotency and pacing rows");
         }
     }
 

@@ -488,9 +488,30 @@ impl Store {
         }
     }
 
-    /// Forgets what no longer matters: webhook event keys past Meta's 7-day
-    /// resend window, idempotency keys past their 24 h, pacing rows gone idle.
-    pub async fn prune(&self, now_us: i64) -> StoreResult<()> {
+    /// Forgets what no longer matters: executions (with their events) not
+    /// touched within `retention` and with nothing left to send, in batches of
+    /// `PRUNE_BATCH` so no transaction grows with history; webhook event keys
+    /// past Meta's 7-day resend window, idempotency keys past their 24 h,
+    /// pacing rows gone idle. Returns how many executions it deleted.
+    pub async fn prune(&self, now_us: i64, retention: std::time::Duration) -> StoreResult<u64> {
+        let cutoff = crate::clock::seconds_ago(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
+        let mut deleted = 0;
+        loop {
+            let cutoff = cutoff.clone();
+            let batch = self
+                .write(move |tx| {
+                    tx.execute(
+                        "DELETE FROM executions WHERE id IN (SELECT e.id FROM executions e WHERE e.created_at < $1 AND e.updated_at < $1 \
+                         AND NOT EXISTS (SELECT 1 FROM delivery_jobs j WHERE j.execution_id = e.id) ORDER BY e.created_at LIMIT $2)",
+                        args![cutoff.as_str(), PRUNE_BATCH],
+                    )
+                })
+                .await?;
+            deleted += batch;
+            if batch < PRUNE_BATCH {
+                break;
+            }
+        }
         self.write(move |tx| {
             let events = crate::clock::seconds_ago(WEBHOOK_EVENT_RETENTION_SECONDS);
             let keys = crate::clock::seconds_ago(IDEMPOTENCY_WINDOW_SECONDS);
@@ -501,11 +522,13 @@ impl Store {
             tx.execute("DELETE FROM pacing WHERE tat < $1 AND backoff_until < $1", args![now_us])?;
             Ok(())
         })
-        .await
+        .await?;
+        Ok(deleted)
     }
 }
 
 const IDEMPOTENCY_WINDOW_SECONDS: i64 = 24 * 60 * 60;
+const PRUNE_BATCH: u64 = 500;
 /// The most a lost notification delays a waiter's wake.
 const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 /// Meta resends a webhook event for up to 7 days; its key is kept a day longer.
