@@ -62,7 +62,7 @@ impl Caller {
 /// The caller the claims name. Each claim actiond reads is absent or of its
 /// one type; any other type (`null` included) makes the token invalid, so a
 /// malformed claim can never widen what a token grants.
-fn caller_from(claims: &Map<String, Value>) -> Result<Caller, String> {
+pub fn caller_from(claims: &Map<String, Value>) -> Result<Caller, String> {
     let text = |name: &str| match claims.get(name) {
         None => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.as_str())),

@@ -414,6 +414,44 @@ impl Relay {
     }
 }
 
+#[tokio::test]
+async fn a_database_that_refuses_writes_is_not_ready_and_writes_answer_503() {
+    let cluster = Cluster::start(1, &[]).await;
+    let make_read_only = |on: bool| {
+        let setting = if on { "SET default_transaction_read_only = on" } else { "RESET default_transaction_read_only" };
+        // This session takes the setting too: its own transaction says read-write.
+        cluster.database.execute(&format!(
+            "BEGIN READ WRITE; \
+             DO $$ BEGIN EXECUTE format('ALTER DATABASE %I {setting}', current_database()); END $$; COMMIT"
+        ));
+        // Sessions take the setting when they connect: this makes the replica reconnect.
+        cluster.database.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        );
+    };
+    let ready = || async { reqwest::get(format!("{}/readyz", cluster.base(0))).await.unwrap().status().as_u16() };
+    assert_eq!(ready().await, 200);
+    assert_eq!(cluster.post(0, "/v2/_whatsapp/senders", &sender_body(), None).await.unwrap().0, 201);
+
+    make_read_only(true);
+    let started = Instant::now();
+    while ready().await != 503 {
+        assert!(started.elapsed() < Duration::from_secs(10), "still ready while the database refuses writes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = cluster.post(0, "/v2/_actions", &seed_body(), None).await.unwrap();
+    assert_eq!((status, body["errors"][0]["code"].as_str()), (503, Some("service_unavailable")), "{body}");
+    assert_eq!(cluster.get(0, "/v2/_actions").await.0, 200, "reads are still served");
+
+    make_read_only(false);
+    let started = Instant::now();
+    while ready().await != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "not ready again once the database takes writes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cluster.post(0, "/v2/_actions", &seed_body(), None).await.unwrap().0, 201);
+}
+
 // The relay runs on worker threads while the test blocks reading the server's output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_goes_away_answers_503_and_everything_resumes_when_it_returns() {

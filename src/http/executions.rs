@@ -45,14 +45,15 @@ pub struct ExecuteBody {
     reply_timeout: Option<u32>,
 }
 
-struct ExecuteRequest {
+/// An execute body that passed validation.
+pub struct ExecuteRequest {
     call_id: Option<String>,
     to: Option<PhoneE164>,
     variables: HashMap<String, String>,
     reply_timeout: u32,
 }
 
-fn parse_execute(body: &Map<String, Value>) -> Result<ExecuteRequest, ApiError> {
+pub fn parse_execute(body: &Map<String, Value>) -> Result<ExecuteRequest, ApiError> {
     let mut errors = Vec::new();
     let mut fields = Fields::new(body, &mut errors);
     let call_id = fields.optional_str("call_id").map(str::trim).and_then(|call_id| {
