@@ -3,7 +3,7 @@
 
 use std::marker::PhantomData;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
@@ -92,11 +92,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         if !(essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))) {
             return Err(ApiError::unsupported_media_type());
         }
-        let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|length| length > BODY_LIMIT) {
-            return Err(ApiError::payload_too_large(BODY_LIMIT));
-        }
-        let bytes = read_body(request.into_body(), BODY_LIMIT).await?;
+        let bytes = read_body(request, BODY_LIMIT).await?;
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(object)) => Ok(Self(object)),
             Ok(_) => Err(ApiError::bad_request("body", ErrorCode::InvalidJson, "the body must be a JSON object")),
@@ -105,10 +101,15 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     }
 }
 
-/// The whole body, at most `limit` bytes: 413 as soon as more arrives (what
-/// came is not kept), 408 when it missed its deadline (`server::Deadline`).
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let mut chunks = body.into_data_stream();
+/// The whole body, at most `limit` bytes: 413 before reading when its
+/// declared length is more, or as soon as more arrives (what came is not
+/// kept); 408 when it missed its deadline (`server::Deadline`).
+pub async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let mut chunks = request.into_body().into_data_stream();
     let mut collected = BytesMut::new();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|error| {

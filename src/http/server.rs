@@ -83,9 +83,8 @@ struct Activity {
 }
 
 impl Activity {
-    fn set(&self, next: impl FnOnce(Phase) -> Phase) {
-        let mut phase = self.phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *phase = next(*phase);
+    fn set(&self, phase: Phase) {
+        *self.phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = phase;
         self.changed.notify_one();
     }
 
@@ -101,7 +100,7 @@ async fn connection(stream: TcpStream, router: Router, mut stopping: watch::Rece
     let service = {
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            activity.set(|_| Phase::Request);
+            activity.set(Phase::Request);
             let ends = RequestEnds(Arc::clone(&activity));
             let request = request.map(|body| Body::new(Deadline { body, deadline: Box::pin(sleep_until(Instant::now() + BODY_DEADLINE)) }));
             let router = router.clone();
@@ -153,7 +152,7 @@ struct RequestEnds(Arc<Activity>);
 
 impl Drop for RequestEnds {
     fn drop(&mut self) {
-        self.0.set(|_| Phase::Idle(Instant::now()));
+        self.0.set(Phase::Idle(Instant::now()));
     }
 }
 
@@ -172,7 +171,7 @@ impl AsyncRead for Watched {
                 Ok(read) => {
                     buf.advance(read);
                     if read > 0 && matches!(self.activity.phase(), Phase::Idle(_)) {
-                        self.activity.set(|_| Phase::Head(Instant::now()));
+                        self.activity.set(Phase::Head(Instant::now()));
                     }
                     return Poll::Ready(Ok(()));
                 }
