@@ -3,10 +3,16 @@
 
 use std::sync::LazyLock;
 
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{Object, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::http::{actions, executions, ops, senders, webhook};
+
+pub mod fields;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,7 +24,7 @@ use crate::http::{actions, executions, ops, senders, webhook};
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::docs,
     ),
     components(schemas(crate::error_code::ErrorCode)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &SharedResponses, &CamelCaseLinks),
     tags(
         (name = "actions", description = "WhatsApp actions"),
         (name = "executions", description = "Running actions during calls"),
@@ -38,6 +44,101 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
+}
+
+/// The answers every operation of a kind can give, listed here once so that no
+/// route's list misses one: an authenticated route can refuse the token, find
+/// the tenant's rate limit spent, or find the database unavailable; a route
+/// that reads a JSON body can find it too large, of the wrong type or too slow.
+struct SharedResponses;
+
+const AUTHENTICATED: &[(&str, &str)] =
+    &[("401", "Unauthorized"), ("429", "TooManyRequests"), ("500", "InternalError"), ("503", "ServiceUnavailable")];
+const JSON_BODY: &[(&str, &str)] = &[("408", "RequestTimeout"), ("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType")];
+
+impl Modify for SharedResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let retry_after =
+            HeaderBuilder::new().schema(Object::with_type(Type::Integer)).description(Some("Seconds to wait before retrying"));
+        let www_authenticate =
+            HeaderBuilder::new().schema(Object::with_type(Type::String)).description(Some("Bearer error=\"invalid_token\""));
+        for (name, response) in [
+            ("Unauthorized", error("The bearer token is missing, invalid or expired (invalid_token)").header("WWW-Authenticate", www_authenticate.build())),
+            (
+                "TooManyRequests",
+                error("The tenant's request rate limit is spent (rate_limited), or with ?wait it already holds its most open waits (too_many_waits)")
+                    .header("Retry-After", retry_after.build()),
+            ),
+            ("InternalError", error("An internal error (internal_error); nothing in the request causes one: quote the ctx_id")),
+            ("ServiceUnavailable", error("The database is unreachable or refuses writes (service_unavailable); retry shortly")),
+            ("RequestTimeout", error("The body did not arrive within 30 s (request_timeout); the connection closes")),
+            ("PayloadTooLarge", error("The body is over 64 KiB (payload_too_large)")),
+            ("UnsupportedMediaType", error("The body is not sent as application/json (unsupported_media_type)")),
+        ] {
+            components.responses.insert(name.to_owned(), RefOr::T(response.build()));
+        }
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                if operation.security.is_some() {
+                    add(operation, AUTHENTICATED);
+                    if operation.request_body.is_some() {
+                        add(operation, JSON_BODY);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn error(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+}
+
+fn add(operation: &mut Operation, shared: &[(&str, &str)]) {
+    for (status, name) in shared {
+        let response: RefOr<Response> = RefOr::Ref(Ref::from_response_name(*name));
+        operation.responses.responses.entry((*status).to_owned()).or_insert(response);
+    }
+}
+
+/// utoipa 5 writes a link's `operationId` and `requestBody` in snake_case,
+/// which no OpenAPI tool reads; this writes each link as the spec spells it.
+struct CamelCaseLinks;
+
+impl Modify for CamelCaseLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                for response in operation.responses.responses.values_mut() {
+                    let RefOr::T(response) = response else { continue };
+                    if response.links.is_empty() {
+                        continue;
+                    }
+                    let links: serde_json::Map<String, serde_json::Value> = std::mem::take(&mut response.links)
+                        .into_iter()
+                        .map(|(name, link)| (name, camel_case_keys(serde_json::to_value(link).expect("a link serializes"))))
+                        .collect();
+                    response.extensions.get_or_insert_with(Default::default).insert("links".to_owned(), links.into());
+                }
+            }
+        }
+    }
+}
+
+fn camel_case_keys(link: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(fields) = link else { return link };
+    let camel = |key: String| match key.as_str() {
+        "operation_id" => "operationId".to_owned(),
+        "operation_ref" => "operationRef".to_owned(),
+        "request_body" => "requestBody".to_owned(),
+        _ => key,
+    };
+    fields.into_iter().map(|(key, value)| (camel(key), value)).collect::<serde_json::Map<_, _>>().into()
 }
 
 /// The document as pretty JSON with a trailing newline, as committed.

@@ -266,6 +266,10 @@ async fn list_pages_newest_first_and_filters() {
     assert_eq!(inactive.body["data"]["pagination"]["total_records"], 4);
     let beyond = app.get("/v2/_actions?page=9").await;
     assert_eq!(beyond.body["data"]["data"], json!([]));
+    let last_page = app.get("/v2/_actions?page=2147483647").await;
+    assert_eq!(last_page.status, 200, "the document's int32 maximum is a page");
+    let past_int32 = app.get("/v2/_actions?page=2147483648").await;
+    assert_eq!(past_int32.error_codes(), [("page".to_owned(), "invalid_query_parameter".to_owned())]);
 
     let bad = app.get("/v2/_actions?page=0&per_page=101&is_active=maybe&type=CALL").await;
     assert_eq!(bad.status, 400);

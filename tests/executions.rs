@@ -139,6 +139,19 @@ async fn the_recipient_is_the_body_then_the_override_then_webhook_to() {
     assert_eq!(sent_to(&app, &id(&settled))[0]["to"], "+14155550132");
 }
 
+/// JSON Schema's `integer` (the document's type for reply_timeout) is 600
+/// and 600.0 alike, so the server reads both; a fraction is refused.
+#[tokio::test]
+async fn a_reply_timeout_written_with_a_zero_fraction_is_a_whole_number() {
+    let (app, action) = ready_app().await;
+    let path = format!("/v2/_actions/{action}/_execute");
+    let variables = json!({"customer_name": "Ana"});
+    let longest = app.post(&path, &json!({"call_id": "float", "reply_timeout": 86400.0, "variables": variables})).await;
+    assert_eq!(longest.status, 202, "{}", longest.text);
+    let beyond = app.post(&path, &json!({"call_id": "beyond", "reply_timeout": 86401.0, "variables": variables})).await;
+    assert_eq!(beyond.error_codes(), [("reply_timeout".to_owned(), "invalid_reply_timeout".to_owned())]);
+}
+
 #[tokio::test]
 async fn bad_executes_are_refused_and_send_nothing() {
     let (app, action) = ready_app().await;
@@ -161,6 +174,8 @@ async fn bad_executes_are_refused_and_send_nothing() {
     );
     let newline = app.post(&path, &json!({"variables": {"customer_name": "two\nlines"}})).await;
     assert_eq!(newline.error_codes(), [("variables".to_owned(), "invalid_parameter".to_owned())]);
+    let fractional = app.post(&path, &json!({"reply_timeout": 600.5, "variables": {"customer_name": "Ana"}})).await;
+    assert_eq!(fractional.error_codes(), [("reply_timeout".to_owned(), "invalid_reply_timeout".to_owned())]);
     let wait = app.post(&format!("{path}?wait=61"), &json!({})).await;
     assert_eq!(wait.error_codes(), [("wait".to_owned(), "invalid_query_parameter".to_owned())]);
 

@@ -5,6 +5,7 @@ mod common;
 
 use common::{spawn_app, spawn_app_with};
 use reqwest::Method;
+use serde_json::json;
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -47,6 +48,64 @@ async fn the_served_openapi_document_is_the_committed_one() {
     for code in ["invalid_phone_number", "template_not_approved", "param_count_mismatch", "idempotency_key_reused"] {
         assert!(codes.iter().any(|c| c == code), "{code} documented");
     }
+}
+
+/// What a generated client or a contract tester relies on: every answer a
+/// route can give, every limit the server checks, links from each create.
+#[tokio::test]
+async fn the_openapi_document_lists_every_status_limit_and_link() {
+    let app = spawn_app().await;
+    let document = app.send(Method::GET, "/openapi.json", None, None).await.body;
+    let operation = |path: &str, method: &str| document["paths"][path][method].clone();
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        operation(path, method)["responses"].as_object().unwrap_or_else(|| panic!("{method} {path}")).keys().cloned().collect()
+    };
+    for (path, methods) in document["paths"].as_object().unwrap() {
+        for (method, op) in methods.as_object().unwrap() {
+            if op.get("security").is_none() {
+                continue;
+            }
+            let listed = statuses(path, method);
+            for status in ["401", "403", "429", "500", "503"] {
+                assert!(listed.contains(&status.to_owned()), "{method} {path} lists {status}");
+            }
+            if op.get("requestBody").is_some() {
+                for status in ["400", "408", "413", "415"] {
+                    assert!(listed.contains(&status.to_owned()), "{method} {path} lists {status}");
+                }
+            }
+        }
+    }
+    let rate_limited = &document["components"]["responses"]["TooManyRequests"];
+    assert!(rate_limited["headers"].get("Retry-After").is_some());
+
+    let query = |path: &str, method: &str, name: &str| {
+        let parameters = operation(path, method)["parameters"].as_array().cloned().unwrap_or_default();
+        parameters.into_iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{method} {path} takes {name}"))["schema"].clone()
+    };
+    assert_eq!(query("/v2/_actions", "get", "page")["minimum"], 1);
+    assert_eq!(query("/v2/_actions", "get", "per_page")["maximum"], 100);
+    assert_eq!(query("/v2/_executions/{execution_id}", "get", "wait")["maximum"], 60);
+    let key = query("/v2/_actions", "post", "Idempotency-Key");
+    assert_eq!((key["minLength"].clone(), key["maxLength"].clone(), key["pattern"].clone()), (json!(1), json!(255), json!("^[!-~]+$")));
+    let execute = &document["components"]["schemas"]["ExecuteBody"]["properties"]["reply_timeout"];
+    assert_eq!((execute["minimum"].clone(), execute["maximum"].clone()), (json!(10), json!(86400)));
+    assert!(document["components"]["schemas"]["ActionBody"]["properties"]["name"]["pattern"].is_string());
+
+    let links = operation("/v2/_actions", "post")["responses"]["201"]["links"].clone();
+    for (name, target) in [
+        ("GetAction", "get_action"),
+        ("ReplaceAction", "replace_action"),
+        ("PatchAction", "patch_action"),
+        ("DeleteAction", "delete_action"),
+        ("ExecuteAction", "execute_action"),
+    ] {
+        assert_eq!(links[name]["operationId"], target, "create links to {target}");
+        assert_eq!(links[name]["parameters"]["action_id"], "$response.body#/data/action_id");
+    }
+    let links = operation("/v2/_actions/{action_id}/_execute", "post")["responses"]["202"]["links"].clone();
+    assert_eq!(links["GetExecution"]["operationId"], "get_execution");
+    assert_eq!(links["GetExecution"]["parameters"]["execution_id"], "$response.body#/data/execution_id");
 }
 
 #[tokio::test]

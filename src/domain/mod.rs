@@ -9,10 +9,13 @@ mod params;
 mod phone;
 mod tenant;
 
-pub use action::{ActionSpec, ActionTiming, ActionType, ParsedAction, TemplateUse, WhatsappTarget, parse_action_spec};
+pub use action::{
+    ActionSpec, ActionTiming, ActionType, DESCRIPTION_MAX_CHARS, NAME_MAX_CHARS, ParsedAction, TemplateUse, WhatsappTarget,
+    parse_action_spec,
+};
 pub use execution::ExecutionStatus;
 pub use fields::{FieldError, Fields};
-pub use language::LanguageCode;
-pub use params::{Param, TemplateName, is_media_reference};
+pub use language::{LanguageCode, SUPPORTED as LANGUAGE_CODES};
+pub use params::{PARAM_MAX_CHARS, Param, TemplateName, is_media_reference};
 pub use phone::PhoneE164;
 pub use tenant::TenantId;

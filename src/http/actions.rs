@@ -10,10 +10,14 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ActionId, ActionsRead, ActionsWrite, Authorized, JsonObject, QueryParams, action_not_found, idempotency_key};
+use super::extract::{
+    ActionId, ActionsRead, ActionsWrite, Authorized, IdempotencyKeyHeader, JsonObject, PageParams, QueryParams, action_not_found,
+    idempotency_key,
+};
 use super::response::{self, Envelope, Listing};
 use crate::domain::{ActionSpec, ActionType, TenantId, parse_action_spec};
 use crate::error_code::ErrorCode;
+use crate::openapi::fields;
 use crate::store::{ActionFilter, ActionRecord, Created, IdempotentResponse};
 use crate::whatsapp::templates::check_template_use;
 
@@ -34,25 +38,23 @@ pub struct DeletedAction {
     pub deleted: bool,
 }
 
-/// The body of create and PUT, as the seed page defines it.
+/// The body of create and PUT, as the seed page defines it. Unknown fields
+/// are ignored; `null` is the same as leaving a field out.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
 pub struct ActionBody {
-    /// Action display name, 1-255 characters after trimming.
-    #[schema(example = "My Whatsapp Action")]
+    #[schema(schema_with = fields::name)]
     name: String,
-    /// Action purpose, 1-2,000 characters.
-    #[schema(example = "Send WhatsApp when user requests messaging")]
+    #[schema(schema_with = fields::description)]
     description: String,
-    /// `SEND_WHATSAPP`, any letter case.
-    #[schema(example = "SEND_WHATSAPP")]
+    #[schema(schema_with = fields::action_type)]
     r#type: String,
     /// Enable/disable the action. Default true.
     is_active: Option<bool>,
-    /// When to trigger: `during` (any letter case; stored as DURING).
-    #[schema(example = "during")]
+    #[schema(schema_with = fields::action_timing)]
     action_timing: String,
-    /// Recipient override, international form; stored as E.164 digits. An empty string means none.
+    /// Recipient override; otherwise `webhook.to`.
+    #[schema(schema_with = fields::optional_phone)]
     phone_number: Option<String>,
     webhook: WebhookBody,
 }
@@ -60,29 +62,35 @@ pub struct ActionBody {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
 pub struct WebhookBody {
-    /// Recipient WhatsApp number in international form (digits, optional +); stored as E.164 digits.
-    #[schema(example = "12817126508")]
+    /// The recipient's WhatsApp number.
+    #[schema(schema_with = fields::phone)]
     to: String,
-    /// WhatsApp phone-number ID of a sender registered for this tenant.
-    #[schema(example = "650175178190170")]
+    #[schema(schema_with = fields::sender)]
     from: String,
-    /// An APPROVED template of the sender's WABA in `language_code`.
-    #[schema(example = "call_permission_request")]
+    #[schema(schema_with = fields::template_name)]
     template_name: String,
-    /// One per body placeholder; named placeholders are filled in order of first appearance. Each may hold `{{variable}}`s.
-    #[schema(example = json!(["{{customer_name}}"]))]
+    #[schema(schema_with = fields::body_params)]
     body_params: Option<Vec<String>>,
-    /// One for a text header with a placeholder; one https:// URL or media id for a media header.
-    #[schema(example = json!([]))]
+    #[schema(schema_with = fields::header_params)]
     header_params: Option<Vec<String>>,
-    /// One per URL button with a placeholder and per COPY_CODE button, in button order.
-    #[schema(example = json!([]))]
+    #[schema(schema_with = fields::button_params)]
     button_params: Option<Vec<String>>,
-    /// A WhatsApp template language code. Default `en`.
-    #[schema(example = "en")]
+    #[schema(schema_with = fields::language_code)]
     language_code: Option<String>,
     /// Require a WhatsApp reply before the call flow proceeds. Default false.
     mandatory: Option<bool>,
+}
+
+/// The list's filters, as the OpenAPI document gives them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
+pub struct ActionFilterParams {
+    /// Only actions of this type.
+    #[param(rename = "type", schema_with = fields::action_type)]
+    kind: Option<String>,
+    /// Only active (true) or inactive (false) actions.
+    is_active: Option<bool>,
 }
 
 /// Reads an action body and checks its template against the registry,
@@ -133,17 +141,20 @@ fn replay(first: IdempotentResponse, request_hash: &str) -> Result<Response, Api
     summary = "Create WhatsApp Action",
     description = "Validates the action, including its template against the sender's registry (exists in the language, APPROVED, exact parameter counts), and stores it. With an Idempotency-Key, the same key and body within 24 h replay the first answer (header Idempotent-Replayed: true); a different body answers 409.",
     request_body = ActionBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII characters; replays the first response for 24 h")),
+    params(IdempotencyKeyHeader),
     responses(
         (status = 201, description = "WhatsApp action created successfully", body = Envelope<CreatedAction>,
-            headers(("Location" = String, description = "/v2/_actions/{action_id}"))),
+            headers(("Location" = String, description = "/v2/_actions/{action_id}")),
+            links(
+                ("GetAction" = (operation_id = "get_action", parameters(("action_id" = "$response.body#/data/action_id")))),
+                ("ReplaceAction" = (operation_id = "replace_action", parameters(("action_id" = "$response.body#/data/action_id")))),
+                ("PatchAction" = (operation_id = "patch_action", parameters(("action_id" = "$response.body#/data/action_id")))),
+                ("DeleteAction" = (operation_id = "delete_action", parameters(("action_id" = "$response.body#/data/action_id")))),
+                ("ExecuteAction" = (operation_id = "execute_action", parameters(("action_id" = "$response.body#/data/action_id")))),
+            )),
         (status = 400, description = "Invalid WhatsApp template or numbers, or any other invalid field", body = ErrorBody),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks actions:write", body = ErrorBody),
         (status = 409, description = "Idempotency-Key reused with a different body", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
-        (status = 429, description = "Rate limit spent", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -172,15 +183,12 @@ pub async fn create(
 #[utoipa::path(get, path = "/v2/_actions", tag = "actions", operation_id = "list_actions",
     summary = "List actions", description = "Newest first.",
     params(
-        ("page" = Option<u32>, Query, description = "From 1; default 1"),
-        ("per_page" = Option<u32>, Query, description = "1-100; default 10"),
-        ("type" = Option<String>, Query, description = "SEND_WHATSAPP, any letter case"),
-        ("is_active" = Option<bool>, Query, description = "true or false"),
+        PageParams,
+        ActionFilterParams,
     ),
     responses(
         (status = 200, description = "A page of actions", body = Envelope<Listing<ActionRecord>>),
         (status = 400, description = "Invalid query parameter", body = ErrorBody),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks actions:read", body = ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -205,7 +213,6 @@ pub async fn list(
     params(("action_id" = Uuid, Path, description = "The action's id")),
     responses(
         (status = 200, description = "The action", body = Envelope<ActionRecord>),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks actions:read", body = ErrorBody),
         (status = 404, description = "No such action for this tenant", body = ErrorBody),
     ),
@@ -226,11 +233,8 @@ pub async fn get(
     responses(
         (status = 200, description = "The replaced action", body = Envelope<ActionRecord>),
         (status = 400, description = "Invalid field", body = ErrorBody),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks actions:write", body = ErrorBody),
         (status = 404, description = "No such action for this tenant", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn replace(
@@ -253,11 +257,8 @@ pub async fn replace(
     responses(
         (status = 200, description = "The updated action", body = Envelope<ActionRecord>),
         (status = 400, description = "Invalid field", body = ErrorBody),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks actions:write", body = ErrorBody),
         (status = 404, description = "No such action for this tenant", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn patch(
@@ -278,7 +279,6 @@ pub async fn patch(
     params(("action_id" = Uuid, Path, description = "The action's id")),
     responses(
         (status = 200, description = "Deleted", body = Envelope<DeletedAction>),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks actions:write", body = ErrorBody),
         (status = 404, description = "No such action for this tenant", body = ErrorBody),
     ),

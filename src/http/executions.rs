@@ -14,34 +14,35 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{
-    ActionId, ActionsExecute, ActionsRead, Authorized, ExecutionId, OptionalJsonObject, QueryParams, action_not_found, execution_not_found,
-    idempotency_key,
+    ActionId, ActionsExecute, ActionsRead, Authorized, ExecutionId, IdempotencyKeyHeader, OptionalJsonObject, PageParams, QueryParams,
+    WaitParams, action_not_found, execution_not_found, idempotency_key,
 };
 use super::response::{self, Envelope, Listing};
 use crate::domain::{ExecutionStatus, FieldError, Fields, Param, PhoneE164, TenantId, is_media_reference};
 use crate::error_code::ErrorCode;
+use crate::openapi::fields;
 use crate::store::{ActionRecord, Executed, ExecutionFilter, ExecutionRecord, NewExecution};
 use crate::whatsapp::payload::{RenderedParams, template_message};
 use crate::whatsapp::templates::{Button, COPY_CODE_MAX_CHARS, Header, TemplateShape};
 
-const CALL_ID_MAX: usize = 255;
+pub const CALL_ID_MAX: usize = 255;
 const REPLY_TIMEOUT_DEFAULT: u32 = 600;
 const REPLY_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 10..=86_400;
 const WAIT_MAX_SECONDS: u32 = 60;
 
-/// The execute body; every field is optional.
+/// The execute body; every field is optional, `null` as if left out.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
 pub struct ExecuteBody {
-    /// The call this execution belongs to (1-255 characters); the same call id executes an action once.
-    #[schema(example = "call-7f3a")]
+    #[schema(schema_with = fields::call_id)]
     call_id: Option<String>,
-    /// Recipient override in international form; else the action's phone_number, else webhook.to.
+    /// Recipient override; else the action's phone_number, else webhook.to.
+    #[schema(schema_with = fields::optional_phone)]
     to: Option<String>,
-    /// Values for the `{{variable}}` placeholders of the action's parameters (strings, numbers or booleans).
-    #[schema(example = json!({"customer_name": "Ana"}))]
+    #[schema(schema_with = fields::variables)]
     variables: Option<HashMap<String, String>>,
     /// Seconds a mandatory execution waits for its reply: 10-86,400, default 600.
+    #[schema(minimum = 10, maximum = 86400)]
     reply_timeout: Option<u32>,
 }
 
@@ -90,7 +91,7 @@ pub fn parse_execute(body: &Map<String, Value>) -> Result<ExecuteRequest, ApiErr
     }
     let reply_timeout = match body.get("reply_timeout") {
         None | Some(Value::Null) => REPLY_TIMEOUT_DEFAULT,
-        Some(value) => match value.as_u64().filter(|seconds| REPLY_TIMEOUT_RANGE.contains(seconds)) {
+        Some(value) => match whole_number(value).filter(|seconds| REPLY_TIMEOUT_RANGE.contains(seconds)) {
             Some(seconds) => seconds as u32,
             None => {
                 fields.error("reply_timeout", ErrorCode::InvalidReplyTimeout, "must be a whole number of seconds from 10 to 86400");
@@ -102,6 +103,12 @@ pub fn parse_execute(body: &Map<String, Value>) -> Result<ExecuteRequest, ApiErr
         return Err(ApiError::validation(errors));
     }
     Ok(ExecuteRequest { call_id, to, variables, reply_timeout })
+}
+
+/// A JSON number with no fraction, written `950` or `950.0` alike (JSON
+/// Schema's `integer` is both), or `None`.
+fn whole_number(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| value.as_f64().filter(|n| n.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(n)).map(|n| n as u64))
 }
 
 /// `?wait=N`: seconds to hold the answer, at most 60.
@@ -239,15 +246,18 @@ fn execution_location(id: Uuid) -> (HeaderName, String) {
     description = "Renders the template message (every {{variable}} from `variables`), stores the execution and its delivery job in one transaction and answers 202. The same (action_id, call_id) or Idempotency-Key returns the existing execution and sends nothing again. With ?wait=N (at most 60) the answer waits until the execution settles (mandatory: replied, failed, expired or cancelled; otherwise accepted or failed) or N runs out, then answers 200.",
     params(
         ("action_id" = Uuid, Path, description = "The action to run"),
-        ("wait" = Option<u32>, Query, description = "Seconds to wait for the execution to settle, 0-60"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Returns the execution first created with this key"),
+        WaitParams,
+        IdempotencyKeyHeader,
     ),
     request_body(content = ExecuteBody, description = "Optional; an empty body runs the action as configured"),
     responses(
-        (status = 202, description = "Queued for delivery (or the existing execution of this call id or key)", body = Envelope<ExecutionRecord>),
-        (status = 200, description = "With ?wait: the execution as it stands when it settled or the wait ran out", body = Envelope<ExecutionRecord>),
+        (status = 202, description = "Queued for delivery (or the existing execution of this call id or key)", body = Envelope<ExecutionRecord>,
+            headers(("Location" = String, description = "/v2/_executions/{execution_id}")),
+            links(("GetExecution" = (operation_id = "get_execution", parameters(("execution_id" = "$response.body#/data/execution_id")))))),
+        (status = 200, description = "With ?wait: the execution as it stands when it settled or the wait ran out", body = Envelope<ExecutionRecord>,
+            headers(("Location" = String, description = "/v2/_executions/{execution_id}")),
+            links(("GetExecution" = (operation_id = "get_execution", parameters(("execution_id" = "$response.body#/data/execution_id")))))),
         (status = 400, description = "Invalid field, or a missing variable", body = ErrorBody),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks actions:execute", body = ErrorBody),
         (status = 404, description = "No such action for this tenant", body = ErrorBody),
         (status = 409, description = "The action is inactive, or its template or sender is no longer usable", body = ErrorBody),
@@ -333,12 +343,11 @@ async fn answer(
     summary = "Get an execution", description = "With ?wait=N, answers when the execution settles or N seconds pass.",
     params(
         ("execution_id" = Uuid, Path, description = "The execution's id"),
-        ("wait" = Option<u32>, Query, description = "Seconds to wait for the execution to settle, 0-60"),
+        WaitParams,
     ),
     responses(
         (status = 200, description = "The execution", body = Envelope<ExecutionRecord>),
         (status = 400, description = "Invalid query parameter", body = ErrorBody),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks actions:read", body = ErrorBody),
         (status = 404, description = "No such execution for this tenant", body = ErrorBody),
     ),
@@ -362,13 +371,11 @@ pub async fn get(
         ("action_id" = Option<Uuid>, Query, description = "Only this action's executions"),
         ("call_id" = Option<String>, Query, description = "Only this call's executions"),
         ("status" = Option<ExecutionStatus>, Query, description = "Only executions in this status"),
-        ("page" = Option<u32>, Query, description = "From 1; default 1"),
-        ("per_page" = Option<u32>, Query, description = "1-100; default 10"),
+        PageParams,
     ),
     responses(
         (status = 200, description = "A page of executions", body = Envelope<Listing<ExecutionRecord>>),
         (status = 400, description = "Invalid query parameter", body = ErrorBody),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks actions:read", body = ErrorBody),
     ),
     security(("bearer" = [])))]

@@ -23,6 +23,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 const IDEMPOTENCY_KEY_MAX: usize = 255;
 pub const PER_PAGE_DEFAULT: u32 = 10;
 pub const PER_PAGE_MAX: u32 = 100;
+/// The largest signed 32-bit number, as the OpenAPI document's `int32` says.
+const PAGE_MAX: u32 = i32::MAX as u32;
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
@@ -206,6 +208,39 @@ pub fn sender_not_found() -> ApiError {
     ApiError::not_found("phone_number_id", "no sender with this phone-number ID")
 }
 
+/// `page` and `per_page`, as the OpenAPI document gives them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
+pub struct PageParams {
+    /// From 1; default 1.
+    #[param(minimum = 1, maximum = 2147483647)]
+    page: Option<u32>,
+    /// 1-100; default 10.
+    #[param(minimum = 1, maximum = 100)]
+    per_page: Option<u32>,
+}
+
+/// `?wait=N`, as the OpenAPI document gives it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
+pub struct WaitParams {
+    /// Seconds to hold the answer until the execution settles, 0-60.
+    #[param(minimum = 0, maximum = 60)]
+    wait: Option<u32>,
+}
+
+/// The `Idempotency-Key` header, as the OpenAPI document gives it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
+pub struct IdempotencyKeyHeader {
+    /// 1-255 printable ASCII characters without spaces. The same key within 24 h repeats the first answer; after that it starts anew.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
+    idempotency_key: Option<String>,
+}
+
 /// Query parameters, read with every violation collected.
 pub struct QueryParams {
     pairs: Vec<(String, String)>,
@@ -244,7 +279,7 @@ impl QueryParams {
 
     /// `page` (from 1) and `per_page` (1-100, default 10).
     pub fn page(&mut self) -> Page {
-        let number = self.number("page", 1, 1, u32::MAX);
+        let number = self.number("page", 1, 1, PAGE_MAX);
         let size = self.number("per_page", PER_PAGE_DEFAULT, 1, PER_PAGE_MAX);
         Page { number, size }
     }

@@ -8,28 +8,28 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ActionsRead, Authorized, JsonObject, PhoneNumberId, QueryParams, WhatsappAdmin, sender_not_found};
+use super::extract::{ActionsRead, Authorized, JsonObject, PageParams, PhoneNumberId, QueryParams, WhatsappAdmin, sender_not_found};
 use super::response::{self, Envelope, Listing};
 use crate::domain::{FieldError, Fields, TenantId};
 use crate::error_code::ErrorCode;
+use crate::openapi::fields;
 use crate::store::{NewSender, SenderRecord, SenderSaved, TemplateRecord};
 use crate::whatsapp::GraphError;
 use crate::whatsapp::templates::{ParameterCounts, TemplateShape};
 
-const ACCESS_TOKEN_MAX: usize = 4096;
-const WHATSAPP_ID_MAX: usize = 32;
+pub const ACCESS_TOKEN_MAX: usize = 4096;
+pub const WHATSAPP_ID_MAX: usize = 32;
 
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
 pub struct SenderBody {
-    /// The business phone number's WhatsApp phone-number ID (numeric).
-    #[schema(example = "650175178190170")]
+    /// The business phone number's WhatsApp phone-number ID.
+    #[schema(schema_with = fields::whatsapp_id)]
     phone_number_id: String,
-    /// The WhatsApp Business Account that owns the number and its templates (numeric).
-    #[schema(example = "102290129340398")]
+    /// The WhatsApp Business Account that owns the number and its templates.
+    #[schema(schema_with = fields::whatsapp_id)]
     waba_id: String,
-    /// A system-user access token; sealed at rest and never returned or logged.
-    #[schema(example = "EAAG...")]
+    #[schema(schema_with = fields::access_token)]
     access_token: String,
 }
 
@@ -83,10 +83,16 @@ fn graph_failure(field: &str, error: GraphError) -> ApiError {
     description = "Checks the credentials against the Graph API (GET /{phone_number_id}), fetches every template of the WABA (following paging.next), seals the access token with AES-256-GCM and stores the sender. Registering a number this tenant already has replaces its credentials and templates (200).",
     request_body = SenderBody,
     responses(
-        (status = 201, description = "Registered", body = Envelope<SenderRecord>),
+        (status = 201, description = "Registered", body = Envelope<SenderRecord>,
+            headers(("Location" = String, description = "/v2/_whatsapp/senders/{phone_number_id}")),
+            links(
+                ("GetSender" = (operation_id = "get_sender", parameters(("phone_number_id" = "$response.body#/data/phone_number_id")))),
+                ("SyncSender" = (operation_id = "sync_sender", parameters(("phone_number_id" = "$response.body#/data/phone_number_id")))),
+                ("DeleteSender" = (operation_id = "delete_sender", parameters(("phone_number_id" = "$response.body#/data/phone_number_id")))),
+                ("ListTemplates" = (operation_id = "list_templates", parameters(("sender" = "$response.body#/data/phone_number_id")))),
+            )),
         (status = 200, description = "Already registered by this tenant: credentials and templates replaced", body = Envelope<SenderRecord>),
         (status = 400, description = "Invalid field, or credentials Meta refuses", body = ErrorBody),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks whatsapp:admin", body = ErrorBody),
         (status = 409, description = "Another tenant registered this phone-number ID", body = ErrorBody),
         (status = 502, description = "The Graph API could not be reached", body = ErrorBody),
@@ -159,7 +165,6 @@ pub async fn save_sender(
     summary = "List the tenant's senders",
     responses(
         (status = 200, description = "Every sender of the tenant, oldest first", body = Envelope<Vec<SenderRecord>>),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks whatsapp:admin", body = ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -172,7 +177,6 @@ pub async fn list(State(state): State<AppState>, Authorized(caller, _): Authoriz
     params(("phone_number_id" = String, Path, description = "The sender's WhatsApp phone-number ID")),
     responses(
         (status = 200, description = "The sender", body = Envelope<SenderRecord>),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks whatsapp:admin", body = ErrorBody),
         (status = 404, description = "No such sender for this tenant", body = ErrorBody),
     ),
@@ -191,7 +195,6 @@ pub async fn get(
     params(("phone_number_id" = String, Path, description = "The sender's WhatsApp phone-number ID")),
     responses(
         (status = 200, description = "Deleted", body = Envelope<DeletedSender>),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks whatsapp:admin", body = ErrorBody),
         (status = 404, description = "No such sender for this tenant", body = ErrorBody),
     ),
@@ -213,7 +216,6 @@ pub async fn delete(
     responses(
         (status = 200, description = "The sender with its refreshed template count", body = Envelope<SenderRecord>),
         (status = 400, description = "Meta refused the stored credentials; register the sender again with a valid token", body = ErrorBody),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks whatsapp:admin", body = ErrorBody),
         (status = 404, description = "No such sender for this tenant", body = ErrorBody),
         (status = 502, description = "The Graph API could not be reached", body = ErrorBody),
@@ -236,13 +238,11 @@ pub async fn sync(
     description = "Each template language version with the parameter counts an action must give.",
     params(
         ("sender" = Option<String>, Query, description = "Only this sender's (phone-number ID) templates"),
-        ("page" = Option<u32>, Query, description = "From 1; default 1"),
-        ("per_page" = Option<u32>, Query, description = "1-100; default 10"),
+        PageParams,
     ),
     responses(
         (status = 200, description = "A page of templates", body = Envelope<Listing<TemplateView>>),
         (status = 400, description = "Invalid query parameter", body = ErrorBody),
-        (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks actions:read", body = ErrorBody),
         (status = 404, description = "No such sender for this tenant", body = ErrorBody),
     ),
