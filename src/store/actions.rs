@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::db::{DbError, DbResult, Row, Tx, args, to_json};
+use super::db::{DbError, DbResult, ListQuery, Row, Tx, args, to_json};
 use super::executions::{advance, status_list};
 use super::{ActionFilter, ActionRecord, Created, IDEMPOTENCY_WINDOW_SECONDS, IdempotentResponse, Page, Store, StoreResult, WebhookRecord};
 use crate::clock;
@@ -156,13 +156,11 @@ impl Store {
         let kind = filter.kind.map(str::to_owned);
         let is_active = filter.is_active;
         self.read(move |tx| {
-            let condition = "tenant = $1 AND (type = $2 OR $2 IS NULL) AND (is_active = $3 OR $3 IS NULL)";
-            let total =
-                tx.query_one(&format!("SELECT COUNT(*) FROM actions WHERE {condition}"), args![tenant.as_str(), kind.clone(), is_active])?;
-            let rows = tx.query(
-                &format!("SELECT {ACTION_COLUMNS} FROM actions WHERE {condition} ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"),
-                args![tenant.as_str(), kind.clone(), is_active, page.size, page.offset()],
-            )?;
+            let query = ListQuery::for_tenant(&tenant).filter("type", kind.clone()).filter("is_active", is_active);
+            let (limit, args) = query.page(page);
+            let [count, rows] = action_list_sql(&query.condition(), &limit);
+            let total = tx.query_one(&count, query.args())?;
+            let rows = tx.query(&rows, &args)?;
             Ok((rows.iter().map(action_from_row).collect::<DbResult<_>>()?, total.int(0)? as u64))
         })
         .await
@@ -201,4 +199,13 @@ impl Store {
         })
         .await
     }
+}
+
+/// The action list's statements for a `ListQuery`'s condition and page: its
+/// count and its page, newest first.
+pub(super) fn action_list_sql(condition: &str, limit: &str) -> [String; 2] {
+    [
+        format!("SELECT COUNT(*) FROM actions WHERE {condition}"),
+        format!("SELECT {ACTION_COLUMNS} FROM actions WHERE {condition} ORDER BY created_at DESC, id DESC {limit}"),
+    ]
 }

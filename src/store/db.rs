@@ -141,6 +141,44 @@ macro_rules! args {
 }
 pub(crate) use args;
 
+/// The WHERE clause of a list: the tenant and only the filters given, so
+/// that each statement names exactly the columns of the index serving it (a
+/// `column = $n OR $n IS NULL` condition hides every index from both planners).
+pub struct ListQuery {
+    conditions: Vec<String>,
+    args: Vec<Value>,
+}
+
+impl ListQuery {
+    pub fn for_tenant(tenant: &str) -> Self {
+        Self { conditions: vec!["tenant = $1".to_owned()], args: vec![Value::from(tenant)] }
+    }
+
+    /// `column = value`, when a value is given.
+    pub fn filter(mut self, column: &str, value: Option<impl Into<Value>>) -> Self {
+        if let Some(value) = value {
+            self.args.push(value.into());
+            self.conditions.push(format!("{column} = ${}", self.args.len()));
+        }
+        self
+    }
+
+    pub fn condition(&self) -> String {
+        self.conditions.join(" AND ")
+    }
+
+    pub fn args(&self) -> &[Value] {
+        &self.args
+    }
+
+    /// `LIMIT $n OFFSET $m` for the page, with the arguments it completes.
+    pub fn page(&self, page: super::Page) -> (String, Vec<Value>) {
+        let mut args = self.args.clone();
+        args.extend([Value::from(page.size), Value::from(page.offset())]);
+        (format!("LIMIT ${} OFFSET ${}", args.len() - 1, args.len()), args)
+    }
+}
+
 /// One result row; columns by position, as the statement selected them.
 #[derive(Debug)]
 pub struct Row(pub(super) Vec<Value>);

@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::db::{DbError, DbResult, Row, Tx, Value, args, placeholders, to_json};
+use super::db::{DbError, DbResult, ListQuery, Row, Tx, Value, args, placeholders, to_json};
 use super::{
     EventParties, Executed, ExecutionError, ExecutionFilter, ExecutionRecord, IDEMPOTENCY_WINDOW_SECONDS, NewExecution, Page, Signal,
     Store, StoreResult, TimelineEntry, WebhookEvent,
@@ -316,20 +316,12 @@ impl Store {
         let call_id = filter.call_id.map(str::to_owned);
         let status = filter.status.map(|s| s.as_str());
         self.read(move |tx| {
-            let condition =
-                "tenant = $1 AND (action_id = $2 OR $2 IS NULL) AND (call_id = $3 OR $3 IS NULL) AND (status = $4 OR $4 IS NULL)";
-            let total = tx.query_one(
-                &format!("SELECT COUNT(*) FROM executions WHERE {condition}"),
-                args![tenant.as_str(), action_id, call_id.clone(), status],
-            )?;
-            let rows = tx.query(
-                &format!(
-                    "SELECT {EXECUTION_COLUMNS} FROM (SELECT * FROM executions WHERE {condition} \
-                     ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6) e \
-                     LEFT JOIN execution_events ev ON ev.execution_id = e.id ORDER BY e.created_at DESC, e.id DESC, ev.id"
-                ),
-                args![tenant.as_str(), action_id, call_id.clone(), status, page.size, page.offset()],
-            )?;
+            let query =
+                ListQuery::for_tenant(&tenant).filter("action_id", action_id).filter("call_id", call_id.clone()).filter("status", status);
+            let (limit, args) = query.page(page);
+            let [count, rows] = execution_list_sql(&query.condition(), &limit);
+            let total = tx.query_one(&count, query.args())?;
+            let rows = tx.query(&rows, &args)?;
             Ok((executions_from_rows(&rows)?, total.int(0)? as u64))
         })
         .await
@@ -493,4 +485,16 @@ fn apply_event(tx: &mut Tx<'_>, event: &WebhookEvent) -> DbResult<bool> {
         }
     }
     Ok(true)
+}
+
+/// The execution list's statements for a `ListQuery`'s condition and page:
+/// its count, and the page's executions with their events.
+pub(super) fn execution_list_sql(condition: &str, limit: &str) -> [String; 2] {
+    [
+        format!("SELECT COUNT(*) FROM executions WHERE {condition}"),
+        format!(
+            "SELECT {EXECUTION_COLUMNS} FROM (SELECT * FROM executions WHERE {condition} ORDER BY created_at DESC, id DESC {limit}) e \
+             LEFT JOIN execution_events ev ON ev.execution_id = e.id ORDER BY e.created_at DESC, e.id DESC, ev.id"
+        ),
+    ]
 }

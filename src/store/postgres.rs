@@ -25,8 +25,11 @@ use super::signals::{Signal, Signals};
 use super::{StoreError, StoreResult, redacted};
 use crate::clock;
 
-pub const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/postgres/0001_init.sql")), (2, include_str!("../../migrations/postgres/0002_wa_id.sql"))];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_wa_id.sql")),
+    (3, include_str!("../../migrations/postgres/0003_list_indexes.sql")),
+];
 /// The channel every replica listens on.
 const CHANNEL: &str = "actiond";
 /// Any constant will do: it only has to be the same for every replica.

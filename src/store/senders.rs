@@ -2,7 +2,7 @@
 //! tenant: registration is one conditional upsert, so two tenants racing for
 //! it on two replicas get one 201 and one 409.
 
-use super::db::{DbResult, Row, Tx, args};
+use super::db::{DbResult, ListQuery, Row, Tx, args};
 use super::executions::advance;
 use super::{ExecutionError, NewSender, Page, SenderCredentials, SenderRecord, SenderSaved, Signal, Store, StoreResult, TemplateRecord};
 use crate::clock;
@@ -253,15 +253,11 @@ impl Store {
     ) -> StoreResult<(Vec<(String, TemplateRecord)>, u64)> {
         let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.map(str::to_owned));
         self.read(move |tx| {
-            let condition = "tenant = $1 AND (phone_number_id = $2 OR $2 IS NULL)";
-            let total = tx
-                .query_one(&format!("SELECT COUNT(*) FROM templates WHERE {condition}"), args![tenant.as_str(), phone_number_id.clone()])?;
-            let rows = tx.query(
-                &format!(
-                    "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE {condition} ORDER BY phone_number_id, name, language LIMIT $3 OFFSET $4"
-                ),
-                args![tenant.as_str(), phone_number_id.clone(), page.size, page.offset()],
-            )?;
+            let query = ListQuery::for_tenant(&tenant).filter("phone_number_id", phone_number_id.clone());
+            let (limit, args) = query.page(page);
+            let [count, rows] = template_list_sql(&query.condition(), &limit);
+            let total = tx.query_one(&count, query.args())?;
+            let rows = tx.query(&rows, &args)?;
             Ok((rows.iter().map(template_from_row).collect::<DbResult<_>>()?, total.int(0)? as u64))
         })
         .await
@@ -295,4 +291,13 @@ impl Store {
         })
         .await
     }
+}
+
+/// The template list's statements for a `ListQuery`'s condition and page:
+/// its count and its page, in the primary key's order.
+pub(super) fn template_list_sql(condition: &str, limit: &str) -> [String; 2] {
+    [
+        format!("SELECT COUNT(*) FROM templates WHERE {condition}"),
+        format!("SELECT {TEMPLATE_COLUMNS} FROM templates WHERE {condition} ORDER BY phone_number_id, name, language {limit}"),
+    ]
 }

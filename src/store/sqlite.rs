@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_executions.sql")),
     (3, include_str!("../../migrations/sqlite/0003_replicas.sql")),
     (4, include_str!("../../migrations/sqlite/0004_wa_id.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_list_indexes.sql")),
 ];
 const READERS: usize = 4;
 /// Most operations one transaction commits; bounds the latency a batch adds.
@@ -265,10 +266,63 @@ fn commit_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Res
 
 #[cfg(test)]
 mod tests {
-    use super::sqlite_sql;
+    use rusqlite::Connection;
+
+    use super::{migrate, sqlite_sql};
+    use crate::store::Page;
+    use crate::store::actions::action_list_sql;
+    use crate::store::db::{ListQuery, Value};
+    use crate::store::executions::execution_list_sql;
+    use crate::store::senders::template_list_sql;
 
     #[test]
     fn placeholders_become_numbered_question_marks_outside_literals() {
         assert_eq!(sqlite_sql("SELECT $1, '$2', $10 WHERE a = $2"), "SELECT ?1, '$2', ?10 WHERE a = ?2");
+    }
+
+    /// Builds a list's count and page statements from a condition and a LIMIT.
+    type ListSql = fn(&str, &str) -> [String; 2];
+
+    /// SQLite's plan of a statement, one line per step.
+    fn plan(connection: &Connection, sql: &str, args: &[Value]) -> String {
+        let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {}", sqlite_sql(sql))).expect("the statement prepares");
+        let steps = statement.query_map(rusqlite::params_from_iter(args), |row| row.get::<_, String>(3)).expect("it explains");
+        steps.map(|step| step.expect("a plan step")).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Every list and its count, under every combination of its filters,
+    /// searches an index by the tenant and a filter given: none reads a whole
+    /// table (`SCAN <table>`) or all of a tenant's rows to find a few, so a
+    /// page costs what matches, not what the tenant has ever stored.
+    #[test]
+    fn every_list_is_answered_from_an_index() {
+        let connection = Connection::open_in_memory().unwrap();
+        migrate(&connection).unwrap();
+        let lists: [(&str, ListSql, &[&str]); 3] = [
+            ("executions", execution_list_sql, &["action_id", "call_id", "status"]),
+            ("actions", action_list_sql, &["type", "is_active"]),
+            ("templates", template_list_sql, &["phone_number_id"]),
+        ];
+        for (table, statements, filters) in lists {
+            for chosen in 0..1u32 << filters.len() {
+                let chosen: Vec<&str> = filters.iter().enumerate().filter(|(bit, _)| chosen & 1 << bit != 0).map(|(_, c)| *c).collect();
+                // A plan does not depend on the values compared.
+                let query = filters.iter().fold(ListQuery::for_tenant("t"), |query, column| {
+                    query.filter(column, chosen.contains(column).then_some(Value::from("x")))
+                });
+                // Every action has the one type there is: that filter narrows nothing.
+                let narrowing: Vec<&&str> = chosen.iter().filter(|column| **column != "type").collect();
+                let (limit, args) = query.page(Page { number: 3, size: 10 });
+                let [count, rows] = statements(&query.condition(), &limit);
+                for (sql, args) in [(count, query.args()), (rows, args.as_slice())] {
+                    let steps = plan(&connection, &sql, args);
+                    assert!(steps.contains(&format!("SEARCH {table} USING")), "{sql}\n{steps}");
+                    assert!(!steps.contains(&format!("SCAN {table}")), "{sql}\n{steps}");
+                    // The index narrows by a filter given, not only by the tenant.
+                    let narrowed = narrowing.iter().any(|column| steps.contains(&format!("AND {column}=?")));
+                    assert!(narrowing.is_empty() || narrowed, "{sql}\n{steps}");
+                }
+            }
+        }
     }
 }

@@ -183,6 +183,14 @@ impl TestDatabase {
     }
 }
 
+/// The versions `schema_migrations` lists once every PostgreSQL migration in
+/// the repository is applied, as `1,2,…`.
+pub fn all_postgres_migrations() -> Vec<u8> {
+    let directory = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
+    let count = std::fs::read_dir(directory).expect("the migrations directory").count();
+    (1..=count).map(|version| version.to_string()).collect::<Vec<_>>().join(",").into_bytes()
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(name) = &self.postgres {
