@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{actions, executions, ops, senders, webhook};
+use crate::http::{actions, executions, ops, preview, senders, webhook};
 
 pub mod fields;
 
@@ -20,7 +20,8 @@ pub mod fields;
     paths(
         actions::create, actions::list, actions::get, actions::replace, actions::patch, actions::delete,
         senders::register, senders::list, senders::get, senders::delete, senders::sync, senders::templates,
-        executions::execute, executions::get, executions::list, webhook::verify, webhook::receive,
+        executions::execute, executions::get, executions::list, preview::preview_action, preview::preview_body,
+        webhook::verify, webhook::receive,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::docs,
     ),
     components(schemas(crate::error_code::ErrorCode)),

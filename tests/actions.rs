@@ -270,6 +270,14 @@ async fn list_pages_newest_first_and_filters() {
     assert_eq!(last_page.status, 200, "the document's int32 maximum is a page");
     let past_int32 = app.get("/v2/_actions?page=2147483648").await;
     assert_eq!(past_int32.error_codes(), [("page".to_owned(), "invalid_query_parameter".to_owned())]);
+    // As the document writes them: decimal digits, lower-case booleans, hyphenated UUIDs.
+    let loose = app.get("/v2/_actions?page=+2&is_active=TRUE").await;
+    let fields: Vec<String> = loose.error_codes().into_iter().map(|(field, code)| format!("{field}:{code}")).collect();
+    assert_eq!(fields, ["page:invalid_query_parameter", "is_active:invalid_query_parameter"]);
+    let bare_hex = ids[0].replace('-', "");
+    assert_eq!(app.get(&format!("/v2/_actions/{bare_hex}")).await.status, 404, "only the hyphenated form names an action");
+    let filtered = app.get(&format!("/v2/_executions?action_id={bare_hex}")).await;
+    assert_eq!(filtered.error_codes(), [("action_id".to_owned(), "invalid_query_parameter".to_owned())]);
 
     let bad = app.get("/v2/_actions?page=0&per_page=101&is_active=maybe&type=CALL").await;
     assert_eq!(bad.status, 400);

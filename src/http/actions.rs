@@ -81,6 +81,47 @@ pub struct WebhookBody {
     mandatory: Option<bool>,
 }
 
+/// A PATCH body: any of create's fields, each with create's rules; `null`
+/// removes a field, so only optional ones may be null.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
+pub struct ActionPatch {
+    #[schema(schema_with = fields::name)]
+    name: Option<String>,
+    #[schema(schema_with = fields::description)]
+    description: Option<String>,
+    #[schema(schema_with = fields::action_type)]
+    r#type: Option<String>,
+    is_active: Option<bool>,
+    #[schema(schema_with = fields::action_timing)]
+    action_timing: Option<String>,
+    #[schema(schema_with = fields::optional_phone)]
+    phone_number: Option<String>,
+    #[schema(nullable = false)]
+    webhook: Option<WebhookPatch>,
+}
+
+/// `webhook` in a PATCH body: merged field by field into the stored one.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
+pub struct WebhookPatch {
+    #[schema(schema_with = fields::phone)]
+    to: Option<String>,
+    #[schema(schema_with = fields::sender)]
+    from: Option<String>,
+    #[schema(schema_with = fields::template_name)]
+    template_name: Option<String>,
+    #[schema(schema_with = fields::body_params)]
+    body_params: Option<Vec<String>>,
+    #[schema(schema_with = fields::header_params)]
+    header_params: Option<Vec<String>>,
+    #[schema(schema_with = fields::button_params)]
+    button_params: Option<Vec<String>>,
+    #[schema(schema_with = fields::language_code)]
+    language_code: Option<String>,
+    mandatory: Option<bool>,
+}
+
 /// The list's filters, as the OpenAPI document gives them.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -95,7 +136,7 @@ pub struct ActionFilterParams {
 
 /// Reads an action body and checks its template against the registry,
 /// answering every violation at once.
-async fn validate(state: &AppState, tenant: &TenantId, body: &Map<String, Value>) -> Result<ActionSpec, ApiError> {
+pub(super) async fn validate(state: &AppState, tenant: &TenantId, body: &Map<String, Value>) -> Result<ActionSpec, ApiError> {
     let parsed = parse_action_spec(body);
     let mut errors = parsed.errors;
     if let Some(template_use) = &parsed.template_use {
@@ -151,6 +192,7 @@ fn replay(first: IdempotentResponse, request_hash: &str) -> Result<Response, Api
                 ("PatchAction" = (operation_id = "patch_action", parameters(("action_id" = "$response.body#/data/action_id")))),
                 ("DeleteAction" = (operation_id = "delete_action", parameters(("action_id" = "$response.body#/data/action_id")))),
                 ("ExecuteAction" = (operation_id = "execute_action", parameters(("action_id" = "$response.body#/data/action_id")))),
+                ("PreviewAction" = (operation_id = "preview_action", parameters(("action_id" = "$response.body#/data/action_id")))),
             )),
         (status = 400, description = "Invalid WhatsApp template or numbers, or any other invalid field", body = ErrorBody),
         (status = 403, description = "The token lacks actions:write", body = ErrorBody),
@@ -253,7 +295,7 @@ pub async fn replace(
     summary = "Update some fields of an action",
     description = "A JSON merge patch (RFC 7386) of create's body: given fields replace the stored ones, `webhook` merges field by field, `null` removes an optional field. The result must pass create's rules.",
     params(("action_id" = Uuid, Path, description = "The action's id")),
-    request_body(content = Object, description = "Any subset of create's fields", content_type = "application/json"),
+    request_body = ActionPatch,
     responses(
         (status = 200, description = "The updated action", body = Envelope<ActionRecord>),
         (status = 400, description = "Invalid field", body = ErrorBody),

@@ -15,13 +15,13 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{
     ActionId, ActionsExecute, ActionsRead, Authorized, ExecutionId, IdempotencyKeyHeader, OptionalJsonObject, PageParams, QueryParams,
-    WaitParams, action_not_found, execution_not_found, idempotency_key,
+    WaitParams, action_not_found, execution_not_found, idempotency_key, parse_uuid, whole_number,
 };
 use super::response::{self, Envelope, Listing};
 use crate::domain::{ExecutionStatus, FieldError, Fields, Param, PhoneE164, TenantId, is_media_reference};
 use crate::error_code::ErrorCode;
 use crate::openapi::fields;
-use crate::store::{ActionRecord, Executed, ExecutionFilter, ExecutionRecord, NewExecution};
+use crate::store::{Executed, ExecutionFilter, ExecutionRecord, NewExecution, TemplateRecord, WebhookRecord};
 use crate::whatsapp::payload::{RenderedParams, template_message};
 use crate::whatsapp::templates::{Button, COPY_CODE_MAX_CHARS, Header, TemplateShape};
 
@@ -49,8 +49,8 @@ pub struct ExecuteBody {
 /// An execute body that passed validation.
 pub struct ExecuteRequest {
     call_id: Option<String>,
-    to: Option<PhoneE164>,
-    variables: HashMap<String, String>,
+    pub to: Option<PhoneE164>,
+    pub variables: HashMap<String, String>,
     reply_timeout: u32,
 }
 
@@ -91,7 +91,7 @@ pub fn parse_execute(body: &Map<String, Value>) -> Result<ExecuteRequest, ApiErr
     }
     let reply_timeout = match body.get("reply_timeout") {
         None | Some(Value::Null) => REPLY_TIMEOUT_DEFAULT,
-        Some(value) => match whole_number(value).filter(|seconds| REPLY_TIMEOUT_RANGE.contains(seconds)) {
+        Some(value) => match integral(value).filter(|seconds| REPLY_TIMEOUT_RANGE.contains(seconds)) {
             Some(seconds) => seconds as u32,
             None => {
                 fields.error("reply_timeout", ErrorCode::InvalidReplyTimeout, "must be a whole number of seconds from 10 to 86400");
@@ -107,15 +107,15 @@ pub fn parse_execute(body: &Map<String, Value>) -> Result<ExecuteRequest, ApiErr
 
 /// A JSON number with no fraction, written `950` or `950.0` alike (JSON
 /// Schema's `integer` is both), or `None`.
-fn whole_number(value: &Value) -> Option<u64> {
+fn integral(value: &Value) -> Option<u64> {
     value.as_u64().or_else(|| value.as_f64().filter(|n| n.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(n)).map(|n| n as u64))
 }
 
 /// `?wait=N`: seconds to hold the answer, at most 60.
 fn wait_parameter(query: &mut QueryParams) -> Option<Duration> {
     let raw = query.get("wait")?.to_owned();
-    match raw.parse::<u32>() {
-        Ok(seconds) if seconds <= WAIT_MAX_SECONDS => Some(Duration::from_secs(u64::from(seconds))),
+    match whole_number(&raw) {
+        Some(seconds) if seconds <= WAIT_MAX_SECONDS => Some(Duration::from_secs(u64::from(seconds))),
         _ => {
             query.invalid("wait", format!("'{raw}' must be a whole number of seconds from 0 to {WAIT_MAX_SECONDS}"));
             None
@@ -124,9 +124,8 @@ fn wait_parameter(query: &mut QueryParams) -> Option<Duration> {
 }
 
 /// Fills each parameter's `{{variables}}`; every missing variable is reported.
-fn render_params(action: &ActionRecord, variables: &HashMap<String, String>) -> Result<[Vec<String>; 3], ApiError> {
+fn render_params(webhook: &WebhookRecord, variables: &HashMap<String, String>) -> Result<[Vec<String>; 3], ApiError> {
     let mut errors: Vec<FieldError> = Vec::new();
-    let webhook = &action.webhook;
     let lists =
         [("header_params", &webhook.header_params), ("body_params", &webhook.body_params), ("button_params", &webhook.button_params)];
     let rendered = lists.map(|(list, params)| {
@@ -168,49 +167,71 @@ fn unavailable(message: String) -> ApiError {
     ApiError::conflict("action_id", ErrorCode::TemplateUnavailable, message)
 }
 
-/// The template message for this execution, checked against the registry as
-/// it stands now: the template may have been paused since the action was saved.
-async fn build_message(
-    state: &AppState,
-    tenant: &TenantId,
-    action: &ActionRecord,
-    recipient: &str,
-    params: &[Vec<String>; 3],
-    execution_id: Uuid,
-) -> Result<serde_json::Value, ApiError> {
-    let webhook = &action.webhook;
-    let Some(versions) = state.store.templates_named(tenant, &webhook.from, &webhook.template_name).await? else {
-        return Err(unavailable(format!("the action's sender {} was removed; register it again", webhook.from)));
-    };
-    let label = format!("template '{}' ({})", webhook.template_name, webhook.language_code);
-    let template = versions
-        .into_iter()
-        .find(|t| t.language == webhook.language_code)
-        .ok_or_else(|| unavailable(format!("{label} is no longer in the sender's WhatsApp Business Account; sync the sender")))?;
-    if template.status != "APPROVED" {
-        return Err(unavailable(format!("{label} is {}; only APPROVED templates can be sent", template.status)));
+/// What running an action sends: its template as the registry stands now
+/// (it may have been paused since the action was saved), and its parameters
+/// with the call's variables filled in.
+pub struct Composed {
+    pub template: TemplateRecord,
+    shape: TemplateShape,
+    params: [Vec<String>; 3],
+}
+
+impl Composed {
+    pub async fn new(
+        state: &AppState,
+        tenant: &TenantId,
+        webhook: &WebhookRecord,
+        variables: &HashMap<String, String>,
+    ) -> Result<Self, ApiError> {
+        let params = render_params(webhook, variables)?;
+        let Some(versions) = state.store.templates_named(tenant, &webhook.from, &webhook.template_name).await? else {
+            return Err(unavailable(format!("the action's sender {} was removed; register it again", webhook.from)));
+        };
+        let label = format!("template '{}' ({})", webhook.template_name, webhook.language_code);
+        let template = versions
+            .into_iter()
+            .find(|t| t.language == webhook.language_code)
+            .ok_or_else(|| unavailable(format!("{label} is no longer in the sender's WhatsApp Business Account; sync the sender")))?;
+        if template.status != "APPROVED" {
+            return Err(unavailable(format!("{label} is {}; only APPROVED templates can be sent", template.status)));
+        }
+        let shape = TemplateShape::of(&template);
+        let counts = shape.counts();
+        let [header, body, buttons] = &params;
+        if (counts.header_params, counts.body_params, counts.button_params) != (header.len(), body.len(), buttons.len()) {
+            return Err(unavailable(format!("{label} changed since the action was saved; update the action's parameters")));
+        }
+        let codes = shape.buttons.iter().filter(|b| b.takes_parameter()).zip(buttons.iter());
+        if let Some((_, code)) =
+            codes.into_iter().find(|(button, code)| **button == Button::CopyCode && code.chars().count() > COPY_CODE_MAX_CHARS)
+        {
+            let message = format!("the COPY_CODE value, filled in, is '{code}'; Meta allows at most {COPY_CODE_MAX_CHARS} characters");
+            return Err(ApiError::bad_request("variables", ErrorCode::InvalidParameter, message));
+        }
+        if let (Header::Media(_), Some(media)) = (&shape.header, header.first())
+            && !Param::parse(media).is_ok_and(|param| is_media_reference(&param))
+        {
+            let message = "the media header parameter, filled in, must be an https:// URL or a media id";
+            return Err(ApiError::bad_request("variables", ErrorCode::InvalidMediaParameter, message));
+        }
+        Ok(Self { template, shape, params })
     }
-    let shape = TemplateShape::of(&template);
-    let counts = shape.counts();
-    let [header, body, buttons] = params;
-    if (counts.header_params, counts.body_params, counts.button_params) != (header.len(), body.len(), buttons.len()) {
-        return Err(unavailable(format!("{label} changed since the action was saved; update the action's parameters")));
+
+    pub fn params(&self) -> RenderedParams<'_> {
+        let [header, body, buttons] = &self.params;
+        RenderedParams { header, body, buttons }
     }
-    let codes = shape.buttons.iter().filter(|b| b.takes_parameter()).zip(buttons.iter());
-    if let Some((_, code)) =
-        codes.into_iter().find(|(button, code)| **button == Button::CopyCode && code.chars().count() > COPY_CODE_MAX_CHARS)
-    {
-        let message = format!("the COPY_CODE value, filled in, is '{code}'; Meta allows at most {COPY_CODE_MAX_CHARS} characters");
-        return Err(ApiError::bad_request("variables", ErrorCode::InvalidParameter, message));
+
+    /// The body of the Graph API's send, to `recipient` (E.164 digits).
+    pub fn message(&self, recipient: &str, execution_id: &str) -> serde_json::Value {
+        let template = &self.template;
+        template_message(&self.shape, &template.name, &template.language, &format!("+{recipient}"), &self.params(), execution_id)
     }
-    if let (Header::Media(_), Some(media)) = (&shape.header, header.first())
-        && !Param::parse(media).is_ok_and(|param| is_media_reference(&param))
-    {
-        let message = "the media header parameter, filled in, must be an https:// URL or a media id";
-        return Err(ApiError::bad_request("variables", ErrorCode::InvalidMediaParameter, message));
-    }
-    let rendered = RenderedParams { header, body, buttons };
-    Ok(template_message(&shape, &template.name, &template.language, &format!("+{recipient}"), &rendered, &execution_id.to_string()))
+}
+
+/// Who a run sends to: the call's `to`, else the action's override, else its `webhook.to`.
+pub fn recipient(to: Option<&PhoneE164>, phone_number: Option<&str>, webhook: &WebhookRecord) -> String {
+    to.map(|phone| phone.digits()).or(phone_number).unwrap_or(&webhook.to).to_owned()
 }
 
 /// Holds until the execution settles or `wait` runs out, then reads it.
@@ -286,13 +307,10 @@ pub async fn execute(
     if !action.is_active {
         return Err(ApiError::conflict("action_id", ErrorCode::ActionInactive, "the action is inactive; set is_active to run it"));
     }
-    let recipient = match &request.to {
-        Some(phone) => phone.digits().to_owned(),
-        None => action.phone_number.clone().unwrap_or_else(|| action.webhook.to.clone()),
-    };
-    let params = render_params(&action, &request.variables)?;
+    let recipient = recipient(request.to.as_ref(), action.phone_number.as_deref(), &action.webhook);
+    let composed = Composed::new(&state, &caller.tenant, &action.webhook, &request.variables).await?;
     let id = Uuid::now_v7();
-    let message = build_message(&state, &caller.tenant, &action, &recipient, &params, id).await?;
+    let message = composed.message(&recipient, &id.to_string());
     let new = NewExecution {
         id,
         action_id,
@@ -385,7 +403,7 @@ pub async fn list(
     mut query: QueryParams,
 ) -> Result<Response, ApiError> {
     let page = query.page();
-    let action_id = query.parsed("action_id", |raw| Uuid::parse_str(raw).ok(), |raw| format!("'{raw}' is not an action id"));
+    let action_id = query.parsed("action_id", parse_uuid, |raw| format!("'{raw}' is not an action id"));
     let status = query.parsed("status", ExecutionStatus::parse, |raw| {
         let known: Vec<&str> = ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect();
         format!("'{raw}' is not a status; use one of {}", known.join(", "))

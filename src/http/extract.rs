@@ -189,7 +189,19 @@ pub fn execution_not_found() -> ApiError {
 /// The route's one path parameter as a UUID, or the resource's 404.
 async fn uuid_in_path<S: Send + Sync>(parts: &mut Parts, state: &S, not_found: fn() -> ApiError) -> Result<Uuid, ApiError> {
     let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| not_found())?;
-    Uuid::parse_str(&raw).map_err(|_| not_found())
+    parse_uuid(&raw).ok_or_else(not_found)
+}
+
+/// A UUID in its hyphenated form, the one the API writes and its document's
+/// `format: uuid` names (not the braced, URN or bare-hex forms).
+pub fn parse_uuid(raw: &str) -> Option<Uuid> {
+    Uuid::try_parse(raw).ok().filter(|_| raw.len() == 36)
+}
+
+/// A whole number written in decimal digits only, as the document's
+/// `integer` parameters are (no sign, no spaces).
+pub fn whole_number(raw: &str) -> Option<u32> {
+    raw.bytes().all(|b| b.is_ascii_digit()).then(|| raw.parse().ok()).flatten()
 }
 
 /// A WhatsApp phone-number ID from the path.
@@ -267,8 +279,8 @@ impl QueryParams {
 
     fn number(&mut self, name: &str, default: u32, min: u32, max: u32) -> u32 {
         let Some(raw) = self.get(name) else { return default };
-        match raw.parse::<u32>() {
-            Ok(value) if (min..=max).contains(&value) => value,
+        match whole_number(raw) {
+            Some(value) if (min..=max).contains(&value) => value,
             _ => {
                 let message = format!("'{raw}' must be a whole number from {min} to {max}");
                 self.invalid(name, message);
@@ -296,7 +308,7 @@ impl QueryParams {
 
     pub fn boolean(&mut self, name: &str) -> Option<bool> {
         let raw = self.get(name)?;
-        match raw.to_ascii_lowercase().as_str() {
+        match raw {
             "true" => Some(true),
             "false" => Some(false),
             _ => {

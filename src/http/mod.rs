@@ -6,6 +6,7 @@ pub mod error;
 pub mod executions;
 pub mod extract;
 pub mod ops;
+pub mod preview;
 pub mod response;
 pub mod sandbox;
 pub mod senders;
@@ -67,6 +68,8 @@ pub fn router(state: AppState, sandbox: Option<(&str, Sandbox)>) -> Router {
         .route("/v2/_whatsapp/senders/{phone_number_id}/_sync", post(senders::sync))
         .route("/v2/_whatsapp/templates", get(senders::templates))
         .route("/v2/_actions/{action_id}/_execute", post(executions::execute))
+        .route("/v2/_actions/_preview", post(preview::preview_body))
+        .route("/v2/_actions/{action_id}/_preview", post(preview::preview_action))
         .route("/v2/_executions", get(executions::list))
         .route("/v2/_executions/{execution_id}", get(executions::get));
     if let Some((_, sandbox)) = &sandbox {

@@ -56,7 +56,10 @@ pub async fn verify(State(state): State<AppState>, query: QueryParams) -> Result
         (status = 200, description = "Received", body = Envelope<Received>),
         (status = 401, description = "Signature missing or wrong", body = ErrorBody),
         (status = 408, description = "The body did not arrive within 30 s", body = ErrorBody),
+        (status = 400, description = "The body broke off before its end", body = ErrorBody),
         (status = 413, description = "Body over 3 MiB (3,145,728 bytes)", body = ErrorBody),
+        (status = 500, description = "An internal error (internal_error): Meta retries", body = ErrorBody),
+        (status = 503, description = "The database is unreachable or refuses writes (service_unavailable): Meta retries", body = ErrorBody),
     ))]
 pub async fn receive(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     // Everything that can refuse the request is checked before a byte of the

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod errors;
 pub mod payload;
+pub mod rendering;
 pub mod sandbox;
 pub mod templates;
 pub mod webhook;

@@ -92,7 +92,7 @@ pub fn template_message(
 }
 
 /// Meta requires a URL button's suffix percent-encoded by the sender.
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

@@ -168,11 +168,11 @@ impl TemplateShape {
     }
 }
 
-fn upper(value: &Value) -> String {
+pub(crate) fn upper(value: &Value) -> String {
     value.as_str().unwrap_or_default().to_ascii_uppercase()
 }
 
-fn button(value: &Value) -> Button {
+pub(crate) fn button(value: &Value) -> Button {
     match upper(&value["type"]).as_str() {
         "QUICK_REPLY" => Button::QuickReply,
         "URL" => Button::Url(PLACEHOLDER.is_match(value["url"].as_str().unwrap_or_default())),
@@ -192,6 +192,18 @@ pub fn placeholders(text: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// `text` with each placeholder replaced by the value at its place in
+/// `placeholders(text)`; one without a value stays as written.
+pub fn fill_placeholders(text: &str, values: &[String]) -> String {
+    let names = placeholders(text);
+    PLACEHOLDER
+        .replace_all(text, |captures: &regex::Captures<'_>| {
+            let position = names.iter().position(|name| *name == captures[1]);
+            position.and_then(|index| values.get(index)).cloned().unwrap_or_else(|| captures[0].to_owned())
+        })
+        .into_owned()
 }
 
 fn listed(names: &[String]) -> String {

@@ -55,11 +55,11 @@ def map_case(context, case):
         case.query["wait"] = min(case.query["wait"], MAX_WAIT)
     if not isinstance(case.body, dict):
         return case
-    if operation in ("create_action", "replace_action"):
+    if operation in ("create_action", "replace_action", "preview_action_body"):
         _pin_action(case.body, whole=True)
     elif operation == "patch_action":
         _pin_action(case.body, whole=False)
-    elif operation == "execute_action" and not _blank(case.body.get("to")):
+    if operation in ("execute_action", "preview_action", "preview_action_body") and not _blank(case.body.get("to")):
         case.body["to"] = RECIPIENT
     return case
 
