@@ -1,6 +1,7 @@
 //! Template rendering: a template's components as Meta might return them,
 //! parameters with `{{variables}}`, the call's variables, and the message
-//! built from them. Input: `{"format", "components", "params", "variables"}`.
+//! built from them, and the text a preview shows. Input: `{"format",
+//! "components", "params", "variables"}`.
 #![no_main]
 
 use std::collections::HashMap;
@@ -8,6 +9,7 @@ use std::collections::HashMap;
 use actiond::domain::Param;
 use actiond::store::TemplateRecord;
 use actiond::whatsapp::payload::{RenderedParams, template_message};
+use actiond::whatsapp::rendering::render;
 use actiond::whatsapp::templates::TemplateShape;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -40,4 +42,5 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let params = RenderedParams { header: &rendered, body: &rendered, buttons: &rendered };
     let _ = template_message(&shape, "fuzzed", "en", "+15550001111", &params, "execution");
+    let _ = render(&template, &params);
 });
