@@ -66,6 +66,9 @@ async fn a_create_bodys_preview_renders_every_part_and_stores_nothing() {
         "header_params": ["{{order}}"], "body_params": ["{{name}}", "{{order}}", "on its way"], "button_params": ["{{order}}/a b"]
     });
     body["variables"] = json!({"name": "Ana", "order": "A-1042"});
+    // Execute's other fields are not create's: unknown here, and ignored as create ignores them.
+    body["reply_timeout"] = json!(5);
+    body["call_id"] = json!("");
     let preview = app.post("/v2/_actions/_preview", &body).await;
     assert_eq!(preview.status, 200, "{}", preview.text);
     let rendered = &preview.body["data"]["rendered"];
@@ -106,6 +109,8 @@ async fn missing_variables_unknown_actions_and_scopes() {
     let path = format!("/v2/_actions/{action}/_preview");
     let missing = app.post(&path, &json!({})).await;
     assert_eq!(missing.error_codes(), [("variables.customer_name".to_owned(), "missing_variable".to_owned())]);
+    let null_body = app.post(&path, &Value::Null).await;
+    assert_eq!(null_body.error_codes(), missing.error_codes(), "a null body is no body, as the document's optional body says");
     let unknown = app.post(&format!("/v2/_actions/{}/_preview", uuid::Uuid::now_v7()), &json!({})).await;
     assert_eq!(unknown.status, 404);
     let foreign = app.send(Method::POST, &path, Some(&app.token_for("intruder", &[])), Some(&json!({}))).await;

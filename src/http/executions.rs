@@ -270,7 +270,7 @@ fn execution_location(id: Uuid) -> (HeaderName, String) {
         WaitParams,
         IdempotencyKeyHeader,
     ),
-    request_body(content = ExecuteBody, description = "Optional; an empty body runs the action as configured"),
+    request_body(content = Option<ExecuteBody>, description = "Optional; an empty body runs the action as configured"),
     responses(
         (status = 202, description = "Queued for delivery (or the existing execution of this call id or key)", body = Envelope<ExecutionRecord>,
             headers(("Location" = String, description = "/v2/_executions/{execution_id}")),

@@ -73,14 +73,19 @@ pub struct OptionalJsonObject(pub Map<String, Value>);
 impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, _: &S) -> Result<Self, ApiError> {
         let headers = request.headers();
         let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         let chunked = headers.contains_key(axum::http::header::TRANSFER_ENCODING);
         if !headers.contains_key(CONTENT_TYPE) && !chunked && declared.unwrap_or(0) == 0 {
             return Ok(Self(Map::new()));
         }
-        JsonObject::from_request(request, state).await.map(|JsonObject(object)| Self(object))
+        match json_body(request).await? {
+            Value::Object(object) => Ok(Self(object)),
+            // `null` says "nothing", as no body does (the document's body is optional).
+            Value::Null => Ok(Self(Map::new())),
+            _ => Err(not_an_object()),
+        }
     }
 }
 
@@ -88,19 +93,28 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _: &S) -> Result<Self, ApiError> {
-        let headers = request.headers();
-        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        if !(essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))) {
-            return Err(ApiError::unsupported_media_type());
-        }
-        let bytes = read_body(request, BODY_LIMIT).await?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(object)) => Ok(Self(object)),
-            Ok(_) => Err(ApiError::bad_request("body", ErrorCode::InvalidJson, "the body must be a JSON object")),
-            Err(error) => Err(ApiError::bad_request("body", ErrorCode::InvalidJson, format!("the body is not valid JSON: {error}"))),
+        match json_body(request).await? {
+            Value::Object(object) => Ok(Self(object)),
+            _ => Err(not_an_object()),
         }
     }
+}
+
+/// The body as JSON, sent as `application/json` (or `application/*+json`),
+/// at most 64 KiB.
+async fn json_body(request: Request) -> Result<Value, ApiError> {
+    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if !(essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))) {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let bytes = read_body(request, BODY_LIMIT).await?;
+    serde_json::from_slice::<Value>(&bytes)
+        .map_err(|error| ApiError::bad_request("body", ErrorCode::InvalidJson, format!("the body is not valid JSON: {error}")))
+}
+
+fn not_an_object() -> ApiError {
+    ApiError::bad_request("body", ErrorCode::InvalidJson, "the body must be a JSON object")
 }
 
 /// The whole body, at most `limit` bytes: 413 before reading when its

@@ -61,7 +61,7 @@ pub struct Preview {
     summary = "Preview a stored action's message",
     description = "Execute's body (`to`, `variables`): renders the message as executing would, against the template as it stands now, and answers it without sending or storing anything. An inactive action previews too.",
     params(("action_id" = Uuid, Path, description = "The action to preview")),
-    request_body(content = ExecuteBody, description = "Optional; an empty body previews the action as configured"),
+    request_body(content = Option<ExecuteBody>, description = "Optional; an empty body previews the action as configured"),
     responses(
         (status = 200, description = "The recipient, the Graph API request and the rendered message", body = Envelope<Preview>),
         (status = 400, description = "Invalid field, or a missing variable", body = ErrorBody),
@@ -99,7 +99,10 @@ pub async fn preview_body(
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let spec = validate(&state, &caller.tenant, &body).await?;
-    let request = parse_execute(&body)?;
+    // Only execute's `to` and `variables` join create's fields; any other
+    // execute field is, as for create, an unknown field and ignored.
+    let run = ["to", "variables"].into_iter().filter_map(|name| Some((name.to_owned(), body.get(name)?.clone()))).collect();
+    let request = parse_execute(&run)?;
     let phone_number = spec.phone_number.as_ref().map(|phone| phone.digits());
     let preview = preview(&state, &caller.tenant, &WebhookRecord::from_spec(&spec), phone_number, &request).await?;
     Ok(response::ok(preview))

@@ -30,7 +30,8 @@ pub fn template_message(
     let mut components = Vec::new();
     match &shape.header {
         Header::Text(placeholders) if !placeholders.is_empty() => {
-            let parameters: Vec<Value> = params.header.iter().map(|text| json!({"type": "text", "text": text})).collect();
+            let parameters: Vec<Value> =
+                placeholders.iter().zip(params.header).map(|(name, text)| text_parameter(shape.named, name, text)).collect();
             components.push(json!({"type": "header", "parameters": parameters}));
         }
         Header::Media(kind) => {
@@ -42,18 +43,8 @@ pub fn template_message(
         Header::Text(_) | Header::None => {}
     }
     if !shape.body.is_empty() {
-        let parameters: Vec<Value> = shape
-            .body
-            .iter()
-            .zip(params.body)
-            .map(|(name, text)| {
-                if shape.named {
-                    json!({"type": "text", "parameter_name": name, "text": text})
-                } else {
-                    json!({"type": "text", "text": text})
-                }
-            })
-            .collect();
+        let parameters: Vec<Value> =
+            shape.body.iter().zip(params.body).map(|(name, text)| text_parameter(shape.named, name, text)).collect();
         components.push(json!({"type": "body", "parameters": parameters}));
     }
     let mut button_params = params.buttons.iter();
@@ -89,6 +80,12 @@ pub fn template_message(
             "components": components,
         }
     })
+}
+
+/// A text parameter; a named template's names the placeholder it fills, in
+/// the header as in the body (reference §1, positional vs named).
+fn text_parameter(named: bool, name: &str, text: &str) -> Value {
+    if named { json!({"type": "text", "parameter_name": name, "text": text}) } else { json!({"type": "text", "text": text}) }
 }
 
 /// Meta requires a URL button's suffix percent-encoded by the sender.
@@ -163,5 +160,15 @@ mod tests {
                 ])
             );
         }
+    }
+
+    #[test]
+    fn a_named_templates_text_header_names_its_placeholder() {
+        let shape =
+            TemplateShape { header: Header::Text(vec!["order".into()]), body: vec![], named: true, buttons: vec![], unsupported: vec![] };
+        let header = strings(&["A-1042"]);
+        let params = RenderedParams { header: &header, body: &[], buttons: &[] };
+        let components = template_message(&shape, "t", "en", "+1", &params, "e")["template"]["components"].clone();
+        assert_eq!(components, json!([{"type": "header", "parameters": [{"type": "text", "parameter_name": "order", "text": "A-1042"}]}]));
     }
 }

@@ -10,8 +10,11 @@ use crate::store::TemplateRecord;
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RenderedMessage {
     /// The header's text, or a media header's URL or media id; null without a header.
+    #[schema(required = true)]
     pub header: Option<String>,
     pub body: String,
+    /// Null without a footer.
+    #[schema(required = true)]
     pub footer: Option<String>,
     /// In the template's order.
     pub buttons: Vec<RenderedButton>,
@@ -27,6 +30,7 @@ pub struct RenderedButton {
     pub text: String,
     /// A URL button's address, its placeholder filled.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub url: Option<String>,
 }
 
