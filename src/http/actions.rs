@@ -6,6 +6,8 @@ use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
 use uuid::Uuid;
 
 use super::AppState;
@@ -81,45 +83,29 @@ pub struct WebhookBody {
     mandatory: Option<bool>,
 }
 
-/// A PATCH body: any of create's fields, each with create's rules; `null`
-/// removes a field, so only optional ones may be null.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
-pub struct ActionPatch {
-    #[schema(schema_with = fields::name)]
-    name: Option<String>,
-    #[schema(schema_with = fields::description)]
-    description: Option<String>,
-    #[schema(schema_with = fields::action_type)]
-    r#type: Option<String>,
-    is_active: Option<bool>,
-    #[schema(schema_with = fields::action_timing)]
-    action_timing: Option<String>,
-    #[schema(schema_with = fields::optional_phone)]
-    phone_number: Option<String>,
-    #[schema(nullable = false)]
-    webhook: Option<WebhookPatch>,
+/// A PATCH body: create's fields with create's rules, none of them required
+/// (`null` removes a field, so only optional ones may be null). Made from
+/// `ActionBody`'s schema, so the two documents list the same fields.
+pub struct ActionPatch;
+
+impl utoipa::PartialSchema for ActionPatch {
+    fn schema() -> RefOr<Schema> {
+        let mut patch = none_required(<ActionBody as utoipa::PartialSchema>::schema());
+        if let RefOr::T(Schema::Object(object)) = &mut patch {
+            object.description = Some("Any of create's fields; `webhook` merges field by field into the stored one.".to_owned());
+            object.properties.insert("webhook".to_owned(), none_required(<WebhookBody as utoipa::PartialSchema>::schema()));
+        }
+        patch
+    }
 }
 
-/// `webhook` in a PATCH body: merged field by field into the stored one.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // Describes the wire format for the OpenAPI document only.
-pub struct WebhookPatch {
-    #[schema(schema_with = fields::phone)]
-    to: Option<String>,
-    #[schema(schema_with = fields::sender)]
-    from: Option<String>,
-    #[schema(schema_with = fields::template_name)]
-    template_name: Option<String>,
-    #[schema(schema_with = fields::body_params)]
-    body_params: Option<Vec<String>>,
-    #[schema(schema_with = fields::header_params)]
-    header_params: Option<Vec<String>>,
-    #[schema(schema_with = fields::button_params)]
-    button_params: Option<Vec<String>>,
-    #[schema(schema_with = fields::language_code)]
-    language_code: Option<String>,
-    mandatory: Option<bool>,
+impl utoipa::ToSchema for ActionPatch {}
+
+fn none_required(mut schema: RefOr<Schema>) -> RefOr<Schema> {
+    if let RefOr::T(Schema::Object(object)) = &mut schema {
+        object.required.clear();
+    }
+    schema
 }
 
 /// The list's filters, as the OpenAPI document gives them.
