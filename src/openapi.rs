@@ -79,18 +79,33 @@ impl Modify for SharedResponses {
         ] {
             components.responses.insert(name.to_owned(), RefOr::T(response.build()));
         }
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
-            for operation in operations.into_iter().flatten() {
-                if operation.security.is_some() {
-                    add(operation, AUTHENTICATED);
-                    if operation.request_body.is_some() {
-                        add(operation, JSON_BODY);
-                    }
+        for operation in operations(openapi) {
+            if operation.security.is_some() {
+                add(operation, AUTHENTICATED);
+                if operation.request_body.is_some() {
+                    add(operation, JSON_BODY);
                 }
             }
         }
     }
+}
+
+/// Every operation of the document, whatever its method.
+fn operations(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
+    })
 }
 
 fn error(description: &str) -> ResponseBuilder {
@@ -112,20 +127,17 @@ struct CamelCaseLinks;
 
 impl Modify for CamelCaseLinks {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
-            for operation in operations.into_iter().flatten() {
-                for response in operation.responses.responses.values_mut() {
-                    let RefOr::T(response) = response else { continue };
-                    if response.links.is_empty() {
-                        continue;
-                    }
-                    let links: serde_json::Map<String, serde_json::Value> = std::mem::take(&mut response.links)
-                        .into_iter()
-                        .map(|(name, link)| (name, camel_case_keys(serde_json::to_value(link).expect("a link serializes"))))
-                        .collect();
-                    response.extensions.get_or_insert_with(Default::default).insert("links".to_owned(), links.into());
+        for operation in operations(openapi) {
+            for response in operation.responses.responses.values_mut() {
+                let RefOr::T(response) = response else { continue };
+                if response.links.is_empty() {
+                    continue;
                 }
+                let links: serde_json::Map<String, serde_json::Value> = std::mem::take(&mut response.links)
+                    .into_iter()
+                    .map(|(name, link)| (name, camel_case_keys(serde_json::to_value(link).expect("a link serializes"))))
+                    .collect();
+                response.extensions.get_or_insert_with(Default::default).insert("links".to_owned(), links.into());
             }
         }
     }
