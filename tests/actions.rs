@@ -4,15 +4,9 @@
 mod common;
 
 use actiond::auth::Scope;
-use common::{SENDER, TestApp, seed_body, spawn_app};
+use common::{SENDER, app_with_sender, seed_body};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn app_with_sender() -> TestApp {
-    let app = spawn_app().await;
-    app.register_sender().await;
-    app
-}
 
 fn with_webhook(changes: Value) -> Value {
     let mut body = seed_body();

@@ -8,16 +8,9 @@ use std::time::{Duration, Instant};
 
 use actiond::auth::Scope;
 use actiond::whatsapp::sandbox::{ReplyRequest, Scripted, THROTTLED_RECIPIENT, UNDELIVERABLE_RECIPIENT};
-use common::{SENDER, TestApp, non_mandatory_body, seed_body, spawn_app, spawn_app_with};
+use common::{SENDER, TestApp, app_with_seed_action, non_mandatory_body, seed_body, spawn_app, spawn_app_with};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn ready_app() -> (TestApp, String) {
-    let app = spawn_app().await;
-    app.register_sender().await;
-    let action = app.create_action(&seed_body()).await;
-    (app, action)
-}
 
 fn statuses(execution: &Value) -> Vec<String> {
     execution["timeline"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap().to_owned()).collect()
@@ -39,7 +32,7 @@ fn sent_to(app: &TestApp, execution_id: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn an_execution_goes_out_and_is_tracked_to_its_reply() {
-    let (app, action) = ready_app().await;
+    let (app, action) = app_with_seed_action().await;
     let reply =
         app.post(&format!("/v2/_actions/{action}/_execute"), &json!({"call_id": "call-1", "variables": {"customer_name": "Ana"}})).await;
     assert_eq!(reply.status, 202, "{}", reply.text);
@@ -143,7 +136,7 @@ async fn the_recipient_is_the_body_then_the_override_then_webhook_to() {
 /// and 600.0 alike, so the server reads both; a fraction is refused.
 #[tokio::test]
 async fn a_reply_timeout_written_with_a_zero_fraction_is_a_whole_number() {
-    let (app, action) = ready_app().await;
+    let (app, action) = app_with_seed_action().await;
     let path = format!("/v2/_actions/{action}/_execute");
     let variables = json!({"customer_name": "Ana"});
     let longest = app.post(&path, &json!({"call_id": "float", "reply_timeout": 86400.0, "variables": variables})).await;
@@ -154,7 +147,7 @@ async fn a_reply_timeout_written_with_a_zero_fraction_is_a_whole_number() {
 
 #[tokio::test]
 async fn bad_executes_are_refused_and_send_nothing() {
-    let (app, action) = ready_app().await;
+    let (app, action) = app_with_seed_action().await;
     let path = format!("/v2/_actions/{action}/_execute");
     let missing = app.post(&path, &json!({"call_id": "c"})).await;
     assert_eq!(missing.status, 400);
@@ -203,7 +196,7 @@ async fn bad_executes_are_refused_and_send_nothing() {
 
 #[tokio::test]
 async fn the_same_call_id_or_key_executes_once_even_when_sent_at_once() {
-    let (app, action) = ready_app().await;
+    let (app, action) = app_with_seed_action().await;
     let token = app.token(&[]);
     let path = format!("{}/v2/_actions/{action}/_execute", app.base);
     let body = json!({"call_id": "call-dup", "variables": {"customer_name": "Ana"}});
@@ -255,7 +248,7 @@ async fn the_same_call_id_or_key_executes_once_even_when_sent_at_once() {
 
 #[tokio::test]
 async fn an_idempotency_key_older_than_24_hours_executes_anew() {
-    let (app, action) = ready_app().await;
+    let (app, action) = app_with_seed_action().await;
     let other = app.create_action(&non_mandatory_body()).await;
     let token = app.token(&[]);
     let execute = |action: &str| {
@@ -465,7 +458,7 @@ async fn an_unknown_outcome_with_no_attempts_left_fails_after_the_reconcile_wind
 
 #[tokio::test]
 async fn deleting_a_held_sender_fails_its_sends_instead_of_leaving_them_stuck() {
-    let (app, action) = ready_app().await;
+    let (app, action) = app_with_seed_action().await;
     app.sandbox.script("12817126508", [Scripted::Refuse { status: 401, code: 190, message: "Error validating access token".into() }]);
     let execution = id(&app.execute(&action, &json!({"variables": {"customer_name": "Ana"}})).await);
     for _ in 0..200 {
@@ -482,7 +475,7 @@ async fn deleting_a_held_sender_fails_its_sends_instead_of_leaving_them_stuck() 
 
 #[tokio::test]
 async fn a_refused_token_holds_the_senders_sends_until_it_is_synced() {
-    let (app, action) = ready_app().await;
+    let (app, action) = app_with_seed_action().await;
     app.sandbox.script("12817126508", [Scripted::Refuse { status: 401, code: 190, message: "Error validating access token".into() }]);
     let execution = id(&app.execute(&action, &json!({"variables": {"customer_name": "Ana"}})).await);
     let mut sender = Value::Null;

@@ -4,16 +4,9 @@
 mod common;
 
 use actiond::auth::Scope;
-use common::{TestApp, seed_body, spawn_app};
+use common::{TestApp, app_with_seed_action, app_with_sender, seed_body};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn ready_app() -> (TestApp, String) {
-    let app = spawn_app().await;
-    app.register_sender().await;
-    let action = app.create_action(&seed_body()).await;
-    (app, action)
-}
 
 /// A send's body as a preview shows it: no execution id, which only a run has.
 fn without_execution(mut payload: Value, execution_id: &str) -> Value {
@@ -35,7 +28,7 @@ async fn sent_for(app: &TestApp, execution_id: &str) -> Value {
 
 #[tokio::test]
 async fn a_stored_actions_preview_is_the_request_execute_sends() {
-    let (app, action) = ready_app().await;
+    let (app, action) = app_with_seed_action().await;
     let run = json!({"variables": {"customer_name": "Ana"}, "to": "+44 20 7946 0958"});
     let preview = app.post(&format!("/v2/_actions/{action}/_preview"), &run).await;
     assert_eq!(preview.status, 200, "{}", preview.text);
@@ -58,8 +51,7 @@ async fn a_stored_actions_preview_is_the_request_execute_sends() {
 
 #[tokio::test]
 async fn a_create_bodys_preview_renders_every_part_and_stores_nothing() {
-    let app = spawn_app().await;
-    app.register_sender().await;
+    let app = app_with_sender().await;
     let mut body = seed_body();
     body["webhook"] = json!({
         "to": "12817126508", "from": common::SENDER, "template_name": "order_update", "language_code": "en",
@@ -90,8 +82,7 @@ async fn a_create_bodys_preview_renders_every_part_and_stores_nothing() {
 
 #[tokio::test]
 async fn an_invalid_body_is_refused_exactly_as_create_refuses_it() {
-    let app = spawn_app().await;
-    app.register_sender().await;
+    let app = app_with_sender().await;
     let mut body = seed_body();
     body["name"] = json!("  ");
     body["webhook"]["to"] = json!("12");
@@ -105,7 +96,7 @@ async fn an_invalid_body_is_refused_exactly_as_create_refuses_it() {
 
 #[tokio::test]
 async fn missing_variables_unknown_actions_and_scopes() {
-    let (app, action) = ready_app().await;
+    let (app, action) = app_with_seed_action().await;
     let path = format!("/v2/_actions/{action}/_preview");
     let missing = app.post(&path, &json!({})).await;
     assert_eq!(missing.error_codes(), [("variables.customer_name".to_owned(), "missing_variable".to_owned())]);

@@ -82,6 +82,20 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// An app whose tenant has the sandbox sender registered.
+pub async fn app_with_sender() -> TestApp {
+    let app = spawn_app().await;
+    app.register_sender().await;
+    app
+}
+
+/// An app with the sandbox sender and the seed's action: the app and the action's id.
+pub async fn app_with_seed_action() -> (TestApp, String) {
+    let app = app_with_sender().await;
+    let action = app.create_action(&seed_body()).await;
+    (app, action)
+}
+
 /// Serves a sandbox as the Graph API on its own port.
 pub async fn spawn_sandbox() -> (Sandbox, String) {
     let sandbox = Sandbox::new();
