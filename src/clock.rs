@@ -31,6 +31,11 @@ pub fn from_unix_seconds(seconds: i64) -> Option<String> {
     OffsetDateTime::from_unix_timestamp(seconds).ok().map(format)
 }
 
+/// Milliseconds since the Unix epoch in the API's format.
+pub fn from_unix_ms(ms: i64) -> Option<String> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok().map(format)
+}
+
 /// The timestamp `seconds` before now.
 pub fn seconds_ago(seconds: i64) -> String {
     format(OffsetDateTime::now_utc() - time::Duration::seconds(seconds))

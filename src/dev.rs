@@ -39,6 +39,8 @@ pub fn prepare(mut settings: Settings, data_dir: &Path) -> Result<Settings, Stri
     if settings.whatsapp_verify_token.is_none() {
         settings.whatsapp_verify_token = Some(read_or_create(&data_dir.join("whatsapp_verify_token"), random_secret)?);
     }
+    // A local receiver is how one tries events out.
+    settings.events_allow_local.get_or_insert(true);
     if settings.database_url == DEFAULT_DATABASE_URL {
         settings.database_url = format!("sqlite://{}", data_dir.join("actiond.db").display());
     }

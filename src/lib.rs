@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod dev;
 pub mod domain;
 pub mod error_code;
+pub mod events;
 pub mod http;
 pub mod openapi;
 pub mod ratelimit;
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 use crate::auth::{AuthSettings, Authenticator};
 use crate::crypto::Sealer;
 use crate::delivery::{DeliverySettings, Worker};
+use crate::events::{Dispatcher, EventSettings};
 use crate::http::{AppState, WebhookSecrets};
 use crate::ratelimit::RateLimiter;
 use crate::settings::Settings;
@@ -47,6 +49,7 @@ pub struct App {
     router: Router,
     state: AppState,
     worker: Arc<Worker>,
+    dispatcher: Arc<Dispatcher>,
     background_delivery: bool,
     /// Turns true on shutdown: the worker stops claiming, `?wait` answers.
     stopping: watch::Sender<bool>,
@@ -81,6 +84,9 @@ impl App {
                 retention: Duration::from_secs(u64::from(settings.retention_days) * 86_400),
             },
         ));
+        let event_settings =
+            EventSettings { allow_local: settings.events_allow_local.unwrap_or(false), retry_scale: settings.events_retry_scale };
+        let dispatcher = Arc::new(Dispatcher::new(Arc::clone(&store), sealer.clone(), event_settings)?);
         let (stopping, stopped) = watch::channel(false);
         let state = AppState {
             store: Arc::clone(&store),
@@ -101,14 +107,16 @@ impl App {
                 verify_token: settings.whatsapp_verify_token.clone(),
             },
             waits: http::waits::WaitLimits::new(settings.max_waits_per_tenant),
+            events: event_settings,
         };
         let router = http::router(state.clone(), sandbox.map(|sandbox| (SANDBOX_GRAPH_PATH, sandbox)));
         tracing::info!(%address, "listening");
         let shutdown_grace = Duration::from_millis(settings.shutdown_grace_ms);
-        Ok(Self { listener, address, router, state, worker, background_delivery: true, stopping, shutdown_grace })
+        Ok(Self { listener, address, router, state, worker, dispatcher, background_delivery: true, stopping, shutdown_grace })
     }
 
-    /// Leaves delivery to explicit `Worker::run_once` calls: the test seam.
+    /// Leaves delivery to explicit `Worker::run_once` and
+    /// `Dispatcher::run_once` calls: the test seam.
     pub fn without_background_delivery(mut self) -> Self {
         self.background_delivery = false;
         self
@@ -116,6 +124,10 @@ impl App {
 
     pub fn worker(&self) -> Arc<Worker> {
         Arc::clone(&self.worker)
+    }
+
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        Arc::clone(&self.dispatcher)
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -133,11 +145,16 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
         let stopped = self.stopping.subscribe();
         let worker = self.background_delivery.then(|| tokio::spawn(Arc::clone(&self.worker).run(stopped.clone())));
+        let dispatcher = self.background_delivery.then(|| tokio::spawn(Arc::clone(&self.dispatcher).run(stopped.clone())));
         let server = tokio::spawn(http::server::serve(self.listener, self.router, stopped));
         let rechecks = tokio::spawn(Arc::clone(&self.state.store).recheck_waiters());
         shutdown.await;
         let _ = self.stopping.send(true);
         rechecks.abort();
+        // Events under way need no grace: unrecorded, they are delivered again.
+        if let Some(dispatcher) = dispatcher {
+            dispatcher.abort();
+        }
         let finished = tokio::time::timeout(self.shutdown_grace, async {
             let served = server.await;
             if let Some(worker) = worker {

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{actions, executions, ops, preview, senders, webhook};
+use crate::http::{actions, endpoints, executions, ops, preview, senders, webhook};
 
 pub mod fields;
 
@@ -22,6 +22,8 @@ pub mod fields;
         senders::register, senders::list, senders::get, senders::delete, senders::sync, senders::templates,
         executions::execute, executions::get, executions::list, preview::preview_action, preview::preview_body,
         webhook::verify, webhook::receive,
+        endpoints::create, endpoints::list, endpoints::get, endpoints::patch, endpoints::delete,
+        endpoints::rotate_secret, endpoints::test, endpoints::attempts,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::docs,
     ),
     components(schemas(crate::error_code::ErrorCode)),
@@ -30,6 +32,7 @@ pub mod fields;
         (name = "actions", description = "WhatsApp actions"),
         (name = "executions", description = "Running actions during calls"),
         (name = "whatsapp", description = "WhatsApp senders, their templates, and Meta's webhook"),
+        (name = "events", description = "Event endpoints: signed webhooks (Standard Webhooks) telling a voice platform what happened"),
         (name = "operations", description = "Health, readiness, metrics and documentation"),
     )
 )]

@@ -43,6 +43,10 @@ pub struct Settings {
     pub max_waits_per_tenant: u32,
     /// Settled executions and webhook records older than this are deleted.
     pub retention_days: u32,
+    /// Event endpoints may be `http://` and local; unset means no, but under `--dev`.
+    pub events_allow_local: Option<bool>,
+    /// Multiplies the event retry schedule.
+    pub events_retry_scale: f64,
 }
 
 impl Default for Settings {
@@ -70,6 +74,8 @@ impl Default for Settings {
             shutdown_grace_ms: 10_000,
             max_waits_per_tenant: 200,
             retention_days: 30,
+            events_allow_local: None,
+            events_retry_scale: 1.0,
         }
     }
 }
@@ -106,6 +112,8 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace_ms", &self.shutdown_grace_ms)
             .field("max_waits_per_tenant", &self.max_waits_per_tenant)
             .field("retention_days", &self.retention_days)
+            .field("events_allow_local", &self.events_allow_local)
+            .field("events_retry_scale", &self.events_retry_scale)
             .finish()
     }
 }
@@ -117,6 +125,23 @@ fn optional(value: &str) -> Option<String> {
 
 fn number<T: FromStr>(key: &str, value: &str) -> Result<T, String> {
     value.trim().parse().map_err(|_| format!("{}: must be a whole number in range", variable(key)))
+}
+
+fn boolean(key: &str, value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("{}: must be true or false", variable(key))),
+    }
+}
+
+fn positive(key: &str, value: &str) -> Result<f64, String> {
+    value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| format!("{}: must be a number above 0", variable(key)))
 }
 
 impl Settings {
@@ -171,6 +196,8 @@ impl Settings {
             "shutdown_grace_ms" => self.shutdown_grace_ms = number(key, value)?,
             "max_waits_per_tenant" => self.max_waits_per_tenant = number(key, value)?,
             "retention_days" => self.retention_days = number(key, value)?,
+            "events_allow_local" => self.events_allow_local = Some(boolean(key, value)?),
+            "events_retry_scale" => self.events_retry_scale = positive(key, value)?,
             _ => {}
         }
         Ok(())

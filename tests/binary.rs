@@ -119,15 +119,22 @@ fn dev_mode_prints_a_token_and_a_curl_line_that_works_and_keeps_its_secrets() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test]
-async fn the_dev_sandbox_answers_only_the_tenant_that_owns_the_execution() {
-    let dir = temp_dir();
-    let mut command = actiond(&dir, &["serve", "--dev", "--log-format", "json"]);
+/// `serve --dev` on a free port in `dir`: the server, the curl line it
+/// printed, its base URL and the dev tenant's token from that line.
+fn dev_server(dir: &std::path::Path) -> (Server, String, String, String) {
+    let mut command = actiond(dir, &["serve", "--dev", "--log-format", "json"]);
     command.env("ACTIOND_LISTEN", "127.0.0.1:0");
     let mut server = Server::start(command);
     let curl = server.stdout_line(|line| line.starts_with("curl "));
     let base = curl.split_whitespace().nth(4).unwrap().trim_end_matches("/v2/_actions").to_owned();
-    let owner = curl.split("Bearer ").nth(1).unwrap().split('\'').next().unwrap().to_owned();
+    let token = curl.split("Bearer ").nth(1).unwrap().split('\'').next().unwrap().to_owned();
+    (server, curl, base, token)
+}
+
+#[tokio::test]
+async fn the_dev_sandbox_answers_only_the_tenant_that_owns_the_execution() {
+    let dir = temp_dir();
+    let (mut server, curl, base, owner) = dev_server(&dir);
     let secret = std::fs::read_to_string(dir.join("actiond-dev/jwt_secret")).unwrap();
     let minted = |tenant: &str, scopes: &[Scope]| actiond::auth::mint(secret.trim(), tenant, scopes, Duration::from_secs(600), None, None);
     let http = reqwest::Client::new();
@@ -367,5 +374,68 @@ async fn token_migrate_and_openapi_commands() {
     let document = actiond(&dir, &["openapi"]).output().unwrap();
     let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap();
     assert!(document.stdout == committed, "`actiond openapi` prints the committed openapi.json");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn dev_mode_posts_a_signed_execution_replied_event_to_a_local_receiver() {
+    let receiver = common::receiver::Receiver::start().await;
+    let dir = temp_dir();
+    let (mut server, curl, base, token) = dev_server(&dir);
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let request = http.post(format!("{base}{path}")).bearer_auth(&token).json(&body);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+
+    let endpoint = post("/v2/_webhook_endpoints".into(), json!({"url": receiver.url, "events": ["execution.replied"]})).await;
+    let secret = endpoint["data"]["secret"].as_str().unwrap_or_else(|| panic!("{endpoint}")).to_owned();
+    let created: Value = serde_json::from_slice(&Command::new("sh").arg("-c").arg(&curl).output().unwrap().stdout).unwrap();
+    let action = created["data"]["action_id"].as_str().unwrap();
+    let executed = post(format!("/v2/_actions/{action}/_execute"), json!({"variables": {"customer_name": "Ana"}})).await;
+    let execution = executed["data"]["execution_id"].as_str().unwrap().to_owned();
+    let mut answered = Value::Null;
+    for _ in 0..100 {
+        answered = post("/_sandbox/reply".into(), json!({"execution_id": execution, "button": "Yes"})).await;
+        if answered["data"].is_object() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered["data"].is_object(), "the sandbox answered: {answered}");
+
+    let replied = receiver.event("execution.replied").await;
+    assert!(replied.signed_by(&secret), "signed with the secret shown at creation");
+    let event = replied.json();
+    assert_eq!((event["data"]["execution_id"].as_str(), event["data"]["status"].as_str()), (Some(execution.as_str()), Some("replied")));
+    assert_eq!(receiver.received().len(), 1, "only the type the endpoint asked for");
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn serve_refuses_event_endpoints_on_loopback_or_plain_http() {
+    let dir = temp_dir();
+    let database = TestDatabase::fresh(&dir);
+    let (_sandbox, graph_url) = spawn_sandbox().await;
+    let mut command = actiond(&dir, &["serve", "--log-format", "json"]);
+    production_env(&mut command, &database, &graph_url, &Sealer::generate_key());
+    let mut server = Server::start(command);
+    let base = server.address();
+    let http = reqwest::Client::new();
+    for (url, code) in [("http://127.0.0.1:9/hooks", "invalid_url"), ("https://127.0.0.1:9/hooks", "forbidden_webhook_target")] {
+        let answer: Value = http
+            .post(format!("{base}/v2/_webhook_endpoints"))
+            .bearer_auth(token("events"))
+            .json(&json!({"url": url}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!((answer["errors"][0]["field"].as_str(), answer["errors"][0]["code"].as_str()), (Some("url"), Some(code)), "{answer}");
+    }
+    assert!(server.terminate().success());
     let _ = std::fs::remove_dir_all(dir);
 }

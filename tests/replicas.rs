@@ -525,3 +525,37 @@ fn an_unreachable_database_at_start_is_one_line_naming_the_setting_without_its_p
     assert!(errors[0].contains("ACTIOND_DATABASE_URL") && errors[0].contains("postgres://app:***@127.0.0.1:1/actiond"), "{stderr}");
     assert!(!stderr.contains("s3cret-pass"), "{stderr}");
 }
+
+#[tokio::test]
+async fn every_replica_delivers_events_and_none_is_delivered_twice() {
+    let cluster = Cluster::start(3, &[("ACTIOND_EVENTS_ALLOW_LOCAL", "true")]).await;
+    let receivers = join_all((0..4).map(|_| common::receiver::Receiver::start())).await;
+    let mut endpoints = Vec::new();
+    for receiver in &receivers {
+        receiver.delay(Duration::from_millis(20));
+        let (status, created) = cluster.post(0, "/v2/_webhook_endpoints", &json!({"url": receiver.url}), None).await.unwrap();
+        assert_eq!(status, 201, "{created}");
+        endpoints.push(created["data"]["id"].as_str().unwrap().to_owned());
+    }
+    let queued = (0..80).map(|n| {
+        let path = format!("/v2/_webhook_endpoints/{}/_test", endpoints[n % endpoints.len()]);
+        let cluster = &cluster;
+        async move { cluster.post(n % 3, &path, &json!({}), None).await.unwrap().0 }
+    });
+    assert!(join_all(queued).await.iter().all(|status| *status == 202));
+
+    let mut delivered: Vec<String> = Vec::new();
+    for receiver in &receivers {
+        delivered.extend(receiver.events_of("webhook.test", 20).await.iter().map(|r| r.header("webhook-id").to_owned()));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received: usize = receivers.iter().map(|r| r.received().len()).sum();
+    let unique: HashSet<&String> = delivered.iter().collect();
+    assert_eq!((received, unique.len()), (80, 80), "each event delivered once, by one replica");
+    let mut by_replica = Vec::new();
+    for replica in 0..3 {
+        by_replica.push(cluster.metric(replica, "actiond_event_deliveries_total{outcome=\"delivered\"}").await);
+    }
+    assert_eq!(by_replica.iter().sum::<f64>(), 80.0, "{by_replica:?}");
+    assert!(by_replica.iter().filter(|count| **count > 0.0).count() >= 2, "more than one replica delivers: {by_replica:?}");
+}

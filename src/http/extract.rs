@@ -218,6 +218,21 @@ pub fn whole_number(raw: &str) -> Option<u32> {
     raw.bytes().all(|b| b.is_ascii_digit()).then(|| raw.parse().ok()).flatten()
 }
 
+/// An event endpoint id from the path; anything not a UUID is a 404 too.
+pub struct EndpointId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for EndpointId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        uuid_in_path(parts, state, endpoint_not_found).await.map(Self)
+    }
+}
+
+pub fn endpoint_not_found() -> ApiError {
+    ApiError::not_found("endpoint_id", "no event endpoint with this id")
+}
+
 /// A WhatsApp phone-number ID from the path.
 pub struct PhoneNumberId(pub String);
 

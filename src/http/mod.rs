@@ -2,6 +2,7 @@
 
 pub mod actions;
 pub mod context;
+pub mod endpoints;
 pub mod error;
 pub mod executions;
 pub mod extract;
@@ -48,6 +49,7 @@ pub struct AppState {
     pub stopping: watch::Receiver<bool>,
     pub webhook: WebhookSecrets,
     pub waits: Arc<waits::WaitLimits>,
+    pub events: crate::events::EventSettings,
 }
 
 /// What Meta's webhook is checked with; absent values refuse every call.
@@ -70,6 +72,11 @@ pub fn router(state: AppState, sandbox: Option<(&str, Sandbox)>) -> Router {
         .route("/v2/_actions/{action_id}/_execute", post(executions::execute))
         .route("/v2/_actions/_preview", post(preview::preview_body))
         .route("/v2/_actions/{action_id}/_preview", post(preview::preview_action))
+        .route("/v2/_webhook_endpoints", post(endpoints::create).get(endpoints::list))
+        .route("/v2/_webhook_endpoints/{endpoint_id}", get(endpoints::get).patch(endpoints::patch).delete(endpoints::delete))
+        .route("/v2/_webhook_endpoints/{endpoint_id}/_rotate_secret", post(endpoints::rotate_secret))
+        .route("/v2/_webhook_endpoints/{endpoint_id}/_test", post(endpoints::test))
+        .route("/v2/_webhook_endpoints/{endpoint_id}/attempts", get(endpoints::attempts))
         .route("/v2/_executions", get(executions::list))
         .route("/v2/_executions/{execution_id}", get(executions::get));
     if let Some((_, sandbox)) = &sandbox {

@@ -180,6 +180,42 @@ pub fn access_token() -> Object {
     .build()
 }
 
+/// An event endpoint's URL as `events::target::parse` reads it: `https://`
+/// in any letter case, a host without credentials, no space, control
+/// character or backslash. Where it points is checked by the server alone.
+pub fn endpoint_url() -> Object {
+    let text = r"[^\s\\\x00-\x1F\x7F-\x9F]";
+    let host = r"[^\s\\\x00-\x1F\x7F-\x9F/?#@]";
+    let description = "Where events are posted: an https:// URL (http:// too with ACTIOND_EVENTS_ALLOW_LOCAL), at most 2,048 characters, \
+         that is not and does not resolve to a loopback, private, link-local, multicast or otherwise internal address.";
+    string(padded(&format!("{}://{host}+(?:[/?#]{text}*)?", any_case("https"))), description)
+        .max_length(Some(crate::events::target::URL_MAX))
+        .examples([json!("https://voice.example.com/actiond/events")])
+        .build()
+}
+
+/// An endpoint's event filter: absent (or `null` in a PATCH) for every type.
+pub fn event_types() -> utoipa::openapi::schema::Array {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(crate::events::EventType::SUBSCRIBABLE.iter().map(|kind| kind.as_str()))),
+        )
+        .min_items(Some(1))
+        .description(Some("The event types to send; left out (or null) for every type. `webhook.test` cannot be chosen: `_test` sends it to any endpoint."))
+        .examples([json!(["execution.replied", "execution.failed"])])
+        .build()
+}
+
+pub fn endpoint_description() -> Object {
+    let max = crate::http::endpoints::ENDPOINT_DESCRIPTION_MAX;
+    let inner = format!(r"(?:[^{SPACE}](?:[\s\S]{{0,{}}}[^{SPACE}])?)?", max - 2);
+    let description = "What the endpoint is for, at most 1,024 characters after trimming; null clears it.";
+    nullable(string(padded(&inner), description), Type::String).examples([json!("Vapi production")]).build()
+}
+
 #[cfg(test)]
 mod tests {
     use regex::Regex;
@@ -218,6 +254,29 @@ mod tests {
         "DURING ",
         "dur ing",
     ];
+
+    #[test]
+    fn the_endpoint_url_pattern_matches_the_parser() {
+        let pattern = pattern(&endpoint_url());
+        for url in [
+            "https://hooks.example.com/a?b#c",
+            " HTTPS://hooks.example.com:8443\n",
+            "http://hooks.example.com/",
+            "https:hooks.example.com",
+            "https:///path",
+            "https://@hooks.example.com/",
+            "https://a b/",
+            "https://a/\\b",
+            "https://a/\u{1}",
+            "https://a/\u{85}b",
+            "https://a/\u{85}",
+            "ftp://a/",
+            "https://",
+        ] {
+            let parsed = crate::events::target::parse(url, false).is_ok();
+            assert_eq!(pattern.is_match(url), parsed, "{url:?}");
+        }
+    }
 
     #[test]
     fn trimmed_text_patterns_match_the_parser() {

@@ -35,6 +35,14 @@ impl Dialect {
             Self::Postgres => " FOR UPDATE",
         }
     }
+
+    /// SQL reading the text at `key` of the JSON object stored as text in `column`.
+    pub fn json_text(self, column: &str, key: &str) -> String {
+        match self {
+            Self::Sqlite => format!("json_extract({column}, '$.{key}')"),
+            Self::Postgres => format!("({column}::json ->> '{key}')"),
+        }
+    }
 }
 
 /// Why a statement failed, as far as the store cares.
@@ -233,11 +241,16 @@ impl Row {
         }
     }
 
-    pub fn bytes(&self, column: usize) -> DbResult<Vec<u8>> {
+    pub fn opt_bytes(&self, column: usize) -> DbResult<Option<Vec<u8>>> {
         match self.value(column)? {
-            Value::Bytes(bytes) => Ok(bytes.clone()),
+            Value::Null => Ok(None),
+            Value::Bytes(bytes) => Ok(Some(bytes.clone())),
             _ => Err(self.mismatch(column, "bytes")),
         }
+    }
+
+    pub fn bytes(&self, column: usize) -> DbResult<Vec<u8>> {
+        self.opt_bytes(column)?.ok_or_else(|| self.mismatch(column, "bytes"))
     }
 
     pub fn uuid(&self, column: usize) -> DbResult<Uuid> {

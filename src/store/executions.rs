@@ -5,6 +5,7 @@
 use uuid::Uuid;
 
 use super::db::{DbError, DbResult, ListQuery, Row, Tx, Value, args, placeholders, to_json};
+use super::events;
 use super::{
     EventParties, Executed, ExecutionError, ExecutionFilter, ExecutionRecord, IDEMPOTENCY_WINDOW_SECONDS, NewExecution, Page, Signal,
     Store, StoreResult, TimelineEntry, WebhookEvent,
@@ -23,8 +24,9 @@ pub(super) fn status_list(statuses: impl IntoIterator<Item = ExecutionStatus>) -
 
 /// The one place an execution's status changes: a compare-and-set from the
 /// statuses `next` may follow (and `only_if`, SQL over the row, when given),
-/// setting `error` with it. A move appends its timeline row, ends the job of
-/// an execution that ended, and signals waiters. False when nothing moved.
+/// setting `error` with it. A move appends its timeline row and its event,
+/// ends the job of an execution that ended, and signals waiters. False when
+/// nothing moved.
 pub(super) fn advance(
     tx: &mut Tx<'_>,
     id: Uuid,
@@ -59,7 +61,8 @@ pub(super) fn advance(
     if moved == 0 {
         return Ok(false);
     }
-    tx.execute("INSERT INTO execution_events (execution_id, status, at) VALUES ($1, $2, $3)", args![id, next.as_str(), now])?;
+    tx.execute("INSERT INTO execution_events (execution_id, status, at) VALUES ($1, $2, $3)", args![id, next.as_str(), now.as_str()])?;
+    events::execution_reached(tx, id, next, &now)?;
     if next.is_terminal() {
         tx.execute("DELETE FROM delivery_jobs WHERE execution_id = $1", args![id])?;
     }
@@ -74,23 +77,29 @@ pub(super) fn moved_to(next: ExecutionStatus) -> String {
 }
 
 /// Appends `status` to the timeline of each of these executions that is in
-/// it now and has not reached it before, and signals their change. Runs
-/// after the statement that moved them, whose row locks it relies on.
+/// it now and has not reached it before, with its event, and signals their
+/// change. Runs after the statement that moved them, whose row locks it
+/// relies on.
 pub(super) fn record_events(tx: &mut Tx<'_>, ids: &[Uuid], status: ExecutionStatus) -> DbResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let mut values = vec![Value::from(status.as_str()), Value::from(clock::now())];
+    let now = clock::now();
+    let mut values = vec![Value::from(status.as_str()), Value::from(now.as_str())];
     values.extend(ids.iter().map(|id| Value::from(*id)));
-    tx.execute(
+    let reached = tx.query(
         &format!(
             "INSERT INTO execution_events (execution_id, status, at) SELECT e.id, e.status, $2 FROM executions e \
              WHERE e.id IN ({}) AND e.status = $1 \
-             AND NOT EXISTS (SELECT 1 FROM execution_events ev WHERE ev.execution_id = e.id AND ev.status = $1)",
+             AND NOT EXISTS (SELECT 1 FROM execution_events ev WHERE ev.execution_id = e.id AND ev.status = $1) \
+             RETURNING execution_id",
             placeholders(2, ids.len())
         ),
         &values,
     )?;
+    for row in reached {
+        events::execution_reached(tx, row.uuid(0)?, status, &now)?;
+    }
     for id in ids {
         tx.signal(Signal::Execution(*id));
     }
@@ -142,7 +151,7 @@ fn executions_from_rows(rows: &[Row]) -> DbResult<Vec<ExecutionRecord>> {
 }
 
 /// The execution with its timeline, in one statement (one snapshot).
-fn select_execution(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Option<ExecutionRecord>> {
+pub(super) fn select_execution(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Option<ExecutionRecord>> {
     let rows = tx.query(
         &format!(
             "SELECT {EXECUTION_COLUMNS} FROM executions e LEFT JOIN execution_events ev ON ev.execution_id = e.id \
@@ -456,13 +465,17 @@ fn apply_event(tx: &mut Tx<'_>, event: &WebhookEvent) -> DbResult<bool> {
                 }
             }
         }
-        WebhookEvent::TemplateStatus { waba_id, name, language, event, .. } => {
+        WebhookEvent::TemplateStatus { waba_id, name, language, event, reason, .. } => {
             let Some(status) = template_status_after(event) else { return Ok(true) };
-            tx.execute(
-                "UPDATE templates SET status = $4 WHERE name = $2 AND language = $3 \
-                 AND phone_number_id IN (SELECT phone_number_id FROM senders WHERE waba_id = $1)",
+            let changed = tx.query(
+                "UPDATE templates SET status = $4 WHERE name = $2 AND language = $3 AND status <> $4 \
+                 AND phone_number_id IN (SELECT phone_number_id FROM senders WHERE waba_id = $1) RETURNING tenant, phone_number_id",
                 args![waba_id.as_str(), name.as_str(), language.as_str(), status],
             )?;
+            for row in changed {
+                let (tenant, sender) = (row.text(0)?, row.text(1)?);
+                events::template_status_changed(tx, &tenant, &sender, name, language, status, reason.as_deref())?;
+            }
             if status == "APPROVED" {
                 return Ok(true);
             }

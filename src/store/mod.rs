@@ -7,6 +7,7 @@
 
 mod actions;
 mod db;
+mod events;
 mod executions;
 mod jobs;
 mod postgres;
@@ -22,6 +23,7 @@ use uuid::Uuid;
 
 use crate::domain::{ActionSpec, ExecutionStatus, TenantId};
 use db::{DbResult, Tx, args};
+pub use events::{AttemptRecord, AttemptRecorded, AttemptResult, ClaimedDelivery, EndpointPatch, EndpointRecord, NewEndpoint};
 pub use jobs::{SendRequest, Started};
 use postgres::PgDb;
 use signals::Signal;
@@ -365,13 +367,15 @@ pub enum WebhookEvent {
         execution_hint: Option<Uuid>,
         reply: ExecutionReply,
     },
-    /// `event` is Meta's word (APPROVED, PAUSED, REINSTATED, FLAGGED, …).
+    /// `event` is Meta's word (APPROVED, PAUSED, REINSTATED, FLAGGED, …);
+    /// `reason` Meta's, when it gave one.
     TemplateStatus {
         key: String,
         waba_id: String,
         name: String,
         language: String,
         event: String,
+        reason: Option<String>,
     },
 }
 
@@ -489,7 +493,8 @@ impl Store {
     }
 
     /// Forgets what no longer matters: executions (with their events) not
-    /// touched within `retention` and with nothing left to send, in batches of
+    /// touched within `retention` and with nothing left to send, and events
+    /// to endpoints delivered or given up on before it, in batches of
     /// `PRUNE_BATCH` so no transaction grows with history; webhook event keys
     /// past Meta's 7-day resend window, idempotency keys past their 24 h,
     /// pacing rows gone idle. Returns how many executions it deleted.
@@ -509,6 +514,12 @@ impl Store {
                 .await?;
             deleted += batch;
             if batch < PRUNE_BATCH {
+                break;
+            }
+        }
+        loop {
+            let cutoff = cutoff.clone();
+            if self.write(move |tx| events::prune_settled(tx, &cutoff, PRUNE_BATCH)).await? < PRUNE_BATCH {
                 break;
             }
         }

@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_wa_id.sql")),
     (3, include_str!("../../migrations/postgres/0003_list_indexes.sql")),
+    (4, include_str!("../../migrations/postgres/0004_events.sql")),
 ];
 /// The channel every replica listens on.
 const CHANNEL: &str = "actiond";

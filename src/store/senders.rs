@@ -3,10 +3,12 @@
 //! it on two replicas get one 201 and one 409.
 
 use super::db::{DbResult, ListQuery, Row, Tx, args};
+use super::events;
 use super::executions::advance;
 use super::{ExecutionError, NewSender, Page, SenderCredentials, SenderRecord, SenderSaved, Signal, Store, StoreResult, TemplateRecord};
 use crate::clock;
 use crate::domain::{ExecutionStatus, TenantId};
+use crate::events::EventType;
 
 const SENDER_COLUMNS: &str = "s.phone_number_id, s.waba_id, s.display_phone_number, s.verified_name, s.quality_rating, s.healthy, \
      (SELECT COUNT(*) FROM templates t WHERE t.phone_number_id = s.phone_number_id), s.created_at, s.updated_at, s.synced_at";
@@ -154,7 +156,29 @@ impl Store {
             if changed == 0 {
                 return Ok(None);
             }
+            let before =
+                tx.query("SELECT name, language, status FROM templates WHERE phone_number_id = $1", args![phone_number_id.as_str()])?;
             replace_template_rows(tx, &tenant, &phone_number_id, &templates)?;
+            // A template that stopped being sendable since the last look is reported.
+            for template in &templates {
+                let was = before.iter().find(|row| {
+                    row.opt_str(0).ok().flatten() == Some(template.name.as_str())
+                        && row.opt_str(1).ok().flatten() == Some(template.language.as_str())
+                });
+                if let Some(was) = was
+                    && was.text(2)? != template.status
+                {
+                    events::template_status_changed(
+                        tx,
+                        &tenant,
+                        &phone_number_id,
+                        &template.name,
+                        &template.language,
+                        &template.status,
+                        None,
+                    )?;
+                }
+            }
             release_sender_jobs(tx, &tenant, &phone_number_id)?;
             select_sender(tx, &tenant, &phone_number_id)
         })
@@ -280,6 +304,9 @@ impl Store {
                     &format!("UPDATE delivery_jobs SET held = TRUE, lease_until = 0 WHERE execution_id IN ({})", sender_jobs(tx, false)),
                     args![tenant.as_str(), phone_number_id.as_str()],
                 )?;
+                if let Some(sender) = select_sender(tx, &tenant, &phone_number_id)? {
+                    events::emit(tx, &tenant, EventType::SenderUnhealthy, &sender.updated_at.clone(), &sender)?;
+                }
                 return Ok(true);
             }
             // Held already, by an earlier refusal of this same token?

@@ -16,6 +16,8 @@ pub enum Signal {
     Execution(Uuid),
     /// A job became due (stored, released or rescheduled sooner).
     Jobs,
+    /// An event was stored for delivery to an endpoint.
+    Events,
 }
 
 impl Signal {
@@ -24,12 +26,14 @@ impl Signal {
         match self {
             Signal::Execution(id) => format!("e:{id}"),
             Signal::Jobs => "j".into(),
+            Signal::Events => "v".into(),
         }
     }
 
     pub fn decode(text: &str) -> Option<Self> {
         match text {
             "j" => Some(Signal::Jobs),
+            "v" => Some(Signal::Events),
             _ => text.strip_prefix("e:").and_then(|id| Uuid::parse_str(id).ok()).map(Signal::Execution),
         }
     }
@@ -39,6 +43,7 @@ impl Signal {
 pub struct Signals {
     watched: Mutex<HashMap<Uuid, Weak<Notify>>>,
     jobs: Arc<Notify>,
+    events: Arc<Notify>,
 }
 
 impl Signals {
@@ -65,6 +70,11 @@ impl Signals {
         Arc::clone(&self.jobs)
     }
 
+    /// What the event dispatcher waits on between passes.
+    pub fn events(&self) -> Arc<Notify> {
+        Arc::clone(&self.events)
+    }
+
     pub fn deliver(&self, signals: &[Signal]) {
         let watched = self.watched.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for signal in signals {
@@ -75,6 +85,7 @@ impl Signals {
                     }
                 }
                 Signal::Jobs => self.jobs.notify_one(),
+                Signal::Events => self.events.notify_one(),
             }
         }
     }
@@ -86,6 +97,7 @@ impl Signals {
             notify.notify_waiters();
         }
         self.jobs.notify_one();
+        self.events.notify_one();
     }
 }
 
@@ -96,7 +108,7 @@ mod tests {
     #[test]
     fn signals_survive_their_wire_form() {
         let id = Uuid::now_v7();
-        for signal in [Signal::Execution(id), Signal::Jobs] {
+        for signal in [Signal::Execution(id), Signal::Jobs, Signal::Events] {
             assert_eq!(Signal::decode(&signal.encode()), Some(signal));
         }
         assert_eq!(Signal::decode("e:not-a-uuid"), None);

@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/sqlite/0003_replicas.sql")),
     (4, include_str!("../../migrations/sqlite/0004_wa_id.sql")),
     (5, include_str!("../../migrations/sqlite/0005_list_indexes.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_events.sql")),
 ];
 const READERS: usize = 4;
 /// Most operations one transaction commits; bounds the latency a batch adds.

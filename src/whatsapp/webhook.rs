@@ -146,7 +146,9 @@ fn template_event(waba_id: &str, entry: &Value, value: &Value) -> Option<Webhook
         text(&value["message_template_id"]),
         digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()
     );
-    Some(WebhookEvent::TemplateStatus { key, waba_id: waba_id.to_owned(), name, language, event })
+    // Meta writes "NONE" when it gives no reason.
+    let reason = value["reason"].as_str().filter(|reason| !reason.is_empty() && *reason != "NONE").map(str::to_owned);
+    Some(WebhookEvent::TemplateStatus { key, waba_id: waba_id.to_owned(), name, language, event, reason })
 }
 
 #[cfg(test)]

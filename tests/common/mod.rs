@@ -5,6 +5,7 @@
 
 pub mod database;
 pub mod process;
+pub mod receiver;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ pub struct TestApp {
     directory: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     pub worker: std::sync::Arc<actiond::delivery::Worker>,
+    pub dispatcher: std::sync::Arc<actiond::events::Dispatcher>,
     background_delivery: bool,
     /// Dropped after the app stops: a PostgreSQL database is dropped with it.
     pub database: TestDatabase,
@@ -118,6 +120,8 @@ pub fn test_settings(database: &TestDatabase, graph_url: &str) -> Settings {
         whatsapp_verify_token: Some("verify-me".into()),
         delivery_backoff_ms: 10,
         delivery_reconcile_ms: 300,
+        // Event endpoints in tests are receivers on loopback.
+        events_allow_local: Some(true),
         ..Settings::default()
     }
 }
@@ -165,6 +169,7 @@ async fn start(
     let address = app.address();
     sandbox.set_webhook(&format!("http://{address}/v2/_whatsapp/webhook"), APP_SECRET);
     let worker = app.worker();
+    let dispatcher = app.dispatcher();
     let (shutdown, stop) = oneshot::channel::<()>();
     tokio::spawn(app.run(async {
         let _ = stop.await;
@@ -180,6 +185,7 @@ async fn start(
         directory,
         shutdown: Some(shutdown),
         worker,
+        dispatcher,
         background_delivery,
         database,
     }

@@ -3,9 +3,9 @@
 A schema can say what a well-formed action is, not what exists on the server:
 whether `webhook.from` is a registered sender, whether the template is APPROVED
 in that language with these parameter counts, whether a phone number is
-assigned in its country. For the data schemathesis generates as valid, these
-hooks put the dev sandbox's sender, one of its templates and a real number in
-those fields, so that valid data must be accepted and the operations chained
+assigned in its country, whether an event endpoint's host is public. For the
+data schemathesis generates as valid, these hooks put the dev sandbox's
+sender, one of its templates, a real number and a public URL in those fields, so that valid data must be accepted and the operations chained
 by the document's links act on actions that exist. Invalid data is left as
 generated: the server must refuse it.
 """
@@ -15,6 +15,7 @@ import schemathesis
 SENDER = "650175178190170"
 OTHER_SENDER = "650175178190171"
 MAX_WAIT = 1
+ENDPOINT_URL = "https://hooks.example.com/actiond/events"
 RECIPIENT = "+1 (281) 712-6508"
 TEMPLATE = {
     "template_name": "call_permission_request",
@@ -61,6 +62,9 @@ def map_case(context, case):
         _pin_action(case.body, whole=False)
     if operation in ("execute_action", "preview_action", "preview_action_body") and not _blank(case.body.get("to")):
         case.body["to"] = RECIPIENT
+    if operation in ("create_webhook_endpoint", "patch_webhook_endpoint") and isinstance(case.body.get("url"), str):
+        # Where a URL points is the server's to check: valid data names a public host.
+        case.body["url"] = ENDPOINT_URL
     return case
 
 
