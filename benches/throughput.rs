@@ -5,7 +5,11 @@
 //! - dispatch: sends per second the Graph stand-in receives while a backlog
 //!   of held jobs drains (released at once by a sender sync);
 //! - latency: with executes offered at a steady rate, the time from an
-//!   execution's commit (`queued`) to Meta's acceptance (`accepted`).
+//!   execution's commit (`queued`) to Meta's acceptance (`accepted`);
+//! - events: the same backlog drained again with an event endpoint (a local
+//!   receiver) taking every execution event, beside a drain without one
+//!   before and after: sends per second with events ÷ without, and events
+//!   delivered per second.
 //!
 //! Run: `cargo build --release && cargo bench --bench throughput` (PostgreSQL
 //! as for the tests; BENCH_SECONDS, BENCH_BACKLOG, BENCH_RATE to resize,
@@ -24,6 +28,7 @@ use actiond::crypto::Sealer;
 use actiond::whatsapp::sandbox::{SANDBOX_ACCESS_TOKEN, Sandbox};
 use common::database::TestDatabase;
 use common::process::{Server, actiond, production_env, temp_dir, token};
+use common::receiver::Receiver;
 use common::{SENDER, non_mandatory_body, seed_body, sender_body, spawn_sandbox};
 use futures::StreamExt;
 use futures::future::join_all;
@@ -57,7 +62,7 @@ impl Setup {
         for _ in 0..replicas {
             let mut command = actiond(&dir, &["serve", "--log-format", "json"]);
             production_env(&mut command, &database, &graph_url, &key);
-            command.env("ACTIOND_SENDER_MPS", "100000").env("ACTIOND_LOG", "warn,actiond=info");
+            command.env("ACTIOND_SENDER_MPS", "100000").env("ACTIOND_LOG", "warn,actiond=info").env("ACTIOND_EVENTS_ALLOW_LOCAL", "true");
             if let Ok(connections) = std::env::var("ACTIOND_DATABASE_MAX_CONNECTIONS") {
                 command.env("ACTIOND_DATABASE_MAX_CONNECTIONS", connections);
             }
@@ -122,8 +127,8 @@ impl Setup {
 
     /// Sends per second while a backlog of `count` held jobs drains: the
     /// sender's token is refused until the backlog is stored, then a sync
-    /// proves a good one and releases every job at once.
-    async fn dispatch_rate(&self, count: usize, first_recipient: usize) -> f64 {
+    /// proves a good one and releases every job at once. With the moment of the release.
+    async fn dispatch_rate(&self, count: usize, first_recipient: usize) -> (f64, Instant) {
         self.sandbox.set_access_token("revoked-for-the-benchmark");
         let executes = (0..count).map(|index| self.execute(index, first_recipient + index));
         futures::stream::iter(executes).buffer_unordered(CREATE_CLIENTS).collect::<Vec<String>>().await;
@@ -139,7 +144,34 @@ impl Setup {
             assert!(started.elapsed() < Duration::from_secs(120), "the backlog did not drain");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        count as f64 / started.elapsed().as_secs_f64()
+        (count as f64 / started.elapsed().as_secs_f64(), started)
+    }
+
+    /// Sends per second draining `count` jobs without events, then with an
+    /// endpoint taking every execution event, then without again (removed):
+    /// the mean rate without, the rate with, and the events delivered per
+    /// second from the release until the receiver had one per send.
+    async fn event_rates(&self, count: usize, first_recipient: usize) -> (f64, f64, f64) {
+        let (before, _) = self.dispatch_rate(count, first_recipient).await;
+        let receiver = Receiver::start().await;
+        let every_execution_event =
+            ["accepted", "sent", "delivered", "read", "replied", "failed", "expired", "cancelled"].map(|s| format!("execution.{s}"));
+        let (status, created) =
+            self.post(0, "/v2/_webhook_endpoints", &json!({"url": receiver.url, "events": every_execution_event})).await;
+        assert_eq!(status, 201, "{created}");
+        let (with, released) = self.dispatch_rate(count, first_recipient + count).await;
+        // The stand-in sends no statuses: each send makes one event, execution.accepted.
+        while receiver.count() < count {
+            assert!(released.elapsed() < Duration::from_secs(300), "the events did not drain: {}", receiver.count());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let events = count as f64 / released.elapsed().as_secs_f64();
+        let endpoint = created["data"]["id"].as_str().unwrap();
+        let base = &self.bases[0];
+        let deleted = self.http.delete(format!("{base}/v2/_webhook_endpoints/{endpoint}")).bearer_auth(&self.tenant).send().await.unwrap();
+        assert_eq!(deleted.status().as_u16(), 200);
+        let (after, _) = self.dispatch_rate(count, first_recipient + 2 * count).await;
+        ((before + after) / 2.0, with, events)
     }
 
     /// Offers `rate` executes a second for `seconds`; the commit → accepted
@@ -196,6 +228,7 @@ async fn run() {
     let rate = setting("BENCH_RATE", 500.0);
     let sqlite_dir = temp_dir();
     let mut rows = Vec::new();
+    let mut event_rows = Vec::new();
     let only: Option<usize> = std::env::var("BENCH_ONLY").ok().and_then(|v| v.parse().ok());
     for (name, replicas) in [("sqlite, 1 process", 0), ("postgres, 1 replica", 1), ("postgres, 2 replicas", 2)] {
         if only.is_some_and(|only| only != replicas) {
@@ -207,11 +240,14 @@ async fn run() {
         };
         let setup = Setup::start(name, database, replicas.max(1)).await;
         let creates = setup.create_rate(seconds).await;
-        let dispatch = setup.dispatch_rate(backlog, 0).await;
+        let (dispatch, _) = setup.dispatch_rate(backlog, 0).await;
         let latencies = setup.accept_latencies(rate, seconds, backlog).await;
         let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
         eprintln!("{name}: {creates:.0} creates/s, {dispatch:.0} sends/s, accepted at {rate}/s p50 {p50:.1} ms p99 {p99:.1} ms");
+        let (without, with, events) = setup.event_rates(backlog, backlog + (rate * seconds) as usize).await;
+        eprintln!("{name}: {without:.0} sends/s without events, {with:.0} with ({:.2}×), {events:.0} events/s", with / without);
         rows.push((setup.name, creates, dispatch, p50, p99));
+        event_rows.push((setup.name, without, with, events));
         drop(setup.replicas);
     }
     let _ = std::fs::remove_dir_all(&sqlite_dir);
@@ -224,6 +260,11 @@ async fn run() {
             creates / sqlite_creates,
             dispatch / sqlite_dispatch
         );
+    }
+    println!("\n| configuration | sends/s without events | with every execution event | × without | events delivered/s |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (name, without, with, events) in &event_rows {
+        println!("| {name} | {without:.0} | {with:.0} | {:.2} | {events:.0} |", with / without);
     }
     if let [sqlite, one, two] = rows.as_slice() {
         println!(
