@@ -9,7 +9,8 @@
 //! - events: the same backlog drained again with an event endpoint (a local
 //!   receiver) taking every execution event, beside a drain without one
 //!   before and after: sends per second with events ÷ without, and events
-//!   delivered per second.
+//!   delivered per second (BENCH_EVENTS_HANG=1: the receiver holds every
+//!   request 60 s, so only the writing of events is measured).
 //!
 //! Run: `cargo build --release && cargo bench --bench throughput` (PostgreSQL
 //! as for the tests; BENCH_SECONDS, BENCH_BACKLOG, BENCH_RATE to resize,
@@ -154,6 +155,10 @@ impl Setup {
     async fn event_rates(&self, count: usize, first_recipient: usize) -> (f64, f64, f64) {
         let (before, _) = self.dispatch_rate(count, first_recipient).await;
         let receiver = Receiver::start().await;
+        let hang = std::env::var_os("BENCH_EVENTS_HANG").is_some();
+        if hang {
+            receiver.delay(Duration::from_secs(60));
+        }
         let every_execution_event =
             ["accepted", "sent", "delivered", "read", "replied", "failed", "expired", "cancelled"].map(|s| format!("execution.{s}"));
         let (status, created) =
@@ -161,11 +166,11 @@ impl Setup {
         assert_eq!(status, 201, "{created}");
         let (with, released) = self.dispatch_rate(count, first_recipient + count).await;
         // The stand-in sends no statuses: each send makes one event, execution.accepted.
-        while receiver.count() < count {
+        while !hang && receiver.count() < count {
             assert!(released.elapsed() < Duration::from_secs(300), "the events did not drain: {}", receiver.count());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let events = count as f64 / released.elapsed().as_secs_f64();
+        let events = if hang { 0.0 } else { count as f64 / released.elapsed().as_secs_f64() };
         let endpoint = created["data"]["id"].as_str().unwrap();
         let base = &self.bases[0];
         let deleted = self.http.delete(format!("{base}/v2/_webhook_endpoints/{endpoint}")).bearer_auth(&self.tenant).send().await.unwrap();

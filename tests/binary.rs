@@ -436,6 +436,7 @@ async fn serve_refuses_event_endpoints_on_loopback_or_plain_http() {
             .unwrap();
         assert_eq!((answer["errors"][0]["field"].as_str(), answer["errors"][0]["code"].as_str()), (Some("url"), Some(code)), "{answer}");
     }
-    assert!(server.terminate().success());
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}: {}", server.drain_stderr().join("\n"));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -299,7 +299,7 @@ async fn a_hanging_endpoint_delays_neither_messages_nor_another_tenants_events()
     let (hanging, healthy) = (Receiver::start().await, Receiver::start().await);
     hanging.delay(Duration::from_secs(30));
     let stuck = endpoint(&app, &hanging.url, json!({})).await;
-    for _ in 0..20 {
+    for _ in 0..40 {
         app.post(&format!("/v2/_webhook_endpoints/{}/_test", stuck["id"].as_str().unwrap()), &json!({})).await;
     }
     let other_token = app.token_for("another-voice-platform", &[]);
@@ -313,19 +313,21 @@ async fn a_hanging_endpoint_delays_neither_messages_nor_another_tenants_events()
     let execution = app.execute(&action, &json!({"variables": {"customer_name": "Ana"}})).await;
     app.reaches(execution["execution_id"].as_str().unwrap(), "read").await;
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?} beside a hanging endpoint", started.elapsed());
-    assert!(hanging.received().len() <= 8, "at most 8 in flight to one endpoint: {}", hanging.received().len());
+    let in_flight = hanging.received().len();
+    assert!((1..=16).contains(&in_flight), "at most 16 in flight to one endpoint: {in_flight}");
 }
 
 #[tokio::test]
 async fn an_endpoint_failing_past_the_limit_is_disabled() {
-    // 5 days × 1e-6 is 0.43 s; the 8 attempts' schedule 0.1 s.
-    let app = spawn_app_with(|settings| settings.events_retry_scale = 0.000_001).await;
+    // 5 days × 1e-5 is 4.3 s; the 8 attempts' schedule 0.98 s, which leaves
+    // the attempts 3 s of slack on a loaded machine before the limit.
+    let app = spawn_app_with(|settings| settings.events_retry_scale = 0.000_01).await;
     let receiver = Receiver::start().await;
     receiver.answer(std::iter::repeat_n((500, None), 100));
     let created = endpoint(&app, &receiver.url, json!({})).await;
     let id = created["id"].as_str().unwrap();
     app.post(&format!("/v2/_webhook_endpoints/{id}/_test"), &json!({})).await;
-    for _ in 0..100 {
+    for _ in 0..500 {
         if attempts(&app, id).await.len() == 8 {
             break;
         }
@@ -336,9 +338,9 @@ async fn an_endpoint_failing_past_the_limit_is_disabled() {
     assert!(given_up.iter().all(|a| a.get("next_attempt_at").is_none()));
     assert_eq!(app.get(&format!("/v2/_webhook_endpoints/{id}")).await.body["data"]["disabled"], false);
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(4400)).await;
     app.post(&format!("/v2/_webhook_endpoints/{id}/_test"), &json!({})).await;
-    for _ in 0..100 {
+    for _ in 0..500 {
         if app.get(&format!("/v2/_webhook_endpoints/{id}")).await.body["data"]["disabled"] == true {
             return;
         }

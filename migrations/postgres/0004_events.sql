@@ -33,13 +33,12 @@ CREATE TABLE event_deliveries (
     due_at      BIGINT NOT NULL,
     lease_token BIGINT NOT NULL,
     lease_until BIGINT NOT NULL,
-    created_at  TEXT COLLATE "C" NOT NULL,
-    UNIQUE (event_id, endpoint_id)
+    created_at  TEXT COLLATE "C" NOT NULL
 );
 CREATE INDEX event_deliveries_due ON event_deliveries (due_at) WHERE state = 'pending';
-CREATE INDEX event_deliveries_by_endpoint ON event_deliveries (endpoint_id, state);
--- The deliveries in flight: a claim counts them per endpoint.
-CREATE INDEX event_deliveries_in_flight ON event_deliveries (lease_until, endpoint_id) WHERE state = 'pending';
+-- A claim takes each endpoint's earliest pending deliveries from here; pausing,
+-- resuming and deleting an endpoint find its deliveries by its prefix.
+CREATE INDEX event_deliveries_by_endpoint ON event_deliveries (endpoint_id, state, due_at);
 CREATE INDEX event_deliveries_by_creation ON event_deliveries (created_at) WHERE state IN ('delivered', 'failed');
 
 CREATE TABLE event_attempts (

@@ -26,9 +26,9 @@ use crate::crypto::Sealer;
 use crate::store::{AttemptRecorded, AttemptResult, ClaimedDelivery, Store};
 
 /// Attempts in flight at once, over every endpoint.
-const CONCURRENCY: usize = 64;
+const CONCURRENCY: usize = 256;
 /// Attempts in flight at once to one endpoint, over every replica.
-const PER_ENDPOINT: u32 = 8;
+const PER_ENDPOINT: u32 = 16;
 /// A 2xx within this is success; anything later is a failed attempt.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claimed delivery belongs to one replica: well past an
@@ -36,6 +36,9 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const LEASE: Duration = Duration::from_secs(60);
 /// The longest the idle dispatcher waits before looking again by itself.
 const IDLE: Duration = Duration::from_secs(1);
+/// The pause after a wake before claiming, so that the events stored and
+/// the attempts finished meanwhile go in one claim, not one claim each.
+const GATHER: Duration = Duration::from_millis(5);
 const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 /// Endpoints whose backlog is published by name, the largest first: a
 /// bounded label set however many endpoints there are.
@@ -100,6 +103,7 @@ impl Dispatcher {
                 () = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => {}
             }
+            tokio::time::sleep(GATHER).await;
         }
     }
 

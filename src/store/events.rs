@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::db::{DbError, DbResult, ListQuery, Row, Tx, args, placeholders};
-use super::executions::select_execution;
+use super::db::{DbError, DbResult, ListQuery, Row, Tx, Value, args, placeholders};
+use super::executions::select_executions;
 use super::{Page, Signal, Store, StoreResult};
 use crate::clock;
 use crate::domain::{ExecutionStatus, TenantId};
@@ -166,19 +166,27 @@ pub(super) fn emit(tx: &mut Tx<'_>, tenant: &str, kind: EventType, at: &str, dat
     Ok(())
 }
 
-/// Reports that an execution reached `status` at `at`, with the execution
-/// as it stands in this transaction. Only the statuses voice platforms are
-/// told of make an event.
-pub(super) fn execution_reached(tx: &mut Tx<'_>, id: Uuid, status: ExecutionStatus, at: &str) -> DbResult<()> {
+/// Reports that these executions reached `status` at `at`, each as it
+/// stands in this transaction; a batch costs a look-up of its tenants and
+/// one read of the executions of those that listen. Only the statuses voice
+/// platforms are told of make an event.
+pub(super) fn executions_reached(tx: &mut Tx<'_>, ids: &[Uuid], status: ExecutionStatus, at: &str) -> DbResult<()> {
     let Some(kind) = EventType::of_status(status) else { return Ok(()) };
-    let Some(tenant) = tx.query_opt("SELECT tenant FROM executions WHERE id = $1", args![id])? else { return Ok(()) };
-    let tenant = tenant.text(0)?;
-    let endpoints = subscribed(tx, &tenant, kind)?;
-    if endpoints.is_empty() {
+    if ids.is_empty() {
         return Ok(());
     }
-    let execution = select_execution(tx, &tenant, id)?.ok_or_else(|| DbError::Internal(format!("execution {id} vanished")))?;
-    store_event(tx, &endpoints, kind, at, &execution)?;
+    let values: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
+    let owners = tx.query(&format!("SELECT DISTINCT tenant FROM executions WHERE id IN ({})", placeholders(0, ids.len())), &values)?;
+    for owner in owners {
+        let tenant = owner.text(0)?;
+        let endpoints = subscribed(tx, &tenant, kind)?;
+        if endpoints.is_empty() {
+            continue;
+        }
+        for execution in select_executions(tx, &tenant, ids)? {
+            store_event(tx, &endpoints, kind, at, &execution)?;
+        }
+    }
     Ok(())
 }
 
@@ -397,10 +405,11 @@ impl Store {
 
     /// Leases up to `limit` due deliveries until `lease_until_ms`, skipping
     /// those another replica is claiming, and at most `per_endpoint` in
-    /// flight to one endpoint (counting every replica's), so that a slow
-    /// endpoint holds only its own share of the dispatcher. Saturated
-    /// endpoints are left out before candidates are picked: however large
-    /// their backlog, it never stands in front of another endpoint's events.
+    /// flight to one endpoint (counting every replica's, as the claim found
+    /// them), so that a slow endpoint holds only its own share of the
+    /// dispatcher. Candidates are taken endpoint by endpoint: however large
+    /// one endpoint's backlog, it never stands in front of another's events,
+    /// and a claim's cost grows with the number of endpoints, not of events.
     pub async fn claim_event_deliveries(
         &self,
         now_ms: i64,
@@ -409,29 +418,31 @@ impl Store {
         per_endpoint: u32,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         self.write(move |tx| {
-            // PostgreSQL allows no window function beside FOR UPDATE: the
-            // candidates are locked in the innermost query, ranked outside it.
+            // Each enabled endpoint offers its first `per_endpoint` due rows,
+            // read from the (endpoint_id, state, due_at) index: a probe per
+            // endpoint, whatever its backlog. Claims take rows in due order,
+            // so those in flight are among the first: the rows offered and
+            // not leased are what the endpoint may still take.
             let claimed = tx.query(
                 &format!(
                     "UPDATE event_deliveries SET lease_token = lease_token + 1, lease_until = $2 WHERE id IN (\
-                     SELECT id FROM (SELECT c.id, c.due_at, \
-                     ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.due_at, c.id) AS n, \
-                     (SELECT COUNT(*) FROM event_deliveries o WHERE o.state = 'pending' AND o.lease_until > $1 \
-                     AND o.endpoint_id = c.endpoint_id) AS busy FROM (\
-                     SELECT id, endpoint_id, due_at FROM event_deliveries WHERE state = 'pending' AND due_at <= $1 AND lease_until <= $1 \
-                     AND endpoint_id NOT IN (SELECT endpoint_id FROM event_deliveries WHERE state = 'pending' AND lease_until > $1 \
-                     GROUP BY endpoint_id HAVING COUNT(*) >= $4) ORDER BY due_at LIMIT $5{}) c) ranked \
-                     WHERE n + busy <= $4 ORDER BY due_at LIMIT $3) \
+                     SELECT d.id FROM event_deliveries d WHERE d.id IN (\
+                     SELECT c.id FROM event_endpoints w JOIN event_deliveries c ON c.id IN (\
+                     SELECT x.id FROM event_deliveries x WHERE x.endpoint_id = w.id AND x.state = 'pending' AND x.due_at <= $1 \
+                     ORDER BY x.due_at LIMIT $4) WHERE w.disabled = FALSE) \
+                     AND d.lease_until <= $1 ORDER BY d.due_at LIMIT $3{}) \
                      RETURNING id, lease_token, event_id, endpoint_id, body, attempts",
                     tx.dialect().skip_locked()
                 ),
-                args![now_ms, lease_until_ms, limit, per_endpoint, limit.saturating_mul(4)],
+                args![now_ms, lease_until_ms, limit, per_endpoint],
             )?;
             if claimed.is_empty() {
                 return Ok(Vec::new());
             }
-            let endpoint_ids: Vec<super::db::Value> =
-                claimed.iter().map(|row| row.text(3).map(super::db::Value::from)).collect::<DbResult<_>>()?;
+            let mut endpoint_ids: Vec<String> = claimed.iter().map(|row| row.text(3)).collect::<DbResult<_>>()?;
+            endpoint_ids.sort_unstable();
+            endpoint_ids.dedup();
+            let endpoint_ids: Vec<Value> = endpoint_ids.into_iter().map(Value::from).collect();
             let endpoints = tx.query(
                 &format!(
                     "SELECT id, url, sealed_secret, sealed_previous_secret, previous_until FROM event_endpoints WHERE id IN ({})",

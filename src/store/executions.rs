@@ -62,7 +62,7 @@ pub(super) fn advance(
         return Ok(false);
     }
     tx.execute("INSERT INTO execution_events (execution_id, status, at) VALUES ($1, $2, $3)", args![id, next.as_str(), now.as_str()])?;
-    events::execution_reached(tx, id, next, &now)?;
+    events::executions_reached(tx, &[id], next, &now)?;
     if next.is_terminal() {
         tx.execute("DELETE FROM delivery_jobs WHERE execution_id = $1", args![id])?;
     }
@@ -97,9 +97,8 @@ pub(super) fn record_events(tx: &mut Tx<'_>, ids: &[Uuid], status: ExecutionStat
         ),
         &values,
     )?;
-    for row in reached {
-        events::execution_reached(tx, row.uuid(0)?, status, &now)?;
-    }
+    let reached: Vec<Uuid> = reached.iter().map(|row| row.uuid(0)).collect::<DbResult<_>>()?;
+    events::executions_reached(tx, &reached, status, &now)?;
     for id in ids {
         tx.signal(Signal::Execution(*id));
     }
@@ -151,15 +150,23 @@ fn executions_from_rows(rows: &[Row]) -> DbResult<Vec<ExecutionRecord>> {
 }
 
 /// The execution with its timeline, in one statement (one snapshot).
-pub(super) fn select_execution(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Option<ExecutionRecord>> {
+fn select_execution(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Option<ExecutionRecord>> {
+    Ok(select_executions(tx, tenant, &[id])?.pop())
+}
+
+/// Those of these executions that are the tenant's, with their timelines, in one statement.
+pub(super) fn select_executions(tx: &mut Tx<'_>, tenant: &str, ids: &[Uuid]) -> DbResult<Vec<ExecutionRecord>> {
+    let mut values = vec![Value::from(tenant)];
+    values.extend(ids.iter().map(|id| Value::from(*id)));
     let rows = tx.query(
         &format!(
             "SELECT {EXECUTION_COLUMNS} FROM executions e LEFT JOIN execution_events ev ON ev.execution_id = e.id \
-             WHERE e.tenant = $1 AND e.id = $2 ORDER BY ev.id"
+             WHERE e.tenant = $1 AND e.id IN ({}) ORDER BY e.id, ev.id",
+            placeholders(1, ids.len())
         ),
-        args![tenant, id],
+        &values,
     )?;
-    Ok(executions_from_rows(&rows)?.pop())
+    executions_from_rows(&rows)
 }
 
 /// The execution that has this call id (for this action) or this
