@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error_code;
 pub mod events;
 pub mod http;
+pub mod mcp;
 pub mod openapi;
 pub mod ratelimit;
 pub mod settings;

@@ -16,7 +16,7 @@ pub mod fields;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "actiond", description = "Stores, validates and runs WhatsApp actions for AI voice agents. Compatible with ContactSwing's v2 actions API.\n\nAuthenticate with `Authorization: Bearer <JWT>`. Every JSON response carries a `ctx_id`, also sent as the `X-Request-ID` header. Errors are `{ctx_id, detail, errors: [{field, code, message}]}`; the codes are listed under ErrorCode."),
+    info(title = "actiond", description = "Stores, validates and runs WhatsApp actions for AI voice agents. Compatible with ContactSwing's v2 actions API.\n\nAuthenticate with `Authorization: Bearer <JWT>`. Every JSON response carries a `ctx_id`, also sent as the `X-Request-ID` header. Errors are `{ctx_id, detail, errors: [{field, code, message}]}`; the codes are listed under ErrorCode.\n\nThe same tokens open `/mcp`, a Model Context Protocol server (Streamable HTTP, protocol 2025-06-18 and later, stateless, JSON answers): each active action is a tool whose input schema is its `{{variables}}` plus optional `to` and `call_id`, beside `get_execution {execution_id, wait_seconds?}` and `list_actions`. A tool call runs exactly as `POST /v2/_actions/{id}/_execute`; an error is a tool result (`isError`) whose text starts with the error code."),
     paths(
         actions::create, actions::list, actions::get, actions::replace, actions::patch, actions::delete,
         senders::register, senders::list, senders::get, senders::delete, senders::sync, senders::templates,

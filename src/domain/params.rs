@@ -71,6 +71,11 @@ impl Param {
         PLACEHOLDER.is_match(&self.0)
     }
 
+    /// The names of its `{{variables}}`, in order, repeats included.
+    pub fn variables(&self) -> impl Iterator<Item = &str> {
+        PLACEHOLDER.captures_iter(&self.0).filter_map(|captures| captures.get(1)).map(|name| name.as_str().trim())
+    }
+
     /// The parameter with each `{{variable}}` filled from the call's variables,
     /// or the names of those the call did not give.
     pub fn render(&self, variables: &std::collections::HashMap<String, String>) -> Result<String, Vec<String>> {

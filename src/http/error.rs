@@ -43,6 +43,18 @@ impl ApiError {
         Self::new(status, message.clone(), vec![FieldError::new(field, code, message)])
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    pub fn errors(&self) -> &[FieldError] {
+        &self.errors
+    }
+
     /// 400 listing every violation.
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let mut fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();

@@ -28,7 +28,7 @@ use crate::whatsapp::templates::{Button, COPY_CODE_MAX_CHARS, Header, TemplateSh
 pub const CALL_ID_MAX: usize = 255;
 const REPLY_TIMEOUT_DEFAULT: u32 = 600;
 const REPLY_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 10..=86_400;
-const WAIT_MAX_SECONDS: u32 = 60;
+pub const WAIT_MAX_SECONDS: u32 = 60;
 
 /// The execute body; every field is optional, `null` as if left out.
 #[derive(utoipa::ToSchema)]
@@ -237,7 +237,7 @@ pub fn recipient(to: Option<&PhoneE164>, phone_number: Option<&str>, webhook: &W
 /// Holds until the execution settles or `wait` runs out, then reads it.
 /// Woken by the change's signal, from whichever replica made it; a shutdown
 /// answers at once with the execution as it stands.
-async fn wait_for(state: &AppState, tenant: &TenantId, id: Uuid, wait: Duration) -> Result<ExecutionRecord, ApiError> {
+pub async fn wait_for(state: &AppState, tenant: &TenantId, id: Uuid, wait: Duration) -> Result<ExecutionRecord, ApiError> {
     let notify = state.signals.watch(id);
     let deadline = Instant::now() + wait;
     let mut stopping = state.stopping.clone();
@@ -297,18 +297,32 @@ pub async fn execute(
     let _open_wait = state.waits.hold(&caller.tenant, wait)?;
     let key = idempotency_key(&headers)?;
     let request = parse_execute(&body)?;
+    let (execution, replayed) = start_execution(&state, &caller.tenant, action_id, key, request).await?;
+    answer(&state, &caller.tenant, execution, replayed, wait).await
+}
+
+/// Runs the action for a call, or finds the execution this call id or
+/// idempotency key already started (true with it): the one path of REST's
+/// `_execute` and of an action's MCP tool.
+pub async fn start_execution(
+    state: &AppState,
+    tenant: &TenantId,
+    action_id: Uuid,
+    key: Option<String>,
+    request: ExecuteRequest,
+) -> Result<(ExecutionRecord, bool), ApiError> {
     // A repeat is answered with what the first request started, whatever has
     // changed since (the action paused, its template too): it sends nothing.
-    let repeat = state.store.existing_execution(&caller.tenant, action_id, request.call_id.as_deref(), key.as_deref()).await?;
+    let repeat = state.store.existing_execution(tenant, action_id, request.call_id.as_deref(), key.as_deref()).await?;
     if let Some(existing) = repeat {
-        return answer(&state, &caller.tenant, action_id, existing, true, wait).await;
+        return same_action(action_id, existing).map(|execution| (execution, true));
     }
-    let action = state.store.get_action(&caller.tenant, action_id).await?.ok_or_else(action_not_found)?;
+    let action = state.store.get_action(tenant, action_id).await?.ok_or_else(action_not_found)?;
     if !action.is_active {
         return Err(ApiError::conflict("action_id", ErrorCode::ActionInactive, "the action is inactive; set is_active to run it"));
     }
     let recipient = recipient(request.to.as_ref(), action.phone_number.as_deref(), &action.webhook);
-    let composed = Composed::new(&state, &caller.tenant, &action.webhook, &request.variables).await?;
+    let composed = Composed::new(state, tenant, &action.webhook, &request.variables).await?;
     let id = Uuid::now_v7();
     let message = composed.message(&recipient, &id.to_string());
     let new = NewExecution {
@@ -324,26 +338,29 @@ pub async fn execute(
         payload: message,
         reply_timeout: request.reply_timeout,
     };
-    match state.store.create_execution(&caller.tenant, new).await? {
-        Executed::New(execution) => answer(&state, &caller.tenant, action_id, execution, false, wait).await,
-        Executed::Existing(execution) => answer(&state, &caller.tenant, action_id, execution, true, wait).await,
+    match state.store.create_execution(tenant, new).await? {
+        Executed::New(execution) => Ok((execution, false)),
+        Executed::Existing(execution) => same_action(action_id, execution).map(|execution| (execution, true)),
     }
 }
 
-/// 202 with the execution, or with `?wait` 200 once it settles; a repeat says
-/// so. A key first used for another action is a conflict, not that action's execution.
-async fn answer(
-    state: &AppState,
-    tenant: &TenantId,
-    action_id: Uuid,
-    execution: ExecutionRecord,
-    replayed: bool,
-    wait: Option<Duration>,
-) -> Result<Response, ApiError> {
+/// A key first used for another action is a conflict, not that action's execution.
+fn same_action(action_id: Uuid, execution: ExecutionRecord) -> Result<ExecutionRecord, ApiError> {
     if execution.action_id != action_id {
         let message = "this Idempotency-Key was used in the last 24 h to execute another action; use a new key";
         return Err(ApiError::conflict("Idempotency-Key", ErrorCode::IdempotencyKeyReused, message));
     }
+    Ok(execution)
+}
+
+/// 202 with the execution, or with `?wait` 200 once it settles; a repeat says so.
+async fn answer(
+    state: &AppState,
+    tenant: &TenantId,
+    execution: ExecutionRecord,
+    replayed: bool,
+    wait: Option<Duration>,
+) -> Result<Response, ApiError> {
     let mut headers = vec![execution_location(execution.execution_id)];
     if replayed {
         headers.push((HeaderName::from_static("idempotent-replayed"), "true".to_owned()));

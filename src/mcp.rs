@@ -1,0 +1,373 @@
+//! `/mcp`: the tenant's actions as tools for AI agents (CONTRACT §11), over
+//! the Model Context Protocol's Streamable HTTP transport (the `rmcp` SDK).
+//! Stateless, answering plain JSON: any replica answers any request, and the
+//! caller is the bearer token's, checked by the API's own middleware before
+//! the transport sees the request. Each tool runs the REST path it mirrors,
+//! so idempotency, validation and errors are the same; an error is a tool
+//! result (`isError`) naming the API's error code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Map, Value, json};
+
+use crate::auth::{Caller, Scope};
+use crate::domain::{ExecutionStatus, Param, TenantId};
+use crate::error_code::ErrorCode;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::executions::{WAIT_MAX_SECONDS, parse_execute, start_execution, wait_for};
+use crate::http::extract::{execution_not_found, parse_uuid};
+use crate::store::{ActionFilter, ActionRecord, ExecutionRecord, Page};
+
+pub const GET_EXECUTION: &str = "get_execution";
+pub const LIST_ACTIONS: &str = "list_actions";
+const TOOL_NAME_MAX: usize = 64;
+/// Actions read per page while the tool list is built.
+const ACTIONS_PAGE: u32 = 100;
+
+/// The transport, mounted at `/mcp` behind the API's authentication.
+pub fn service(state: AppState) -> StreamableHttpService<ActionTools, NeverSessionManager> {
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        // Every request carries a bearer token, checked before the transport:
+        // the Host check's guard against DNS rebinding has nothing to add.
+        .disable_allowed_hosts();
+    StreamableHttpService::new(move || Ok(ActionTools { state: state.clone() }), Arc::new(NeverSessionManager::default()), config)
+}
+
+pub struct ActionTools {
+    state: AppState,
+}
+
+/// A tool's name from an action's name: lower-cased, each run of other
+/// characters than `[a-z0-9]` one `_`, at most 64 characters.
+fn base_name(action_name: &str) -> String {
+    let mut name = String::new();
+    for c in action_name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            name.push(c);
+        } else if !name.ends_with('_') {
+            name.push('_');
+        }
+    }
+    name.chars().take(TOOL_NAME_MAX).collect()
+}
+
+/// Tool names for actions in creation order: a name already taken (by a
+/// fixed tool or an earlier action) gets `_2`, `_3`…, still within 64 characters.
+fn tool_names<'a>(action_names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut taken: Vec<String> = vec![GET_EXECUTION.to_owned(), LIST_ACTIONS.to_owned()];
+    let mut names = Vec::new();
+    for action_name in action_names {
+        let base = base_name(action_name);
+        let mut name = base.clone();
+        let mut n = 2;
+        while taken.contains(&name) {
+            let suffix = format!("_{n}");
+            name = format!("{}{suffix}", base.chars().take(TOOL_NAME_MAX - suffix.len()).collect::<String>());
+            n += 1;
+        }
+        taken.push(name.clone());
+        names.push(name);
+    }
+    names
+}
+
+/// The `{{variables}}` an action's parameters use, in order of first appearance.
+fn variables(action: &ActionRecord) -> Vec<String> {
+    let webhook = &action.webhook;
+    let mut names: Vec<String> = Vec::new();
+    for stored in webhook.header_params.iter().chain(&webhook.body_params).chain(&webhook.button_params) {
+        if let Ok(param) = Param::parse(stored) {
+            for name in param.variables() {
+                if !names.iter().any(|known| known == name) {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
+fn object(value: Value) -> JsonObject {
+    match value {
+        Value::Object(object) => object,
+        _ => JsonObject::new(),
+    }
+}
+
+fn action_tool(name: &str, action: &ActionRecord) -> Tool {
+    let variables = variables(action);
+    let mut properties = Map::new();
+    for variable in &variables {
+        properties.insert(variable.clone(), json!({"type": "string", "description": format!("Fills {{{{{variable}}}}} in the message")}));
+    }
+    properties
+        .entry("to")
+        .or_insert(json!({"type": "string", "description": "The recipient's phone number in international form; else the action's"}));
+    properties
+        .entry("call_id")
+        .or_insert(json!({"type": "string", "description": "The call this runs for: the same call id runs the action once"}));
+    let schema = json!({"type": "object", "properties": properties, "required": variables});
+    Tool::new(name.to_owned(), action.description.clone(), object(schema))
+        .with_annotations(ToolAnnotations::new().read_only(false).destructive(false).idempotent(true).open_world(true))
+}
+
+fn fixed_tools() -> [Tool; 2] {
+    let get_execution = json!({
+        "type": "object",
+        "properties": {
+            "execution_id": {"type": "string", "format": "uuid", "description": "The execution an action's tool started"},
+            "wait_seconds": {"type": "integer", "minimum": 0, "maximum": WAIT_MAX_SECONDS,
+                "description": "Hold the answer until the execution settles (a reply, for a mandatory action) or this many seconds pass"},
+        },
+        "required": ["execution_id"],
+    });
+    [
+        Tool::new(
+            GET_EXECUTION,
+            "Where a WhatsApp message an action sent stands: its status and the person's reply",
+            object(get_execution),
+        )
+        .with_annotations(ToolAnnotations::new().read_only(true)),
+        Tool::new(
+            LIST_ACTIONS,
+            "The WhatsApp actions this agent can run, active or not",
+            object(json!({"type": "object", "properties": {}})),
+        )
+        .with_annotations(ToolAnnotations::new().read_only(true)),
+    ]
+}
+
+/// The caller the API's middleware authenticated for this request.
+fn caller(context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Caller>())
+        .cloned()
+        .ok_or_else(|| ErrorData::internal_error("the MCP route has no authenticated caller", None))
+}
+
+fn require(caller: &Caller, scope: Scope) -> Result<(), ApiError> {
+    if caller.has(scope) { Ok(()) } else { Err(ApiError::forbidden(scope.as_str())) }
+}
+
+/// An API error as a tool result: the code first, so an agent can match on
+/// it, then each violation with its field, as the REST answer lists them.
+fn failed(error: ApiError) -> CallToolResult {
+    let text = match error.errors() {
+        [only] => format!("{}: {}: {}", only.code.as_str(), only.field, only.message),
+        all => {
+            let code = all.first().map_or(ErrorCode::InternalError.as_str(), |e| e.code.as_str());
+            let details: Vec<String> = all.iter().map(|e| format!("{} {}: {}", e.code.as_str(), e.field, e.message)).collect();
+            format!("{code}: {} ({})", error.detail(), details.join("; "))
+        }
+    };
+    CallToolResult::error(vec![ContentBlock::text(text)])
+}
+
+fn answered(sentence: String, structured: Value) -> CallToolResult {
+    let mut result = CallToolResult::success(vec![ContentBlock::text(sentence)]);
+    result.structured_content = Some(structured);
+    result
+}
+
+/// One sentence a voice agent can say about where the message stands.
+fn spoken(execution: &ExecutionRecord) -> String {
+    let to = format!("+{}", execution.to);
+    match execution.status {
+        ExecutionStatus::Queued | ExecutionStatus::Sending => format!("The WhatsApp message to {to} is on its way."),
+        ExecutionStatus::Accepted | ExecutionStatus::Sent => format!("The WhatsApp message to {to} has been sent."),
+        ExecutionStatus::Delivered => format!("The WhatsApp message to {to} was delivered."),
+        ExecutionStatus::Read => format!("The WhatsApp message to {to} was read."),
+        ExecutionStatus::Replied => match execution.reply.as_ref().and_then(|reply| reply.text.as_deref().or(reply.payload.as_deref())) {
+            Some(answer) => format!("{to} replied on WhatsApp: \"{answer}\"."),
+            None => format!("{to} replied on WhatsApp."),
+        },
+        ExecutionStatus::Failed => match &execution.error {
+            Some(error) => format!("The WhatsApp message to {to} could not be sent: {}", error.message),
+            None => format!("The WhatsApp message to {to} could not be sent."),
+        },
+        ExecutionStatus::Expired => format!("No reply came from {to} on WhatsApp in time."),
+        ExecutionStatus::Cancelled => format!("The WhatsApp message to {to} was cancelled."),
+    }
+}
+
+fn execution_result(execution: &ExecutionRecord) -> CallToolResult {
+    answered(spoken(execution), serde_json::to_value(execution).unwrap_or(Value::Null))
+}
+
+impl ActionTools {
+    /// The tenant's actions, oldest first (the order names are given in).
+    async fn actions(&self, tenant: &TenantId, is_active: Option<bool>) -> Result<Vec<ActionRecord>, ApiError> {
+        let mut actions = Vec::new();
+        for number in 1.. {
+            let filter = ActionFilter { kind: None, is_active };
+            let (page, total) = self.state.store.list_actions(tenant, filter, Page { number, size: ACTIONS_PAGE }).await?;
+            let last = page.len() < ACTIONS_PAGE as usize || (actions.len() + page.len()) as u64 >= total;
+            actions.extend(page);
+            if last {
+                break;
+            }
+        }
+        actions.reverse();
+        Ok(actions)
+    }
+
+    /// The tenant's active actions with their tool names.
+    async fn named_actions(&self, tenant: &TenantId) -> Result<Vec<(String, ActionRecord)>, ApiError> {
+        let actions = self.actions(tenant, Some(true)).await?;
+        let names = tool_names(actions.iter().map(|action| action.name.as_str()));
+        Ok(names.into_iter().zip(actions).collect())
+    }
+
+    async fn list_actions(&self, caller: &Caller) -> Result<CallToolResult, ApiError> {
+        require(caller, Scope::ActionsRead)?;
+        let actions = self.actions(&caller.tenant, None).await?;
+        let names: Vec<&str> = actions.iter().map(|action| action.name.as_str()).collect();
+        let sentence = match names.len() {
+            0 => "There are no WhatsApp actions yet.".to_owned(),
+            1 => format!("There is one WhatsApp action: {}.", names[0]),
+            count => format!("There are {count} WhatsApp actions: {}.", names.join(", ")),
+        };
+        Ok(answered(sentence, json!({"actions": actions})))
+    }
+
+    async fn get_execution(&self, caller: &Caller, arguments: &JsonObject) -> Result<CallToolResult, ApiError> {
+        require(caller, Scope::ActionsRead)?;
+        let id = arguments.get("execution_id").and_then(Value::as_str).and_then(parse_uuid).ok_or_else(execution_not_found)?;
+        let wait = match arguments.get("wait_seconds") {
+            None | Some(Value::Null) => Duration::ZERO,
+            Some(value) => match value.as_u64().filter(|seconds| *seconds <= u64::from(WAIT_MAX_SECONDS)) {
+                Some(seconds) => Duration::from_secs(seconds),
+                None => {
+                    let message = format!("must be a whole number of seconds from 0 to {WAIT_MAX_SECONDS}");
+                    return Err(ApiError::bad_request("wait_seconds", ErrorCode::InvalidQueryParameter, message));
+                }
+            },
+        };
+        let _open_wait = self.state.waits.hold(&caller.tenant, Some(wait))?;
+        Ok(execution_result(&wait_for(&self.state, &caller.tenant, id, wait).await?))
+    }
+
+    async fn run_action(&self, caller: &Caller, tool: &str, arguments: JsonObject) -> Result<CallToolResult, ApiError> {
+        let named = self.named_actions(&caller.tenant).await?;
+        let Some((_, action)) = named.into_iter().find(|(name, _)| name == tool) else {
+            return Err(ApiError::not_found("name", format!("no tool named '{tool}'; tools/list gives the active actions' tools")));
+        };
+        require(caller, Scope::ActionsExecute)?;
+        // The tool's arguments as execute's body: `to` and `call_id` as they are, the rest variables.
+        let mut body = Map::new();
+        let mut given = Map::new();
+        for (name, value) in arguments {
+            match name.as_str() {
+                "to" | "call_id" => drop(body.insert(name, value)),
+                _ => drop(given.insert(name, value)),
+            }
+        }
+        body.insert("variables".into(), Value::Object(given));
+        let request = parse_execute(&body)?;
+        let (execution, _) = start_execution(&self.state, &caller.tenant, action.id, None, request).await?;
+        Ok(execution_result(&execution))
+    }
+}
+
+impl ServerHandler for ActionTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("actiond", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Each tool but get_execution and list_actions sends a WhatsApp message to the caller during the call. \
+                 Give its variables; pass call_id so a retry does not send twice. get_execution with wait_seconds \
+                 waits for the person's reply.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let caller = caller(&context)?;
+        if !caller.has(Scope::ActionsRead) {
+            return Err(ErrorData::invalid_request("insufficient_scope: the token lacks actions:read", None));
+        }
+        let named = self.named_actions(&caller.tenant).await.map_err(|error| ErrorData::internal_error(error.detail().to_owned(), None))?;
+        let mut tools: Vec<Tool> = named.iter().map(|(name, action)| action_tool(name, action)).collect();
+        tools.extend(fixed_tools());
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        let caller = caller(&context)?;
+        let arguments = request.arguments.unwrap_or_default();
+        let result = match request.name.as_ref() {
+            LIST_ACTIONS => self.list_actions(&caller).await,
+            GET_EXECUTION => self.get_execution(&caller, &arguments).await,
+            tool => self.run_action(&caller, tool, arguments).await,
+        };
+        Ok(result.unwrap_or_else(failed).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn tool_names_follow_the_action_names_and_never_clash() {
+        let long = "x".repeat(70);
+        let names = tool_names(["Send Order Update!", "send order-update", "get_execution", "Ünïcode  ✓ 2", &long, &long, "List actions"]);
+        assert_eq!(names[0], "send_order_update_");
+        assert_eq!(names[1], "send_order_update");
+        assert_eq!(names[2], "get_execution_2", "a fixed tool's name is taken");
+        assert_eq!(names[3], "_n_code_2");
+        assert_eq!((names[4].len(), names[5].len()), (64, 64));
+        assert!(names[5].ends_with("_2") && names[4] != names[5]);
+        assert_eq!(names[6], "list_actions_2");
+        let again = tool_names(["same", "same", "same"]);
+        assert_eq!(again, ["same", "same_2", "same_3"]);
+    }
+
+    #[test]
+    fn an_execution_is_said_in_one_sentence() {
+        let mut execution = ExecutionRecord {
+            execution_id: Uuid::nil(),
+            action_id: Uuid::nil(),
+            call_id: None,
+            to: "12817126508".into(),
+            status: ExecutionStatus::Queued,
+            mandatory: true,
+            wamid: None,
+            attempts: 0,
+            error: None,
+            reply: None,
+            timeline: Vec::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            reply_deadline: None,
+        };
+        assert_eq!(spoken(&execution), "The WhatsApp message to +12817126508 is on its way.");
+        execution.status = ExecutionStatus::Replied;
+        execution.reply = Some(crate::store::ExecutionReply {
+            kind: "button".into(),
+            text: Some("Yes".into()),
+            payload: None,
+            received_at: String::new(),
+        });
+        assert_eq!(spoken(&execution), "+12817126508 replied on WhatsApp: \"Yes\".");
+    }
+}

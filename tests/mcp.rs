@@ -1,0 +1,133 @@
+//! `/mcp` (CONTRACT §11) spoken as JSON-RPC over Streamable HTTP: the
+//! tenant's active actions as tools, their calls behaving as `_execute`,
+//! scopes, and the transport's 401. scripts/mcp-test drives the same server
+//! with the Python `mcp` SDK's client.
+
+mod common;
+
+use actiond::auth::Scope;
+use actiond::whatsapp::sandbox::ReplyRequest;
+use common::{TestApp, app_with_seed_action, seed_body};
+use serde_json::{Value, json};
+
+/// One JSON-RPC request; the HTTP status and the JSON answer.
+async fn rpc(app: &TestApp, token: Option<&str>, method: &str, params: Value) -> (u16, Value) {
+    let mut request = app
+        .http
+        .post(format!("{}/mcp", app.base))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn call(app: &TestApp, token: &str, tool: &str, arguments: Value) -> Value {
+    let (status, answer) = rpc(app, Some(token), "tools/call", json!({"name": tool, "arguments": arguments})).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["result"].clone()
+}
+
+fn text(result: &Value) -> &str {
+    result["content"][0]["text"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn actions_are_tools_that_run_exactly_as_execute() {
+    let (app, action) = app_with_seed_action().await;
+    let token = app.token(&[]);
+    let (status, initialized) = rpc(
+        &app,
+        Some(&token),
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{initialized}");
+    assert_eq!(initialized["result"]["serverInfo"]["name"], "actiond");
+    assert!(initialized["result"]["capabilities"]["tools"].is_object());
+
+    let (_, listed) = rpc(&app, Some(&token), "tools/list", json!({})).await;
+    let tools = listed["result"]["tools"].as_array().unwrap_or_else(|| panic!("{listed}")).clone();
+    let names: Vec<&str> = tools.iter().map(|tool| tool["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["my_whatsapp_action", "get_execution", "list_actions"]);
+    let schema = &tools[0]["inputSchema"];
+    assert_eq!(schema["required"], json!(["customer_name"]));
+    assert_eq!(schema["properties"]["customer_name"]["type"], "string");
+    assert!(schema["properties"]["to"].is_object() && schema["properties"]["call_id"].is_object());
+    assert_eq!(tools[0]["description"], "Send WhatsApp when user requests messaging");
+
+    let ran = call(&app, &token, "my_whatsapp_action", json!({"customer_name": "Ana", "call_id": "call-mcp"})).await;
+    assert_ne!(ran["isError"], true, "{ran}");
+    let execution = ran["structuredContent"].clone();
+    let id = execution["execution_id"].as_str().unwrap().to_owned();
+    assert_eq!((execution["action_id"].as_str(), execution["call_id"].as_str()), (Some(action.as_str()), Some("call-mcp")));
+    assert_eq!(text(&ran), "The WhatsApp message to +12817126508 is on its way.");
+    let again = call(&app, &token, "my_whatsapp_action", json!({"customer_name": "Ana", "call_id": "call-mcp"})).await;
+    assert_eq!(again["structuredContent"]["execution_id"], id.as_str(), "the same call id runs the action once");
+    let rest = app.get("/v2/_executions?call_id=call-mcp").await;
+    assert_eq!(rest.body["data"]["pagination"]["total_records"], 1);
+
+    app.reaches(&id, "read").await;
+    app.sandbox
+        .reply(ReplyRequest { execution_id: Some(id.clone()), text: Some("yes please".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let settled = call(&app, &token, "get_execution", json!({"execution_id": id, "wait_seconds": 5})).await;
+    assert_eq!(settled["structuredContent"]["status"], "replied", "{settled}");
+    assert_eq!(text(&settled), "+12817126508 replied on WhatsApp: \"yes please\".");
+
+    let listed = call(&app, &token, "list_actions", json!({})).await;
+    assert_eq!(listed["structuredContent"]["actions"][0]["id"], action.as_str());
+    assert_eq!(text(&listed), "There is one WhatsApp action: My Whatsapp Action.");
+}
+
+#[tokio::test]
+async fn errors_are_tool_results_with_the_apis_codes_and_scopes_hold() {
+    let (app, _) = app_with_seed_action().await;
+    let token = app.token(&[]);
+    let missing = call(&app, &token, "my_whatsapp_action", json!({"call_id": "c-1"})).await;
+    assert_eq!(missing["isError"], true, "{missing}");
+    assert!(text(&missing).starts_with("missing_variable:") && text(&missing).contains("variables.customer_name"), "{missing}");
+    let bad_phone = call(&app, &token, "my_whatsapp_action", json!({"customer_name": "Ana", "to": "12"})).await;
+    assert!(text(&bad_phone).starts_with("invalid_phone_number:"), "{bad_phone}");
+    let unknown = call(&app, &token, "no_such_tool", json!({})).await;
+    assert!(unknown["isError"] == true && text(&unknown).starts_with("not_found:"), "{unknown}");
+    let nothing = call(&app, &token, "get_execution", json!({"execution_id": "01a242cc-0000-7000-8000-000000000000"})).await;
+    assert!(text(&nothing).starts_with("not_found:"), "{nothing}");
+
+    let reader = app.token(&[Scope::ActionsRead]);
+    let refused = call(&app, &reader, "my_whatsapp_action", json!({"customer_name": "Ana"})).await;
+    assert!(refused["isError"] == true && text(&refused).starts_with("insufficient_scope:"), "{refused}");
+    let executor = app.token(&[Scope::ActionsExecute]);
+    let (_, not_listed) = rpc(&app, Some(&executor), "tools/list", json!({})).await;
+    assert!(not_listed["error"]["message"].as_str().unwrap_or_default().contains("insufficient_scope"), "{not_listed}");
+    let hidden = call(&app, &executor, "list_actions", json!({})).await;
+    assert!(text(&hidden).starts_with("insufficient_scope:"), "{hidden}");
+
+    let (status, _) = rpc(&app, None, "tools/list", json!({})).await;
+    assert_eq!(status, 401, "no token is refused at the transport");
+    let (status, _) = rpc(&app, Some("not-a-token"), "tools/list", json!({})).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn only_active_actions_are_tools_and_clashing_names_are_numbered() {
+    let (app, first) = app_with_seed_action().await;
+    let second = app.create_action(&seed_body()).await;
+    let mut inactive = seed_body();
+    inactive["name"] = json!("Dormant");
+    inactive["is_active"] = json!(false);
+    app.create_action(&inactive).await;
+    let token = app.token(&[]);
+    let (_, listed) = rpc(&app, Some(&token), "tools/list", json!({})).await;
+    let names: Vec<&str> = listed["result"]["tools"].as_array().unwrap().iter().map(|tool| tool["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["my_whatsapp_action", "my_whatsapp_action_2", "get_execution", "list_actions"]);
+    let ran = call(&app, &token, "my_whatsapp_action_2", json!({"customer_name": "Ana"})).await;
+    assert_eq!(ran["structuredContent"]["action_id"], second.as_str(), "numbered in creation order");
+    assert_ne!(second, first);
+}
