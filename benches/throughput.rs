@@ -6,11 +6,11 @@
 //!   of held jobs drains (released at once by a sender sync);
 //! - latency: with executes offered at a steady rate, the time from an
 //!   execution's commit (`queued`) to Meta's acceptance (`accepted`);
-//! - events: the same backlog drained again with an event endpoint (a local
-//!   receiver) taking every execution event, beside a drain without one
-//!   before and after: sends per second with events ÷ without, and events
-//!   delivered per second (BENCH_EVENTS_HANG=1: the receiver holds every
-//!   request 60 s, so only the writing of events is measured).
+//! - events: the same backlog drained again with an event endpoint taking
+//!   every execution event at a fast local receiver (and the events
+//!   delivered per second), at one that hangs (events written, not
+//!   delivered), with that endpoint's backlog waiting, each beside drains
+//!   without an endpoint before and after.
 //!
 //! Run: `cargo build --release && cargo bench --bench throughput` (PostgreSQL
 //! as for the tests; BENCH_SECONDS, BENCH_BACKLOG, BENCH_RATE to resize,
@@ -148,35 +148,57 @@ impl Setup {
         (count as f64 / started.elapsed().as_secs_f64(), started)
     }
 
-    /// Sends per second draining `count` jobs without events, then with an
-    /// endpoint taking every execution event, then without again (removed):
-    /// the mean rate without, the rate with, and the events delivered per
-    /// second from the release until the receiver had one per send.
-    async fn event_rates(&self, count: usize, first_recipient: usize) -> (f64, f64, f64) {
-        let (before, _) = self.dispatch_rate(count, first_recipient).await;
-        let receiver = Receiver::start().await;
-        let hang = std::env::var_os("BENCH_EVENTS_HANG").is_some();
-        if hang {
-            receiver.delay(Duration::from_secs(60));
-        }
+    /// Registers an endpoint at `receiver` for every execution event; its id.
+    async fn endpoint(&self, receiver: &Receiver) -> String {
         let every_execution_event =
             ["accepted", "sent", "delivered", "read", "replied", "failed", "expired", "cancelled"].map(|s| format!("execution.{s}"));
         let (status, created) =
             self.post(0, "/v2/_webhook_endpoints", &json!({"url": receiver.url, "events": every_execution_event})).await;
         assert_eq!(status, 201, "{created}");
-        let (with, released) = self.dispatch_rate(count, first_recipient + count).await;
+        created["data"]["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn change_endpoint(&self, method: reqwest::Method, id: &str, body: Option<Value>) {
+        let base = &self.bases[0];
+        let mut request = self.http.request(method, format!("{base}/v2/_webhook_endpoints/{id}")).bearer_auth(&self.tenant);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        assert_eq!(request.send().await.unwrap().status().as_u16(), 200);
+    }
+
+    /// Sends per second draining `count` jobs: without events, with an
+    /// endpoint taking every execution event at a fast receiver, with one
+    /// whose receiver hangs (the events are written, 16 are in flight, the
+    /// rest wait), with that endpoint's backlog of `count` events waiting
+    /// while no new ones are written, and without again.
+    async fn event_rates(&self, count: usize, first_recipient: usize) -> EventRates {
+        let mut recipient = first_recipient;
+        let mut drain = || {
+            recipient += count;
+            self.dispatch_rate(count, recipient - count)
+        };
+        let (before, _) = drain().await;
+        let fast = Receiver::start().await;
+        let endpoint = self.endpoint(&fast).await;
+        let (flowing, released) = drain().await;
         // The stand-in sends no statuses: each send makes one event, execution.accepted.
-        while !hang && receiver.count() < count {
-            assert!(released.elapsed() < Duration::from_secs(300), "the events did not drain: {}", receiver.count());
+        while fast.count() < count {
+            assert!(released.elapsed() < Duration::from_secs(300), "the events did not drain: {}", fast.count());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let events = if hang { 0.0 } else { count as f64 / released.elapsed().as_secs_f64() };
-        let endpoint = created["data"]["id"].as_str().unwrap();
-        let base = &self.bases[0];
-        let deleted = self.http.delete(format!("{base}/v2/_webhook_endpoints/{endpoint}")).bearer_auth(&self.tenant).send().await.unwrap();
-        assert_eq!(deleted.status().as_u16(), 200);
-        let (after, _) = self.dispatch_rate(count, first_recipient + 2 * count).await;
-        ((before + after) / 2.0, with, events)
+        let events_per_second = count as f64 / released.elapsed().as_secs_f64();
+        self.change_endpoint(reqwest::Method::DELETE, &endpoint, None).await;
+        let hanging = Receiver::start().await;
+        hanging.delay(Duration::from_secs(600));
+        let endpoint = self.endpoint(&hanging).await;
+        let (written, _) = drain().await;
+        // The backlog stays; new sends make no event of a type it takes.
+        self.change_endpoint(reqwest::Method::PATCH, &endpoint, Some(json!({"events": ["template.status_changed"]}))).await;
+        let (backlog, _) = drain().await;
+        self.change_endpoint(reqwest::Method::DELETE, &endpoint, None).await;
+        let (after, _) = drain().await;
+        EventRates { without: (before + after) / 2.0, flowing, events_per_second, written, backlog }
     }
 
     /// Offers `rate` executes a second for `seconds`; the commit → accepted
@@ -204,6 +226,16 @@ impl Setup {
         latencies.sort_by(f64::total_cmp);
         latencies
     }
+}
+
+/// Sends per second beside events, from `Setup::event_rates`.
+#[derive(Debug)]
+struct EventRates {
+    without: f64,
+    flowing: f64,
+    events_per_second: f64,
+    written: f64,
+    backlog: f64,
 }
 
 /// Distinct valid US numbers, one per execution, so Meta's pair rate never holds one back.
@@ -249,10 +281,10 @@ async fn run() {
         let latencies = setup.accept_latencies(rate, seconds, backlog).await;
         let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
         eprintln!("{name}: {creates:.0} creates/s, {dispatch:.0} sends/s, accepted at {rate}/s p50 {p50:.1} ms p99 {p99:.1} ms");
-        let (without, with, events) = setup.event_rates(backlog, backlog + (rate * seconds) as usize).await;
-        eprintln!("{name}: {without:.0} sends/s without events, {with:.0} with ({:.2}×), {events:.0} events/s", with / without);
+        let events = setup.event_rates(backlog, backlog + (rate * seconds) as usize).await;
+        eprintln!("{name}: {events:?}");
         rows.push((setup.name, creates, dispatch, p50, p99));
-        event_rows.push((setup.name, without, with, events));
+        event_rows.push((setup.name, events));
         drop(setup.replicas);
     }
     let _ = std::fs::remove_dir_all(&sqlite_dir);
@@ -266,10 +298,23 @@ async fn run() {
             dispatch / sqlite_dispatch
         );
     }
-    println!("\n| configuration | sends/s without events | with every execution event | × without | events delivered/s |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
-    for (name, without, with, events) in &event_rows {
-        println!("| {name} | {without:.0} | {with:.0} | {:.2} | {events:.0} |", with / without);
+    println!(
+        "\n| configuration | sends/s without events | events flowing (× without) | events delivered/s | events written, none delivered (×) | a {backlog}-event backlog waiting (×) |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (name, rates) in &event_rows {
+        let ratio = |rate: f64| rate / rates.without;
+        println!(
+            "| {name} | {:.0} | {:.0} ({:.2}) | {:.0} | {:.0} ({:.2}) | {:.0} ({:.2}) |",
+            rates.without,
+            rates.flowing,
+            ratio(rates.flowing),
+            rates.events_per_second,
+            rates.written,
+            ratio(rates.written),
+            rates.backlog,
+            ratio(rates.backlog)
+        );
     }
     if let [sqlite, one, two] = rows.as_slice() {
         println!(

@@ -27,6 +27,8 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/sqlite/0006_events.sql")),
 ];
 const READERS: usize = 4;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 256;
 /// Most operations one transaction commits; bounds the latency a batch adds.
 const MAX_BATCH: usize = 256;
 
@@ -95,6 +97,9 @@ fn connect(path: &str) -> rusqlite::Result<Connection> {
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
+    // rusqlite keeps 16 prepared statements by default: fewer than the
+    // writer's distinct statements, so each would be parsed again and again.
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(connection)
 }
 
