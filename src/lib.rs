@@ -12,6 +12,7 @@ pub mod dev;
 pub mod domain;
 pub mod error_code;
 pub mod events;
+pub mod group_commit;
 pub mod http;
 pub mod mcp;
 pub mod openapi;

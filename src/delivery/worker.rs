@@ -17,6 +17,7 @@ use super::pacing::Pacing;
 use super::retry::retry_delay;
 use crate::clock::now_ms;
 use crate::crypto::Sealer;
+use crate::group_commit::Batches;
 use crate::store::{ClaimedJob, ExecutionError, Lease, Outcome, Recorded, SendRequest, Signals, Started, Store, StoreError, StoreResult};
 use crate::whatsapp::errors::{ErrorClass, classify};
 use crate::whatsapp::{GraphClient, SendError, Sent};
@@ -63,45 +64,24 @@ pub struct Worker {
     recorder: Arc<Recorder>,
 }
 
-/// Outcomes waiting to be written: those of sends that finish while one
-/// batch commits go together in the next (group commit), a few round trips
-/// for the lot instead of a few for each.
+/// Send outcomes waiting to be written, each with who waits for its answer.
 #[derive(Default)]
 struct Recorder {
-    pending: Mutex<Pending>,
-}
-
-#[derive(Default)]
-struct Pending {
-    outcomes: Vec<(ClaimedJob, Outcome, oneshot::Sender<StoreResult<Recorded>>)>,
-    flushing: bool,
+    batches: Batches<(ClaimedJob, Outcome, oneshot::Sender<StoreResult<Recorded>>)>,
 }
 
 impl Recorder {
     /// Records one outcome with whatever else is waiting.
     async fn record(self: &Arc<Self>, store: &Arc<Store>, job: ClaimedJob, outcome: Outcome) -> StoreResult<Recorded> {
         let (answer, recorded) = oneshot::channel();
-        let lead = {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            pending.outcomes.push((job, outcome, answer));
-            !std::mem::replace(&mut pending.flushing, true)
-        };
-        if lead {
+        if self.batches.push((job, outcome, answer)) {
             tokio::spawn(Arc::clone(self).flush(Arc::clone(store)));
         }
         recorded.await.unwrap_or_else(|_| Err(StoreError::Internal("the recorder stopped".into())))
     }
 
     async fn flush(self: Arc<Self>, store: Arc<Store>) {
-        loop {
-            let batch = {
-                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                if pending.outcomes.is_empty() {
-                    pending.flushing = false;
-                    return;
-                }
-                std::mem::take(&mut pending.outcomes)
-            };
+        while let Some(batch) = self.batches.next() {
             let (outcomes, answers): (Vec<_>, Vec<_>) = batch.into_iter().map(|(job, outcome, answer)| ((job, outcome), answer)).unzip();
             match store.record_outcomes(outcomes).await {
                 Ok(recorded) => {

@@ -23,6 +23,7 @@ use super::signature::signature_header;
 use super::target::{self, GuardedResolver};
 use crate::clock::now_ms;
 use crate::crypto::Sealer;
+use crate::group_commit::Batches;
 use crate::store::{AttemptRecorded, AttemptResult, ClaimedDelivery, Store};
 
 /// Attempts in flight at once, over every endpoint.
@@ -52,6 +53,8 @@ pub struct Dispatcher {
     backlog_at: Mutex<Option<Instant>>,
     /// Endpoints given a backlog gauge at the last report, zeroed when they leave the top.
     reported: Mutex<HashSet<Uuid>>,
+    /// Attempt outcomes waiting to be written.
+    outcomes: Batches<(ClaimedDelivery, AttemptResult)>,
 }
 
 impl Dispatcher {
@@ -65,7 +68,15 @@ impl Dispatcher {
             client = client.dns_resolver(Arc::new(GuardedResolver));
         }
         let client = client.build().map_err(|e| format!("cannot build the event client: {e}"))?;
-        Ok(Self { store, sealer, client, settings, backlog_at: Mutex::new(None), reported: Mutex::new(HashSet::new()) })
+        Ok(Self {
+            store,
+            sealer,
+            client,
+            settings,
+            backlog_at: Mutex::new(None),
+            reported: Mutex::new(HashSet::new()),
+            outcomes: Batches::default(),
+        })
     }
 
     /// Runs until `shutdown` turns true, then stops claiming. Attempts under
@@ -137,17 +148,34 @@ impl Dispatcher {
         if let AttemptResult::Failed { error, .. } = &result {
             tracing::info!(endpoint = %delivery.endpoint_id, event = %delivery.event_id, attempt = delivery.attempts + 1, %error, "event delivery failed");
         }
-        match self.store.record_event_attempt(&delivery, result, self.settings).await {
-            Ok(recorded) => {
-                let outcome = match recorded {
-                    AttemptRecorded::Delivered => "delivered",
-                    AttemptRecorded::Retrying => "retry_scheduled",
-                    AttemptRecorded::GaveUp => "failed",
-                    AttemptRecorded::LeaseLost => "lease_lost",
-                };
-                metrics::counter!("actiond_event_deliveries_total", "outcome" => outcome).increment(1);
+        self.record(delivery, result).await;
+    }
+
+    /// Queues an attempt's outcome and, unless another attempt is writing
+    /// the queue already, writes it, and whatever joins it meanwhile, in one
+    /// transaction (group commit): a fsync and a few round trips per batch.
+    /// The lease, held until then, keeps the event from being sent again.
+    async fn record(&self, delivery: ClaimedDelivery, result: AttemptResult) {
+        if !self.outcomes.push((delivery, result)) {
+            return;
+        }
+        while let Some(batch) = self.outcomes.next() {
+            let events: Vec<String> = batch.iter().map(|(delivery, _)| delivery.event_id.clone()).collect();
+            match self.store.record_event_attempts(batch, self.settings).await {
+                Ok(recorded) => {
+                    for outcome in recorded {
+                        let outcome = match outcome {
+                            AttemptRecorded::Delivered => "delivered",
+                            AttemptRecorded::Retrying => "retry_scheduled",
+                            AttemptRecorded::GaveUp => "failed",
+                            AttemptRecorded::LeaseLost => "lease_lost",
+                        };
+                        metrics::counter!("actiond_event_deliveries_total", "outcome" => outcome).increment(1);
+                    }
+                }
+                // Unrecorded, the events go again once their leases run out.
+                Err(error) => tracing::warn!(%error, ?events, "cannot record event delivery attempts"),
             }
-            Err(error) => tracing::warn!(%error, event = %delivery.event_id, "cannot record an event delivery attempt"),
         }
     }
 

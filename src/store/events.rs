@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::db::{DbError, DbResult, ListQuery, Row, Tx, Value, args, placeholders};
+use super::db::{DbError, DbResult, Dialect, ListQuery, Row, Tx, Value, args, placeholders};
 use super::executions::select_executions;
 use super::{Page, Signal, Store, StoreResult};
 use crate::clock;
@@ -422,14 +422,23 @@ impl Store {
             // read from the (endpoint_id, state, due_at) index: a probe per
             // endpoint, whatever its backlog. Claims take rows in due order,
             // so those in flight are among the first: the rows offered and
-            // not leased are what the endpoint may still take.
+            // not leased are what the endpoint may still take. PostgreSQL
+            // reads a per-endpoint LIMIT from a LATERAL join only (a
+            // correlated IN makes it scan the table); SQLite has no LATERAL.
+            let first_due = "SELECT x.id FROM event_deliveries x WHERE x.endpoint_id = w.id AND x.state = 'pending' \
+                 AND x.due_at <= $1 ORDER BY x.due_at LIMIT $4";
+            let offered = match tx.dialect() {
+                Dialect::Postgres => {
+                    format!("SELECT c.id FROM event_endpoints w CROSS JOIN LATERAL ({first_due}) c WHERE w.disabled = FALSE")
+                }
+                Dialect::Sqlite => {
+                    format!("SELECT c.id FROM event_endpoints w JOIN event_deliveries c ON c.id IN ({first_due}) WHERE w.disabled = FALSE")
+                }
+            };
             let claimed = tx.query(
                 &format!(
                     "UPDATE event_deliveries SET lease_token = lease_token + 1, lease_until = $2 WHERE id IN (\
-                     SELECT d.id FROM event_deliveries d WHERE d.id IN (\
-                     SELECT c.id FROM event_endpoints w JOIN event_deliveries c ON c.id IN (\
-                     SELECT x.id FROM event_deliveries x WHERE x.endpoint_id = w.id AND x.state = 'pending' AND x.due_at <= $1 \
-                     ORDER BY x.due_at LIMIT $4) WHERE w.disabled = FALSE) \
+                     SELECT d.id FROM event_deliveries d WHERE d.id IN ({offered}) \
                      AND d.lease_until <= $1 ORDER BY d.due_at LIMIT $3{}) \
                      RETURNING id, lease_token, event_id, endpoint_id, body, attempts",
                     tx.dialect().skip_locked()
@@ -476,71 +485,21 @@ impl Store {
         .await
     }
 
-    /// Records one attempt under its lease: delivered, or failed and
-    /// scheduled again or given up after the last. A failure starts (or
-    /// continues) the endpoint's failing time, and an endpoint failing past
-    /// the limit is disabled; a success ends it.
-    pub async fn record_event_attempt(
+    /// Records these attempts in one transaction, each under its lease, in
+    /// (endpoint, delivery) order so that two replicas' batches lock rows in
+    /// the same order; what became of each, in the order given.
+    pub async fn record_event_attempts(
         &self,
-        delivery: &ClaimedDelivery,
-        result: AttemptResult,
+        attempts: Vec<(ClaimedDelivery, AttemptResult)>,
         settings: EventSettings,
-    ) -> StoreResult<AttemptRecorded> {
-        let (id, token, endpoint) = (delivery.id, delivery.lease_token, delivery.endpoint_id);
-        let attempt = delivery.attempts + 1;
+    ) -> StoreResult<Vec<AttemptRecorded>> {
+        let mut order: Vec<usize> = (0..attempts.len()).collect();
+        order.sort_by_key(|&index| (attempts[index].0.endpoint_id, attempts[index].0.id));
         self.write(move |tx| {
-            let now_ms = clock::now_ms();
-            let (fenced, recorded) = match &result {
-                AttemptResult::Delivered { .. } => (
-                    tx.execute(
-                        "UPDATE event_deliveries SET state = 'delivered', attempts = $3, lease_until = 0 WHERE id = $1 AND lease_token = $2",
-                        args![id, token, attempt],
-                    )?,
-                    AttemptRecorded::Delivered,
-                ),
-                AttemptResult::Failed { .. } => match settings.retry_after(attempt) {
-                    Some(wait) => (
-                        tx.execute(
-                            "UPDATE event_deliveries SET attempts = $3, due_at = $4, lease_until = 0 WHERE id = $1 AND lease_token = $2",
-                            args![id, token, attempt, now_ms + wait.as_millis() as i64],
-                        )?,
-                        AttemptRecorded::Retrying,
-                    ),
-                    None => (
-                        tx.execute(
-                            "UPDATE event_deliveries SET state = 'failed', attempts = $3, lease_until = 0 WHERE id = $1 AND lease_token = $2",
-                            args![id, token, attempt],
-                        )?,
-                        AttemptRecorded::GaveUp,
-                    ),
-                },
-            };
-            if fenced == 0 {
-                return Ok(AttemptRecorded::LeaseLost);
-            }
-            let (status_code, error) = match &result {
-                AttemptResult::Delivered { status_code } => (Some(*status_code), None),
-                AttemptResult::Failed { status_code, error } => (*status_code, Some(error.clone())),
-            };
-            tx.execute(
-                "INSERT INTO event_attempts (delivery_id, endpoint_id, attempt, status_code, error, at) VALUES ($1, $2, $3, $4, $5, $6)",
-                args![id, endpoint, attempt, status_code.map(u32::from), error, clock::now()],
-            )?;
-            if recorded == AttemptRecorded::Delivered {
-                tx.execute("UPDATE event_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL", args![endpoint])?;
-                return Ok(recorded);
-            }
-            let failing = tx.query_opt(
-                "UPDATE event_endpoints SET failing_since = COALESCE(failing_since, $2) WHERE id = $1 RETURNING failing_since, disabled",
-                args![endpoint, now_ms],
-            )?;
-            if let Some(failing) = failing
-                && !failing.boolean(1)?
-                && now_ms - failing.int(0)? >= settings.failing_limit().as_millis() as i64
-            {
-                tx.execute("UPDATE event_endpoints SET disabled = TRUE, updated_at = $2 WHERE id = $1", args![endpoint, clock::now()])?;
-                set_paused(tx, endpoint, true)?;
-                tracing::warn!(endpoint = %endpoint, "an event endpoint failed continuously past the limit and was disabled");
+            let mut recorded = vec![AttemptRecorded::LeaseLost; attempts.len()];
+            for &index in &order {
+                let (delivery, result) = &attempts[index];
+                recorded[index] = record_attempt(tx, delivery, result, settings)?;
             }
             Ok(recorded)
         })
@@ -567,6 +526,74 @@ impl Store {
         })
         .await
     }
+}
+
+/// Records one attempt under its lease: delivered, or failed and scheduled
+/// again or given up after the last. A failure starts (or continues) the
+/// endpoint's failing time, and an endpoint failing past the limit is
+/// disabled; a success ends it.
+fn record_attempt(
+    tx: &mut Tx<'_>,
+    delivery: &ClaimedDelivery,
+    result: &AttemptResult,
+    settings: EventSettings,
+) -> DbResult<AttemptRecorded> {
+    let (id, token, endpoint) = (delivery.id, delivery.lease_token, delivery.endpoint_id);
+    let attempt = delivery.attempts + 1;
+    let now_ms = clock::now_ms();
+    let (fenced, recorded) = match result {
+        AttemptResult::Delivered { .. } => (
+            tx.execute(
+                "UPDATE event_deliveries SET state = 'delivered', attempts = $3, lease_until = 0 WHERE id = $1 AND lease_token = $2",
+                args![id, token, attempt],
+            )?,
+            AttemptRecorded::Delivered,
+        ),
+        AttemptResult::Failed { .. } => match settings.retry_after(attempt) {
+            Some(wait) => (
+                tx.execute(
+                    "UPDATE event_deliveries SET attempts = $3, due_at = $4, lease_until = 0 WHERE id = $1 AND lease_token = $2",
+                    args![id, token, attempt, now_ms + wait.as_millis() as i64],
+                )?,
+                AttemptRecorded::Retrying,
+            ),
+            None => (
+                tx.execute(
+                    "UPDATE event_deliveries SET state = 'failed', attempts = $3, lease_until = 0 WHERE id = $1 AND lease_token = $2",
+                    args![id, token, attempt],
+                )?,
+                AttemptRecorded::GaveUp,
+            ),
+        },
+    };
+    if fenced == 0 {
+        return Ok(AttemptRecorded::LeaseLost);
+    }
+    let (status_code, error) = match result {
+        AttemptResult::Delivered { status_code } => (Some(*status_code), None),
+        AttemptResult::Failed { status_code, error } => (*status_code, Some(error.clone())),
+    };
+    tx.execute(
+        "INSERT INTO event_attempts (delivery_id, endpoint_id, attempt, status_code, error, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        args![id, endpoint, attempt, status_code.map(u32::from), error, clock::now()],
+    )?;
+    if recorded == AttemptRecorded::Delivered {
+        tx.execute("UPDATE event_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL", args![endpoint])?;
+        return Ok(recorded);
+    }
+    let failing = tx.query_opt(
+        "UPDATE event_endpoints SET failing_since = COALESCE(failing_since, $2) WHERE id = $1 RETURNING failing_since, disabled",
+        args![endpoint, now_ms],
+    )?;
+    if let Some(failing) = failing
+        && !failing.boolean(1)?
+        && now_ms - failing.int(0)? >= settings.failing_limit().as_millis() as i64
+    {
+        tx.execute("UPDATE event_endpoints SET disabled = TRUE, updated_at = $2 WHERE id = $1", args![endpoint, clock::now()])?;
+        set_paused(tx, endpoint, true)?;
+        tracing::warn!(endpoint = %endpoint, "an event endpoint failed continuously past the limit and was disabled");
+    }
+    Ok(recorded)
 }
 
 /// Deletes up to `batch` settled deliveries (with their attempts) created
