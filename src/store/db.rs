@@ -36,6 +36,17 @@ impl Dialect {
         }
     }
 
+    /// `column` as a term the planner filters by but never looks up through
+    /// an index (SQLite's unary `+`). With no statistics SQLite would rather
+    /// walk a tenant's every row through a tenant index than look up a long
+    /// `IN` list of ids; PostgreSQL's statistics choose well by themselves.
+    pub fn filter_only(self, column: &str) -> String {
+        match self {
+            Self::Sqlite => format!("+{column}"),
+            Self::Postgres => column.to_owned(),
+        }
+    }
+
     /// SQL reading the text at `key` of the JSON object stored as text in `column`.
     pub fn json_text(self, column: &str, key: &str) -> String {
         match self {

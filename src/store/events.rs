@@ -133,10 +133,16 @@ fn select_endpoint(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Option<E
 
 /// The enabled endpoints of the tenant that take events of this type.
 fn subscribed(tx: &mut Tx<'_>, tenant: &str, kind: EventType) -> DbResult<Vec<Uuid>> {
-    // Types hold no `%`, and their `_` can match no other stored type.
+    // The pattern is written into the statement, not bound: SQLite prepares a
+    // LIKE against a bound pattern again at every run, and this runs in every
+    // batch of sends. Types are our own constants; they hold no `'` or `%`,
+    // and their `_` can match no other stored type.
     let rows = tx.query(
-        "SELECT id FROM event_endpoints WHERE tenant = $1 AND disabled = FALSE AND (events IS NULL OR events LIKE $2)",
-        args![tenant, format!("%,{},%", kind.as_str())],
+        &format!(
+            "SELECT id FROM event_endpoints WHERE tenant = $1 AND disabled = FALSE AND (events IS NULL OR events LIKE '%,{},%')",
+            kind.as_str()
+        ),
+        args![tenant],
     )?;
     rows.iter().map(|row| row.uuid(0)).collect()
 }

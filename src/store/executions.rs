@@ -161,7 +161,8 @@ pub(super) fn select_executions(tx: &mut Tx<'_>, tenant: &str, ids: &[Uuid]) -> 
     let rows = tx.query(
         &format!(
             "SELECT {EXECUTION_COLUMNS} FROM executions e LEFT JOIN execution_events ev ON ev.execution_id = e.id \
-             WHERE e.tenant = $1 AND e.id IN ({}) ORDER BY e.id, ev.id",
+             WHERE {} = $1 AND e.id IN ({}) ORDER BY e.id, ev.id",
+            tx.dialect().filter_only("e.tenant"),
             placeholders(1, ids.len())
         ),
         &values,
