@@ -23,7 +23,7 @@ use crate::whatsapp::errors::{ErrorClass, classify};
 use crate::whatsapp::{GraphClient, SendError, Sent};
 
 /// Sends in flight at once; a slow one holds only its own slot.
-const CONCURRENCY: usize = 64;
+const CONCURRENCY: usize = 256;
 /// The longest the idle worker waits before looking again by itself; also
 /// what a lost notification of a new job costs at most.
 const IDLE: Duration = Duration::from_secs(1);
