@@ -148,7 +148,7 @@ impl Store {
 
     pub async fn get_action(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<ActionRecord>> {
         let tenant = tenant.as_str().to_owned();
-        self.read(move |tx| select_action(tx, &tenant, id)).await
+        self.lookup(move |tx| select_action(tx, &tenant, id)).await
     }
 
     pub async fn list_actions(&self, tenant: &TenantId, filter: ActionFilter<'_>, page: Page) -> StoreResult<(Vec<ActionRecord>, u64)> {

@@ -208,7 +208,7 @@ impl Store {
         idempotency_key: Option<&str>,
     ) -> StoreResult<Option<ExecutionRecord>> {
         let (tenant, call_id, key) = (tenant.as_str().to_owned(), call_id.map(str::to_owned), idempotency_key.map(str::to_owned));
-        self.read(move |tx| match select_existing(tx, &tenant, action_id, call_id.as_deref(), key.as_deref())? {
+        self.lookup(move |tx| match select_existing(tx, &tenant, action_id, call_id.as_deref(), key.as_deref())? {
             Some(id) => select_execution(tx, &tenant, id),
             None => Ok(None),
         })
@@ -319,7 +319,7 @@ impl Store {
 
     pub async fn get_execution(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<ExecutionRecord>> {
         let tenant = tenant.as_str().to_owned();
-        self.read(move |tx| select_execution(tx, &tenant, id)).await
+        self.lookup(move |tx| select_execution(tx, &tenant, id)).await
     }
 
     pub async fn list_executions(

@@ -437,6 +437,19 @@ impl Store {
         }
     }
 
+    /// A read of a few rows by key (the lookups of every request): on
+    /// SQLite it runs on the calling thread when it can.
+    async fn lookup<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> DbResult<T> + Send + 'static,
+    {
+        match &self.db {
+            Db::Sqlite(db) => db.lookup(op).await,
+            Db::Postgres(db) => db.read(op).await,
+        }
+    }
+
     /// Reachable, taking writes, and every migration applied.
     pub async fn ready(&self) -> StoreResult<()> {
         let latest = match self.db {

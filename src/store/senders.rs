@@ -248,7 +248,7 @@ impl Store {
     /// one read; `None` when the tenant has no such sender.
     pub async fn templates_named(&self, tenant: &TenantId, phone_number_id: &str, name: &str) -> StoreResult<Option<Vec<TemplateRecord>>> {
         let (tenant, phone_number_id, name) = (tenant.as_str().to_owned(), phone_number_id.to_owned(), name.to_owned());
-        self.read(move |tx| {
+        self.lookup(move |tx| {
             let columns = TEMPLATE_COLUMNS.split(", ").map(|column| format!("t.{column}")).collect::<Vec<_>>().join(", ");
             let rows = tx.query(
                 &format!(

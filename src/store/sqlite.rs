@@ -90,6 +90,20 @@ impl SqliteDb {
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?
     }
+
+    /// A read of a few rows by key, on the calling thread when a reader
+    /// connection is free: it takes microseconds, less than handing it to
+    /// the blocking pool and back costs. Else as `read`.
+    pub async fn lookup<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> DbResult<T> + Send + 'static,
+    {
+        if let Some(connection) = self.readers.connections.iter().find_map(|connection| connection.try_lock().ok()) {
+            return op(&mut Tx::sqlite(&connection)).map_err(StoreError::from);
+        }
+        self.read(op).await
+    }
 }
 
 fn connect(path: &str) -> rusqlite::Result<Connection> {
