@@ -7,7 +7,7 @@ use std::time::Duration;
 use actiond::auth::{Scope, mint, parse_ttl};
 use actiond::settings::{JWT_SECRET_MIN_BYTES, Settings};
 use actiond::store::{Store, redacted};
-use actiond::whatsapp::sandbox::Sandbox;
+use actiond::whatsapp::sandbox::{SANDBOX_ACCESS_TOKEN, SANDBOX_PHONE_NUMBER_ID, SANDBOX_WABA_ID, Sandbox};
 use actiond::{App, dev, openapi};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -60,6 +60,14 @@ enum Command {
         #[arg(long, default_value = dev::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Run the WhatsApp sandbox alone, as a local stand-in for Meta's Graph
+    /// API that `serve` reaches through ACTIOND_WHATSAPP_GRAPH_URL. It posts no
+    /// status webhooks: it has no app to post them to.
+    Sandbox {
+        /// Address to listen on; port 0 picks a free one (it is printed).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Print the OpenAPI document that /openapi.json serves.
@@ -106,6 +114,10 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{}", mint(secret, &tenant, &scopes, ttl, settings.jwt_issuer.as_deref(), settings.jwt_audience.as_deref()));
             Ok(())
         }
+        Command::Sandbox { listen } => {
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            runtime.block_on(sandbox(&listen))
+        }
         Command::Migrate => {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             runtime.block_on(Store::open(&settings.database_url, 1))?;
@@ -144,6 +156,23 @@ async fn serve(settings: Settings, dev: Option<(PathBuf, [Duration; 3])>) -> Res
     }
     server.await.map_err(|e| e.to_string())??;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves the sandbox's Graph API alone until SIGTERM or Ctrl-C.
+async fn sandbox(listen: &str) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("--listen: cannot bind {listen}: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    println!(
+        "the sandbox Graph API is at http://{address}: sender {SANDBOX_PHONE_NUMBER_ID}, WABA {SANDBOX_WABA_ID}, \
+         access token {SANDBOX_ACCESS_TOKEN}"
+    );
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    actiond::http::server::serve(listener, Sandbox::new().router(), stopping).await;
     Ok(())
 }
 

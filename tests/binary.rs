@@ -1,6 +1,6 @@
 //! The real binary, end to end: `serve` refusing bad settings, `serve --dev`
 //! with its printed token and curl line, kill -9 durability, SIGTERM, JSON
-//! logs, and the `token`, `migrate` and `openapi` commands.
+//! logs, and the `token`, `migrate`, `openapi` and `sandbox` commands.
 
 mod common;
 
@@ -438,5 +438,53 @@ async fn serve_refuses_event_endpoints_on_loopback_or_plain_http() {
     }
     let status = server.terminate();
     assert!(status.success(), "{status:?}: {}", server.drain_stderr().join("\n"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn serve_sends_through_the_sandbox_run_alone() {
+    let dir = temp_dir();
+    let mut sandbox = Server::start(actiond(&dir, &["sandbox", "--listen", "127.0.0.1:0"]));
+    let banner = sandbox.stdout_line(|line| line.starts_with("the sandbox Graph API is at "));
+    let graph_url = banner.trim_start_matches("the sandbox Graph API is at ").split(": ").next().unwrap().to_owned();
+    assert!(banner.contains(actiond::whatsapp::sandbox::SANDBOX_ACCESS_TOKEN), "{banner}");
+    let database = TestDatabase::fresh(&dir);
+    let mut command = actiond(&dir, &["serve", "--log-format", "json"]);
+    production_env(&mut command, &database, &graph_url, &Sealer::generate_key());
+    let mut server = Server::start(command);
+    let base = server.address();
+    let http = reqwest::Client::new();
+    let tenant = token("alone");
+    let registered =
+        http.post(format!("{base}/v2/_whatsapp/senders")).bearer_auth(&tenant).json(&common::sender_body()).send().await.unwrap();
+    assert_eq!(registered.status().as_u16(), 201, "the stand-in proves the sender's token and lists its templates");
+    let created: Value = http
+        .post(format!("{base}/v2/_actions"))
+        .bearer_auth(&tenant)
+        .json(&common::non_mandatory_body())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let action_id = created["data"]["action_id"].as_str().unwrap().to_owned();
+    let executed = http
+        .post(format!("{base}/v2/_actions/{action_id}/_execute?wait=10"))
+        .bearer_auth(&tenant)
+        .json(&json!({"variables": {"customer_name": "Ana"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(executed.status().as_u16(), 200);
+    let execution: Value = executed.json().await.unwrap();
+    assert_eq!(execution["data"]["status"], "accepted", "{execution}");
+    assert!(execution["data"]["wamid"].as_str().unwrap().starts_with("wamid."), "{execution}");
+    // It posts no status webhooks: the execution stays accepted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = execution["data"]["execution_id"].as_str().unwrap();
+    let later: Value = http.get(format!("{base}/v2/_executions/{id}")).bearer_auth(&tenant).send().await.unwrap().json().await.unwrap();
+    assert_eq!(later["data"]["status"], "accepted", "{later}");
+    assert!(server.terminate().success() && sandbox.terminate().success(), "both stop cleanly on SIGTERM");
     let _ = std::fs::remove_dir_all(dir);
 }
