@@ -263,20 +263,41 @@ fn run_writer(connection: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, 
     }
 }
 
-/// Runs each job under its own savepoint, so one failing job undoes only its
-/// own writes, then commits them all at once.
+/// Runs the batch's jobs in one transaction and commits them at once. They
+/// first run side by side: a savepoint per job would make SQLite copy every
+/// page each job touches to a sub-journal, and nearly every job succeeds. If
+/// one fails, that transaction is undone and the batch runs again with a
+/// savepoint per job, so that the failing job undoes only its own writes
+/// (a write may run more than once).
 fn commit_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
+    let every_job_succeeded = run_batch(connection, batch, false)?;
+    if !every_job_succeeded && batch.len() > 1 {
+        run_batch(connection, batch, true)?;
+    }
+    Ok(())
+}
+
+/// One transaction over the batch; whether every job succeeded. Without
+/// savepoints, a job that fails rolls the whole transaction back.
+fn run_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>], savepoints: bool) -> Result<bool, String> {
     connection.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
     let result = (|| {
         for job in batch.iter_mut() {
-            connection.execute_batch("SAVEPOINT job")?;
-            let succeeded = catch_unwind(AssertUnwindSafe(|| job.run(connection))).unwrap_or(false);
-            if !succeeded {
-                connection.execute_batch("ROLLBACK TO job")?;
+            if savepoints {
+                connection.execute_batch("SAVEPOINT job")?;
             }
-            connection.execute_batch("RELEASE job")?;
+            let succeeded = catch_unwind(AssertUnwindSafe(|| job.run(connection))).unwrap_or(false);
+            match (succeeded, savepoints) {
+                (true, false) => {}
+                (false, false) => {
+                    connection.execute_batch("ROLLBACK")?;
+                    return Ok(false);
+                }
+                (true, true) => connection.execute_batch("RELEASE job")?,
+                (false, true) => connection.execute_batch("ROLLBACK TO job; RELEASE job")?,
+            }
         }
-        connection.execute_batch("COMMIT")
+        connection.execute_batch("COMMIT").map(|()| true)
     })();
     result.map_err(|error| {
         let _ = connection.execute_batch("ROLLBACK");
@@ -288,12 +309,72 @@ fn commit_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Res
 mod tests {
     use rusqlite::Connection;
 
-    use super::{migrate, sqlite_sql};
+    use tokio::sync::oneshot;
+
+    use super::{Job, WriteJob, commit_batch, migrate, sqlite_sql};
     use crate::store::Page;
     use crate::store::actions::action_list_sql;
+    use crate::store::db::{DbError, DbResult, Tx};
     use crate::store::db::{ListQuery, Value};
     use crate::store::executions::execution_list_sql;
     use crate::store::senders::template_list_sql;
+    use crate::store::signals::Signals;
+    use crate::store::{StoreError, StoreResult};
+
+    /// A batch whose jobs write side by side; its replies, in order.
+    fn commit_jobs(connection: &Connection, ops: Vec<Box<dyn Fn(&mut Tx<'_>) -> DbResult<u64> + Send>>) -> Vec<StoreResult<u64>> {
+        let mut replies = Vec::new();
+        let mut batch: Vec<Box<dyn WriteJob>> = Vec::new();
+        for op in ops {
+            let (reply, answer) = oneshot::channel();
+            batch.push(Box::new(Job { op, result: None, reply }));
+            replies.push(answer);
+        }
+        let committed = commit_batch(connection, &mut batch);
+        let signals = Signals::default();
+        for job in batch {
+            job.finish(committed.clone(), &signals);
+        }
+        replies.into_iter().map(|mut answer| answer.try_recv().expect("every job is answered")).collect()
+    }
+
+    #[test]
+    fn a_failing_or_panicking_job_undoes_only_its_own_writes() {
+        let connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)").unwrap();
+        let insert = |v: i64| move |tx: &mut Tx<'_>| tx.execute("INSERT INTO t (v) VALUES ($1)", &[Value::Int(v)]);
+        let replies = commit_jobs(
+            &connection,
+            vec![
+                Box::new(insert(1)),
+                Box::new(move |tx: &mut Tx<'_>| {
+                    insert(2)(tx)?;
+                    Err(DbError::Internal("refused after writing".into()))
+                }),
+                Box::new(move |tx: &mut Tx<'_>| {
+                    insert(3)(tx)?;
+                    panic!("a bug after writing")
+                }),
+                Box::new(insert(4)),
+            ],
+        );
+        assert!(matches!(replies[0], Ok(1)) && matches!(replies[3], Ok(1)), "{replies:?}");
+        assert!(matches!(&replies[1], Err(StoreError::Internal(message)) if message.contains("refused after writing")), "{replies:?}");
+        assert!(matches!(&replies[2], Err(StoreError::Internal(message)) if message.contains("panicked")), "{replies:?}");
+        let kept: Vec<i64> = connection
+            .prepare("SELECT v FROM t ORDER BY v")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(kept, [1, 4]);
+        // A batch that all succeeds commits without the second pass; a lone failing job leaves nothing.
+        assert!(commit_jobs(&connection, vec![Box::new(insert(5)), Box::new(insert(6))]).iter().all(Result::is_ok));
+        assert!(commit_jobs(&connection, vec![Box::new(|_: &mut Tx<'_>| Err(DbError::Internal("no".into())))])[0].is_err());
+        assert_eq!(connection.query_row("SELECT COUNT(*) FROM t", [], |row| row.get::<_, i64>(0)).unwrap(), 4);
+        assert!(connection.is_autocommit(), "no transaction is left open");
+    }
 
     #[test]
     fn placeholders_become_numbered_question_marks_outside_literals() {
