@@ -98,11 +98,29 @@ pub struct AuthSettings<'a> {
     pub audience: Option<&'a str>,
 }
 
+/// How long a verified token is taken on trust before its signature is
+/// checked again: a key removed from the JWKS stops working within this.
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
+/// Tokens remembered at most; when full, the memory starts over.
+const VERIFIED_MAX: usize = 4096;
+
 pub struct Authenticator {
     secret: Option<DecodingKey>,
     jwks: Option<Arc<Jwks>>,
     issuer: Option<String>,
     audience: Option<String>,
+    /// Tokens verified lately, by the whole token: a client's every request
+    /// would otherwise decode it and check its signature again.
+    verified: std::sync::Mutex<HashMap<String, Verified>>,
+}
+
+/// A verified token's caller and when it may be taken on trust: within its
+/// own nbf..exp (with the leeway), and until `checked_until`.
+struct Verified {
+    caller: Caller,
+    valid_from: i64,
+    valid_until: i64,
+    checked_until: Instant,
 }
 
 impl Authenticator {
@@ -116,11 +134,43 @@ impl Authenticator {
             jwks,
             issuer: settings.issuer.map(str::to_owned),
             audience: settings.audience.map(str::to_owned),
+            verified: std::sync::Mutex::default(),
         })
     }
 
     /// The caller a token proves, or a one-line reason it proves nothing.
     pub async fn verify(&self, token: &str) -> Result<Caller, String> {
+        if let Some(caller) = self.remembered(token) {
+            return Ok(caller);
+        }
+        let (caller, claims) = self.check(token).await?;
+        let number = |name: &str| claims.get(name).and_then(Value::as_i64);
+        let leeway = LEEWAY_SECONDS as i64;
+        let entry = Verified {
+            caller: caller.clone(),
+            valid_from: number("nbf").map_or(i64::MIN, |nbf| nbf - leeway),
+            valid_until: number("exp").map_or(i64::MIN, |exp| exp + leeway),
+            checked_until: Instant::now() + VERIFIED_FOR,
+        };
+        let mut verified = self.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), entry);
+        Ok(caller)
+    }
+
+    /// The caller of a token verified lately, while it may be taken on trust.
+    fn remembered(&self, token: &str) -> Option<Caller> {
+        let now = crate::clock::now_ms() / 1000;
+        let verified = self.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let known = verified.get(token)?;
+        let trusted = (known.valid_from..=known.valid_until).contains(&now) && known.checked_until > Instant::now();
+        trusted.then(|| known.caller.clone())
+    }
+
+    /// Decodes the token and checks its signature and claims.
+    async fn check(&self, token: &str) -> Result<(Caller, Map<String, Value>), String> {
         let header = decode_header(token).map_err(|_| "the token is not a well-formed JWT with a supported algorithm".to_owned())?;
         let key = match header.alg {
             Algorithm::HS256 => self.secret.clone().ok_or("HS256 tokens are not accepted by this server")?,
@@ -149,7 +199,7 @@ impl Authenticator {
         }
         validation.set_required_spec_claims(&required);
         let data = decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| describe(&e))?;
-        caller_from(&data.claims)
+        Ok((caller_from(&data.claims)?, data.claims))
     }
 }
 
@@ -315,6 +365,27 @@ mod tests {
         assert_eq!(caller.tenant.as_str(), "user-1");
         assert!(caller.has(Scope::WhatsappAdmin) && !caller.has(Scope::ActionsRead));
         assert!(authenticator().verify(&sign(json!({"exp": exp}))).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_trusted_only_within_its_window() {
+        let auth = authenticator();
+        let token = sign(json!({"sub": "a", "exp": now() + 600}));
+        let caller = auth.verify(&token).await.unwrap();
+        assert!(auth.verified.lock().unwrap().contains_key(&token), "remembered");
+        assert_eq!(auth.verify(&token).await.unwrap().tenant.as_str(), "a");
+        // Past its exp (and leeway), or past its recheck, an entry sends the
+        // token to a full check again, which a forged one fails.
+        let forged = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.forged";
+        let now = now() as i64;
+        for (valid_until, checked_until) in [(now - 1, Instant::now() + VERIFIED_FOR), (now + 600, Instant::now())] {
+            let entry = Verified { caller: caller.clone(), valid_from: i64::MIN, valid_until, checked_until };
+            auth.verified.lock().unwrap().insert(forged.into(), entry);
+            assert!(auth.verify(forged).await.is_err());
+        }
+        let entry = Verified { caller, valid_from: i64::MIN, valid_until: now + 600, checked_until: Instant::now() + VERIFIED_FOR };
+        auth.verified.lock().unwrap().insert(forged.into(), entry);
+        assert!(auth.verify(forged).await.is_ok(), "within its window the entry is trusted");
     }
 
     #[tokio::test]
