@@ -321,8 +321,10 @@ mod tests {
     use crate::store::signals::Signals;
     use crate::store::{StoreError, StoreResult};
 
+    type Op = Box<dyn Fn(&mut Tx<'_>) -> DbResult<u64> + Send>;
+
     /// A batch whose jobs write side by side; its replies, in order.
-    fn commit_jobs(connection: &Connection, ops: Vec<Box<dyn Fn(&mut Tx<'_>) -> DbResult<u64> + Send>>) -> Vec<StoreResult<u64>> {
+    fn commit_jobs(connection: &Connection, ops: Vec<Op>) -> Vec<StoreResult<u64>> {
         let mut replies = Vec::new();
         let mut batch: Vec<Box<dyn WriteJob>> = Vec::new();
         for op in ops {
