@@ -358,8 +358,12 @@ async fn a_rolling_restart_drops_no_retried_request_and_sends_each_message_once(
         }
         executions.push(retried["data"]["execution_id"].as_str().unwrap().to_owned());
     }
-    let exited = cluster.replicas[0].server.wait();
-    assert!(exited.success(), "SIGTERM finishes in-flight work within the grace and exits 0: {exited:?}");
+    let exited = cluster.replicas[0].server.exited().await;
+    assert!(
+        exited.success(),
+        "SIGTERM finishes in-flight work within the grace and exits 0: {exited:?}; its log:\n{}",
+        cluster.replicas[0].server.drain_stderr().join("\n")
+    );
     cluster.replicas.remove(0);
     for status in cluster.settled(&executions).await {
         assert!(TAKEN_BY_META.contains(&status.as_str()), "{status}");

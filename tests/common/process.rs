@@ -91,6 +91,19 @@ impl Server {
         panic!("the server did not exit");
     }
 
+    /// As `wait`, without blocking the test's runtime: an async test's
+    /// runtime may be serving what the exiting process still waits on (the
+    /// sandbox answering its sends), which a blocking wait would starve.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the server did not exit");
+    }
+
     /// Every log line written so far, after the process ended.
     pub fn drain_stderr(&mut self) -> Vec<String> {
         while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(2)) {
