@@ -532,16 +532,22 @@ fn an_unreachable_database_at_start_is_one_line_naming_the_setting_without_its_p
 
 #[tokio::test]
 async fn every_replica_delivers_events_and_none_is_delivered_twice() {
+    // One replica holds at most 256 attempts at once, and each endpoint takes
+    // 16 at once: 320 events for 20 endpoints whose receivers take 2 s each
+    // leave at least 64 for the other replicas, which hear of every stored
+    // event (NOTIFY) long before the first attempts end.
+    const ENDPOINTS: usize = 20;
+    const EACH: usize = 16;
     let cluster = Cluster::start(3, &[("ACTIOND_EVENTS_ALLOW_LOCAL", "true")]).await;
-    let receivers = join_all((0..4).map(|_| common::receiver::Receiver::start())).await;
+    let receivers = join_all((0..ENDPOINTS).map(|_| common::receiver::Receiver::start())).await;
     let mut endpoints = Vec::new();
     for receiver in &receivers {
-        receiver.delay(Duration::from_millis(20));
+        receiver.delay(Duration::from_secs(2));
         let (status, created) = cluster.post(0, "/v2/_webhook_endpoints", &json!({"url": receiver.url}), None).await.unwrap();
         assert_eq!(status, 201, "{created}");
         endpoints.push(created["data"]["id"].as_str().unwrap().to_owned());
     }
-    let queued = (0..80).map(|n| {
+    let queued = (0..ENDPOINTS * EACH).map(|n| {
         let path = format!("/v2/_webhook_endpoints/{}/_test", endpoints[n % endpoints.len()]);
         let cluster = &cluster;
         async move { cluster.post(n % 3, &path, &json!({}), None).await.unwrap().0 }
@@ -550,16 +556,24 @@ async fn every_replica_delivers_events_and_none_is_delivered_twice() {
 
     let mut delivered: Vec<String> = Vec::new();
     for receiver in &receivers {
-        delivered.extend(receiver.events_of("webhook.test", 20).await.iter().map(|r| r.header("webhook-id").to_owned()));
+        delivered.extend(receiver.events_of("webhook.test", EACH).await.iter().map(|r| r.header("webhook-id").to_owned()));
+    }
+    // Each receiver answers 2 s after a request arrives; then the replicas record the attempts.
+    let mut by_replica = Vec::new();
+    for _ in 0..100 {
+        by_replica.clear();
+        for replica in 0..3 {
+            by_replica.push(cluster.metric(replica, "actiond_event_deliveries_total{outcome=\"delivered\"}").await);
+        }
+        if by_replica.iter().sum::<f64>() >= (ENDPOINTS * EACH) as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let received: usize = receivers.iter().map(|r| r.received().len()).sum();
     let unique: HashSet<&String> = delivered.iter().collect();
-    assert_eq!((received, unique.len()), (80, 80), "each event delivered once, by one replica");
-    let mut by_replica = Vec::new();
-    for replica in 0..3 {
-        by_replica.push(cluster.metric(replica, "actiond_event_deliveries_total{outcome=\"delivered\"}").await);
-    }
-    assert_eq!(by_replica.iter().sum::<f64>(), 80.0, "{by_replica:?}");
+    assert_eq!((received, unique.len()), (ENDPOINTS * EACH, ENDPOINTS * EACH), "each event delivered once, by one replica");
+    assert_eq!(by_replica.iter().sum::<f64>(), (ENDPOINTS * EACH) as f64, "{by_replica:?}");
     assert!(by_replica.iter().filter(|count| **count > 0.0).count() >= 2, "more than one replica delivers: {by_replica:?}");
 }
