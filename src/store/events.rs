@@ -147,6 +147,9 @@ fn subscribed(tx: &mut Tx<'_>, tenant: &str, kind: EventType) -> DbResult<Vec<Uu
     rows.iter().map(|row| row.uuid(0)).collect()
 }
 
+/// The columns a new delivery row sets, in the order both dialects' inserts give them.
+const NEW_DELIVERY_COLUMNS: &str = "event_id, endpoint_id, type, body, state, attempts, due_at, lease_token, lease_until, created_at";
+
 /// Stores an event of each of `datas` for these endpoints, `{type,
 /// timestamp, data}` with a new id, due now. Returns the events' ids.
 fn store_events<D: Serialize>(tx: &mut Tx<'_>, endpoints: &[Uuid], kind: EventType, at: &str, datas: &[D]) -> DbResult<Vec<Uuid>> {
@@ -162,8 +165,9 @@ fn store_events<D: Serialize>(tx: &mut Tx<'_>, endpoints: &[Uuid], kind: EventTy
             for (event_id, body) in &events {
                 for endpoint in endpoints {
                     tx.execute(
-                        "INSERT INTO event_deliveries (event_id, endpoint_id, type, body, state, attempts, due_at, lease_token, lease_until, created_at) \
-                         VALUES ($1, $2, $3, $4, 'pending', 0, $5, 0, 0, $6)",
+                        &format!(
+                            "INSERT INTO event_deliveries ({NEW_DELIVERY_COLUMNS}) VALUES ($1, $2, $3, $4, 'pending', 0, $5, 0, 0, $6)"
+                        ),
                         args![*event_id, *endpoint, kind.as_str(), body.as_str(), due, created.as_str()],
                     )?;
                 }
@@ -177,8 +181,10 @@ fn store_events<D: Serialize>(tx: &mut Tx<'_>, endpoints: &[Uuid], kind: EventTy
                 .flat_map(|(event_id, body)| endpoints.iter().map(move |endpoint| (*event_id, *endpoint, body.as_str())))
                 .collect();
             tx.execute(
-                "INSERT INTO event_deliveries (event_id, endpoint_id, type, body, state, attempts, due_at, lease_token, lease_until, created_at) \
-                 SELECT r ->> 0, r ->> 1, $2, r ->> 2, 'pending', 0, $3, 0, 0, $4 FROM json_array_elements($1::json) r",
+                &format!(
+                    "INSERT INTO event_deliveries ({NEW_DELIVERY_COLUMNS}) \
+                     SELECT r ->> 0, r ->> 1, $2, r ->> 2, 'pending', 0, $3, 0, 0, $4 FROM json_array_elements($1::json) r"
+                ),
                 args![to_json(&rows)?, kind.as_str(), due, created],
             )?;
         }
@@ -388,9 +394,7 @@ impl Store {
         let tenant = tenant.as_str().to_owned();
         self.write(move |tx| {
             let Some(endpoint) = select_endpoint(tx, &tenant, id)? else { return Ok(None) };
-            let [event_id] = store_events(tx, &[id], EventType::WebhookTest, &clock::now(), &[json!({"endpoint_id": id})])?[..] else {
-                unreachable!("one event stored")
-            };
+            let event_id = store_events(tx, &[id], EventType::WebhookTest, &clock::now(), &[json!({"endpoint_id": id})])?[0];
             if endpoint.disabled {
                 set_paused(tx, id, true)?;
             }
