@@ -26,6 +26,18 @@ impl Dialect {
         }
     }
 
+    /// `column` is among the values `subquery` selects, looked up by
+    /// `column`'s index. PostgreSQL computes the subquery once as an array
+    /// (an InitPlan) and probes the index with it; as an `IN` it may join a
+    /// sequential scan of the whole table, which it picks for a queue table
+    /// whose statistics lag behind its size.
+    pub fn among(self, column: &str, subquery: &str) -> String {
+        match self {
+            Self::Sqlite => format!("{column} IN ({subquery})"),
+            Self::Postgres => format!("{column} = ANY(ARRAY({subquery}))"),
+        }
+    }
+
     /// Appended to a SELECT of rows the transaction will rewrite from what it
     /// read: another replica's transaction waits for this one to commit.
     /// SQLite's single writer already serializes them.
@@ -37,13 +49,15 @@ impl Dialect {
     }
 
     /// `column` as a term the planner filters by but never looks up through
-    /// an index (SQLite's unary `+`). With no statistics SQLite would rather
-    /// walk a tenant's every row through a tenant index than look up a long
-    /// `IN` list of ids; PostgreSQL's statistics choose well by themselves.
+    /// an index (SQLite's unary `+`, an expression on PostgreSQL). Without
+    /// statistics, or with those of a table that has grown since they were
+    /// taken, both would rather read a tenant's every row through a tenant
+    /// index (PostgreSQL into a bitmap to AND with the ids') than look up a
+    /// long `IN` list of ids alone.
     pub fn filter_only(self, column: &str) -> String {
         match self {
             Self::Sqlite => format!("+{column}"),
-            Self::Postgres => column.to_owned(),
+            Self::Postgres => format!("({column} || '')"),
         }
     }
 

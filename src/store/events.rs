@@ -462,7 +462,8 @@ impl Store {
             // correlated IN makes it scan the table); SQLite has no LATERAL.
             let first_due = "SELECT x.id FROM event_deliveries x WHERE x.endpoint_id = w.id AND x.state = 'pending' \
                  AND x.due_at <= $1 ORDER BY x.due_at LIMIT $4";
-            let offered = match tx.dialect() {
+            let dialect = tx.dialect();
+            let offered = match dialect {
                 Dialect::Postgres => {
                     format!("SELECT c.id FROM event_endpoints w CROSS JOIN LATERAL ({first_due}) c WHERE w.disabled = FALSE")
                 }
@@ -470,13 +471,16 @@ impl Store {
                     format!("SELECT c.id FROM event_endpoints w JOIN event_deliveries c ON c.id IN ({first_due}) WHERE w.disabled = FALSE")
                 }
             };
+            let free = format!(
+                "SELECT d.id FROM event_deliveries d WHERE {} AND d.lease_until <= $1 ORDER BY d.due_at LIMIT $3{}",
+                dialect.among("d.id", &offered),
+                dialect.skip_locked()
+            );
             let claimed = tx.query(
                 &format!(
-                    "UPDATE event_deliveries SET lease_token = lease_token + 1, lease_until = $2 WHERE id IN (\
-                     SELECT d.id FROM event_deliveries d WHERE d.id IN ({offered}) \
-                     AND d.lease_until <= $1 ORDER BY d.due_at LIMIT $3{}) \
+                    "UPDATE event_deliveries SET lease_token = lease_token + 1, lease_until = $2 WHERE {} \
                      RETURNING id, lease_token, event_id, endpoint_id, body, attempts",
-                    tx.dialect().skip_locked()
+                    dialect.among("id", &free)
                 ),
                 args![now_ms, lease_until_ms, limit, per_endpoint],
             )?;
@@ -543,7 +547,16 @@ impl Store {
 
     /// When the next pending delivery is due, if any.
     pub async fn next_event_due(&self) -> StoreResult<Option<i64>> {
-        self.read(|tx| tx.query_one("SELECT MIN(due_at) FROM event_deliveries WHERE state = 'pending'", &[])?.opt_int(0)).await
+        // Each enabled endpoint's first, from the (endpoint_id, state, due_at) index.
+        self.read(|tx| {
+            tx.query_one(
+                "SELECT MIN((SELECT x.due_at FROM event_deliveries x WHERE x.endpoint_id = w.id AND x.state = 'pending' \
+                 ORDER BY x.due_at LIMIT 1)) FROM event_endpoints w WHERE w.disabled = FALSE",
+                &[],
+            )?
+            .opt_int(0)
+        })
+        .await
     }
 
     /// The endpoints with the most undelivered events (at most `limit`), and

@@ -228,13 +228,17 @@ impl Store {
     /// with what its send needs, its sender's credentials included.
     pub async fn claim_jobs(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<ClaimedJob>> {
         self.write(move |tx| {
+            let dialect = tx.dialect();
+            let due = format!(
+                "SELECT execution_id FROM delivery_jobs WHERE held = FALSE AND due_at <= $1 AND lease_until <= $1 \
+                 ORDER BY due_at LIMIT $3{}",
+                dialect.skip_locked()
+            );
             let claimed = tx.query(
                 &format!(
                     "UPDATE delivery_jobs SET lease_until = $2, lease_token = lease_token + 1, taken_over = (lease_until <> 0) \
-                     WHERE execution_id IN (SELECT execution_id FROM delivery_jobs \
-                     WHERE held = FALSE AND due_at <= $1 AND lease_until <= $1 ORDER BY due_at LIMIT $3{}) \
-                     RETURNING execution_id, lease_token, taken_over, tenant, sender",
-                    tx.dialect().skip_locked()
+                     WHERE {} RETURNING execution_id, lease_token, taken_over, tenant, sender",
+                    dialect.among("execution_id", &due)
                 ),
                 args![now_ms, lease_until_ms, limit],
             )?;

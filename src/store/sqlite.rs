@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/sqlite/0004_wa_id.sql")),
     (5, include_str!("../../migrations/sqlite/0005_list_indexes.sql")),
     (6, include_str!("../../migrations/sqlite/0006_events.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_event_due_by_endpoint.sql")),
 ];
 const READERS: usize = 4;
 /// Prepared statements kept per connection.
