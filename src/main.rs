@@ -11,6 +11,12 @@ use actiond::whatsapp::sandbox::{SANDBOX_ACCESS_TOKEN, SANDBOX_PHONE_NUMBER_ID, 
 use actiond::{App, dev, openapi};
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// mimalloc rather than glibc's malloc: creates and sends ran 15-30 % faster
+/// under `scripts/bench`. Built without transparent huge pages, with which
+/// its peak RSS there was 101-105 MB rather than 75.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "actiond", version, about = "Stores, validates and runs WhatsApp actions for AI voice agents")]
 struct Cli {
