@@ -362,6 +362,26 @@ async fn a_replica_that_lost_its_lease_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_heartbeat_keeps_the_lease_it_extends() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("heartbeat");
+        let Executed::New(execution) =
+            replicas.a.create_execution(&tenant, new_execution(Uuid::now_v7(), None, None, "12817126508")).await.unwrap()
+        else {
+            panic!("new")
+        };
+        let id = execution.execution_id;
+        let job =
+            replicas.a.claim_jobs(now_ms(), now_ms() + 300, 10).await.unwrap().into_iter().find(|j| j.lease.execution_id == id).unwrap();
+        assert_eq!(replicas.a.extend_leases(vec![job.lease], now_ms() + 60_000).await.unwrap(), 0, "{}", replicas.name);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let claimed = replicas.b.claim_jobs(now_ms(), now_ms() + 60_000, 10).await.unwrap();
+        assert!(claimed.iter().all(|j| j.lease.execution_id != id), "{}: the extended lease still holds", replicas.name);
+        assert_eq!(start(&replicas.a, &job).await, Started::Sending { pair_refused: false }, "{}", replicas.name);
+    }
+}
+
+#[tokio::test]
 async fn pacing_holds_for_both_replicas_together() {
     for replicas in both_dialects().await {
         let tenant = tenant("pacing");

@@ -38,6 +38,37 @@ impl Dialect {
         }
     }
 
+    /// For an `UPDATE … FROM` a batch joined on `column`: on PostgreSQL
+    /// ` AND column` is `among` the batch's keys, so that each row is looked
+    /// up by key whatever the statistics say; nothing on SQLite, which loops
+    /// over the batch and looks each row up by itself, and would instead
+    /// scan the whole batch again for every row.
+    pub fn join_by_key(self, column: &str, keys: &str) -> String {
+        match self {
+            Self::Sqlite => String::new(),
+            Self::Postgres => format!(" AND {}", self.among(column, keys)),
+        }
+    }
+
+    /// A subquery of the strings in the JSON array bound to `$param` (see
+    /// `batch`).
+    pub fn batch_texts(self, param: usize) -> String {
+        match self {
+            Self::Sqlite => format!("SELECT value FROM json_each(${param})"),
+            Self::Postgres => format!("SELECT json_array_elements_text(${param}::json)"),
+        }
+    }
+
+    /// The JSON array of arrays bound to `$param` (see `batch`) as the `FROM`
+    /// item `alias`, one row per array: read a row's fields, in both
+    /// dialects, as `alias.value ->> 0`, `alias.value ->> 1`, ….
+    pub fn batch_rows(self, param: usize, alias: &str) -> String {
+        match self {
+            Self::Sqlite => format!("json_each(${param}) {alias}"),
+            Self::Postgres => format!("json_array_elements(${param}::json) {alias}(value)"),
+        }
+    }
+
     /// Appended to a SELECT of rows the transaction will rewrite from what it
     /// read: another replica's transaction waits for this one to commit.
     /// SQLite's single writer already serializes them.
@@ -361,9 +392,11 @@ impl<'a> Tx<'a> {
     }
 }
 
-/// `$1, $2, …` for `count` placeholders starting after `before`.
-pub fn placeholders(before: usize, count: usize) -> String {
-    (before + 1..=before + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+/// A batch bound as one value, a JSON array read back by `Dialect::batch_texts`
+/// or `Dialect::batch_rows`: a statement's text is then the same whatever the
+/// batch's size, prepared and cached once rather than once per size.
+pub fn batch(items: &impl serde::Serialize) -> DbResult<Value> {
+    Ok(Value::Text(to_json(items)?))
 }
 
 #[cfg(test)]
@@ -377,10 +410,5 @@ mod tests {
         assert_eq!(row.text(2).unwrap(), "x");
         assert_eq!(row.opt_text(3).unwrap(), None);
         assert!(row.int(2).is_err() && row.text(3).is_err() && row.uuid(2).is_err() && row.int(9).is_err());
-    }
-
-    #[test]
-    fn placeholders_continue_the_numbering() {
-        assert_eq!(placeholders(2, 3), "$3, $4, $5");
     }
 }

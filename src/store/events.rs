@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::db::{DbError, DbResult, Dialect, ListQuery, Row, Tx, Value, args, placeholders, to_json};
+use super::db::{DbError, DbResult, Dialect, ListQuery, Row, Tx, args, batch, to_json};
 use super::executions::select_executions;
 use super::{Page, Signal, Store, StoreResult};
 use crate::clock;
@@ -211,8 +211,11 @@ pub(super) fn executions_reached(tx: &mut Tx<'_>, ids: &[Uuid], status: Executio
     if ids.is_empty() {
         return Ok(());
     }
-    let values: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
-    let owners = tx.query(&format!("SELECT DISTINCT tenant FROM executions WHERE id IN ({})", placeholders(0, ids.len())), &values)?;
+    let dialect = tx.dialect();
+    let owners = tx.query(
+        &format!("SELECT DISTINCT tenant FROM executions WHERE {}", dialect.among("id", &dialect.batch_texts(1))),
+        &[batch(&ids)?],
+    )?;
     for owner in owners {
         let tenant = owner.text(0)?;
         let endpoints = subscribed(tx, &tenant, kind)?;
@@ -490,13 +493,12 @@ impl Store {
             let mut endpoint_ids: Vec<String> = claimed.iter().map(|row| row.text(3)).collect::<DbResult<_>>()?;
             endpoint_ids.sort_unstable();
             endpoint_ids.dedup();
-            let endpoint_ids: Vec<Value> = endpoint_ids.into_iter().map(Value::from).collect();
             let endpoints = tx.query(
                 &format!(
-                    "SELECT id, url, sealed_secret, sealed_previous_secret, previous_until FROM event_endpoints WHERE id IN ({})",
-                    placeholders(0, endpoint_ids.len())
+                    "SELECT id, url, sealed_secret, sealed_previous_secret, previous_until FROM event_endpoints WHERE {}",
+                    dialect.among("id", &dialect.batch_texts(1))
                 ),
-                &endpoint_ids,
+                &[batch(&endpoint_ids)?],
             )?;
             let mut deliveries = Vec::with_capacity(claimed.len());
             for row in &claimed {

@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::db::{DbError, DbResult, ListQuery, Row, Tx, Value, args, placeholders, to_json};
+use super::db::{DbError, DbResult, ListQuery, Row, Tx, Value, args, batch, to_json};
 use super::events;
 use super::{
     EventParties, Executed, ExecutionError, ExecutionFilter, ExecutionRecord, IDEMPOTENCY_WINDOW_SECONDS, NewExecution, Page, Signal,
@@ -85,17 +85,16 @@ pub(super) fn record_events(tx: &mut Tx<'_>, ids: &[Uuid], status: ExecutionStat
         return Ok(());
     }
     let now = clock::now();
-    let mut values = vec![Value::from(status.as_str()), Value::from(now.as_str())];
-    values.extend(ids.iter().map(|id| Value::from(*id)));
+    let dialect = tx.dialect();
     let reached = tx.query(
         &format!(
             "INSERT INTO execution_events (execution_id, status, at) SELECT e.id, e.status, $2 FROM executions e \
-             WHERE e.id IN ({}) AND e.status = $1 \
+             WHERE {} AND e.status = $1 \
              AND NOT EXISTS (SELECT 1 FROM execution_events ev WHERE ev.execution_id = e.id AND ev.status = $1) \
              RETURNING execution_id",
-            placeholders(2, ids.len())
+            dialect.among("e.id", &dialect.batch_texts(3))
         ),
-        &values,
+        &[Value::from(status.as_str()), Value::from(now.as_str()), batch(&ids)?],
     )?;
     let reached: Vec<Uuid> = reached.iter().map(|row| row.uuid(0)).collect::<DbResult<_>>()?;
     events::executions_reached(tx, &reached, status, &now)?;
@@ -156,16 +155,15 @@ fn select_execution(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Option<
 
 /// Those of these executions that are the tenant's, with their timelines, in one statement.
 pub(super) fn select_executions(tx: &mut Tx<'_>, tenant: &str, ids: &[Uuid]) -> DbResult<Vec<ExecutionRecord>> {
-    let mut values = vec![Value::from(tenant)];
-    values.extend(ids.iter().map(|id| Value::from(*id)));
+    let dialect = tx.dialect();
     let rows = tx.query(
         &format!(
             "SELECT {EXECUTION_COLUMNS} FROM executions e LEFT JOIN execution_events ev ON ev.execution_id = e.id \
-             WHERE {} = $1 AND e.id IN ({}) ORDER BY e.id, ev.id",
-            tx.dialect().filter_only("e.tenant"),
-            placeholders(1, ids.len())
+             WHERE {} = $1 AND {} ORDER BY e.id, ev.id",
+            dialect.filter_only("e.tenant"),
+            dialect.among("e.id", &dialect.batch_texts(2))
         ),
-        &values,
+        &[Value::from(tenant), batch(&ids)?],
     )?;
     executions_from_rows(&rows)
 }
@@ -218,9 +216,9 @@ impl Store {
     /// When each of these executions last changed (those that exist).
     pub async fn execution_versions(&self, ids: Vec<Uuid>) -> StoreResult<Vec<(Uuid, String)>> {
         self.read(move |tx| {
-            let values: Vec<Value> = ids.iter().map(|id| Value::from(*id)).collect();
-            let sql = format!("SELECT id, updated_at FROM executions WHERE id IN ({})", placeholders(0, ids.len()));
-            tx.query(&sql, &values)?.iter().map(|row| Ok((row.uuid(0)?, row.text(1)?))).collect()
+            let dialect = tx.dialect();
+            let sql = format!("SELECT id, updated_at FROM executions WHERE {}", dialect.among("id", &dialect.batch_texts(1)));
+            tx.query(&sql, &[batch(&ids)?])?.iter().map(|row| Ok((row.uuid(0)?, row.text(1)?))).collect()
         })
         .await
     }

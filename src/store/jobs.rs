@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::db::{DbError, DbResult, Tx, Value, args, placeholders};
+use super::db::{DbError, DbResult, Dialect, Tx, Value, args, batch};
 use super::executions::{advance, lock_job, moved_to, record_events, status_list};
 use super::{ClaimedJob, ExecutionError, Lease, Outcome, Recorded, SenderCredentials, Store, StoreResult};
 use crate::clock;
@@ -29,20 +29,21 @@ fn fence(tx: &mut Tx<'_>, lease: Lease) -> DbResult<Recorded> {
     })
 }
 
-/// For leases, after `before` other placeholders: SQL for the token each
-/// job's lease has (`CASE execution_id WHEN … END`), the list of their ids,
-/// and the values of both.
-fn lease_arguments(leases: &[Lease], before: usize) -> (String, String, Vec<Value>) {
-    let count = leases.len();
-    let cases: Vec<String> =
-        (0..count).map(|i| format!("WHEN ${} THEN CAST(${} AS BIGINT)", before + 2 * i + 1, before + 2 * i + 2)).collect();
-    let mut values: Vec<Value> = leases.iter().flat_map(|lease| [Value::from(lease.execution_id), Value::from(lease.token)]).collect();
-    values.extend(leases.iter().map(|lease| Value::from(lease.execution_id)));
-    (format!("CASE execution_id {} END", cases.join(" ")), placeholders(before + 2 * count, count), values)
+/// SQL true of the jobs of these leases, bound as a batch at `$param`,
+/// that they still hold (`held`) or that another claim took (`!held`): each
+/// job looked up by its key, then its token compared.
+fn leases_condition(dialect: Dialect, param: usize, held: bool) -> String {
+    let leases = dialect.batch_rows(param, "l");
+    format!(
+        "{} AND (execution_id, lease_token) {} (SELECT l.value ->> 0, CAST(l.value ->> 1 AS BIGINT) FROM {leases})",
+        dialect.among("execution_id", &format!("SELECT l.value ->> 0 FROM {leases}")),
+        if held { "IN" } else { "NOT IN" }
+    )
 }
 
-fn id_args(ids: &[Uuid]) -> Vec<Value> {
-    ids.iter().map(|id| Value::from(*id)).collect()
+/// Leases as a batch of `[execution id, token]`.
+fn lease_batch(leases: &[Lease]) -> DbResult<Value> {
+    batch(&leases.iter().map(|lease| (lease.execution_id, lease.token)).collect::<Vec<_>>())
 }
 
 /// A claimed job whose send is to start: whom it goes from and to.
@@ -77,16 +78,17 @@ fn take_send_slots(tx: &mut Tx<'_>, jobs: &[&SendRequest], pacing: Pacing, now_u
         return Ok(Vec::new());
     }
     let keys: BTreeSet<String> = jobs.iter().flat_map(|job| [sender_key(&job.sender), pair_key(&job.sender, &job.recipient)]).collect();
-    let key_args: Vec<Value> = keys.iter().map(|key| Value::from(key.as_str())).collect();
-    let rows = (1..=keys.len()).map(|n| format!("(${n})")).collect::<Vec<_>>().join(", ");
+    let dialect = tx.dialect();
     // Creates the rows not there yet and locks them all, in key order (so two
-    // replicas pacing the same keys lock them alike), reading them as they stand.
+    // replicas pacing the same keys lock them alike), reading them as they
+    // stand. (`WHERE TRUE` tells SQLite's parser the SELECT ends there.)
     let current = tx.query(
         &format!(
-            "INSERT INTO pacing (key) VALUES {rows} ON CONFLICT (key) DO UPDATE SET tat = pacing.tat \
-             RETURNING key, tat, backoff_until, refusals"
+            "INSERT INTO pacing (key) {} WHERE TRUE ON CONFLICT (key) DO UPDATE SET tat = pacing.tat \
+             RETURNING key, tat, backoff_until, refusals",
+            dialect.batch_texts(1)
         ),
-        &key_args,
+        &[batch(&keys)?],
     )?;
     let mut state: HashMap<String, (i64, i64, bool)> = HashMap::new();
     for row in current {
@@ -114,11 +116,14 @@ fn take_send_slots(tx: &mut Tx<'_>, jobs: &[&SendRequest], pacing: Pacing, now_u
             Err(wait_us) => Err((now_us + wait_us + 999) / 1000),
         });
     }
-    let upserts: Vec<String> = (0..state.len()).map(|index| format!("(${}, ${})", 2 * index + 1, 2 * index + 2)).collect();
-    let tats: Vec<Value> = state.iter().flat_map(|(key, (tat, _, _))| [Value::from(key.as_str()), Value::from(*tat)]).collect();
+    let tats: Vec<(&str, i64)> = state.iter().map(|(key, (tat, _, _))| (key.as_str(), *tat)).collect();
     tx.execute(
-        &format!("INSERT INTO pacing (key, tat) VALUES {} ON CONFLICT (key) DO UPDATE SET tat = excluded.tat", upserts.join(", ")),
-        &tats,
+        &format!(
+            "INSERT INTO pacing (key, tat) SELECT t.value ->> 0, CAST(t.value ->> 1 AS BIGINT) FROM {} WHERE TRUE \
+             ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",
+            dialect.batch_rows(1, "t")
+        ),
+        &[batch(&tats)?],
     )?;
     Ok(answers)
 }
@@ -140,10 +145,9 @@ fn accept(tx: &mut Tx<'_>, accepted: &[&(Lease, String, bool, Outcome)]) -> DbRe
     }
     let mut leases: Vec<Lease> = accepted.iter().map(|(lease, ..)| *lease).collect();
     leases.sort_by_key(|lease| lease.execution_id);
-    let (token_of, ids, values) = lease_arguments(&leases, 0);
     let ended_jobs = tx.query(
-        &format!("DELETE FROM delivery_jobs WHERE lease_token = {token_of} AND execution_id IN ({ids}) RETURNING execution_id"),
-        &values,
+        &format!("DELETE FROM delivery_jobs WHERE {} RETURNING execution_id", leases_condition(tx.dialect(), 1, true)),
+        &[lease_batch(&leases)?],
     )?;
     let fenced: BTreeSet<Uuid> = ended_jobs.iter().map(|row| row.uuid(0)).collect::<DbResult<_>>()?;
     let mut recorded = Vec::with_capacity(accepted.len());
@@ -154,26 +158,26 @@ fn accept(tx: &mut Tx<'_>, accepted: &[&(Lease, String, bool, Outcome)]) -> DbRe
     if mine.is_empty() {
         return Ok(recorded);
     }
-    let case = |column: usize| (0..mine.len()).map(|i| format!("WHEN ${} THEN ${}", 3 * i + 2, 3 * i + 2 + column)).collect::<Vec<_>>();
-    let (wamids, wa_ids) = (case(1), case(2));
-    let mut values = vec![Value::from(clock::now())];
-    for (lease, _, _, outcome) in &mine {
-        let Outcome::Accepted { wamid, wa_id } = outcome else { unreachable!("only acceptances are accepted") };
-        values.extend([Value::from(lease.execution_id), Value::from(wamid.as_str()), Value::from(wa_id.clone())]);
-    }
-    values.extend(mine.iter().map(|(lease, ..)| Value::from(lease.execution_id)));
+    let accepted: Vec<(Uuid, &str, Option<&str>)> = mine
+        .iter()
+        .map(|(lease, _, _, outcome)| {
+            let Outcome::Accepted { wamid, wa_id } = outcome else { unreachable!("only acceptances are accepted") };
+            (lease.execution_id, wamid.as_str(), wa_id.as_deref())
+        })
+        .collect();
+    let dialect = tx.dialect();
+    let rows = dialect.batch_rows(2, "a");
     let ended = status_list(ExecutionStatus::ended());
     tx.execute(
         &format!(
-            "UPDATE executions SET status = {}, wamid = COALESCE(wamid, CASE id {} END), \
-             wa_id = COALESCE(wa_id, CASE id {} END), attempt_open = FALSE, \
-             error = CASE WHEN status IN {ended} THEN error ELSE NULL END, updated_at = $1 WHERE id IN ({})",
+            "UPDATE executions SET status = {}, wamid = COALESCE(wamid, m.wamid_given), wa_id = COALESCE(wa_id, m.wa_id_given), \
+             attempt_open = FALSE, error = CASE WHEN status IN {ended} THEN error ELSE NULL END, updated_at = $1 \
+             FROM (SELECT a.value ->> 0 AS execution, a.value ->> 1 AS wamid_given, a.value ->> 2 AS wa_id_given FROM {rows}) m \
+             WHERE executions.id = m.execution{}",
             moved_to(ExecutionStatus::Accepted),
-            wamids.join(" "),
-            wa_ids.join(" "),
-            placeholders(1 + 3 * mine.len(), mine.len())
+            dialect.join_by_key("executions.id", &format!("SELECT a.value ->> 0 FROM {rows}"))
         ),
-        &values,
+        &[Value::from(clock::now()), batch(&accepted)?],
     )?;
     let ids: Vec<Uuid> = mine.iter().map(|(lease, ..)| lease.execution_id).collect();
     record_events(tx, &ids, ExecutionStatus::Accepted)?;
@@ -249,10 +253,10 @@ impl Store {
             let details = tx.query(
                 &format!(
                     "SELECT e.id, e.recipient, e.payload, e.attempts, e.attempt_open, e.error, s.waba_id, s.sealed_access_token, s.healthy \
-                     FROM executions e LEFT JOIN senders s ON s.phone_number_id = e.sender AND s.tenant = e.tenant WHERE e.id IN ({})",
-                    placeholders(0, ids.len())
+                     FROM executions e LEFT JOIN senders s ON s.phone_number_id = e.sender AND s.tenant = e.tenant WHERE {}",
+                    dialect.among("e.id", &dialect.batch_texts(1))
                 ),
-                &id_args(&ids),
+                &[batch(&ids)?],
             )?;
             let mut by_id = HashMap::new();
             for row in details {
@@ -297,15 +301,16 @@ impl Store {
             if jobs.is_empty() {
                 return Ok(Vec::new());
             }
+            let dialect = tx.dialect();
             let ids: Vec<Uuid> = jobs.iter().map(|job| job.lease.execution_id).collect();
             // Job rows first, as every transaction takes them; in id order.
             let fenced = tx.query(
                 &format!(
-                    "SELECT execution_id, lease_token FROM delivery_jobs WHERE execution_id IN ({}) ORDER BY execution_id{}",
-                    placeholders(0, ids.len()),
-                    tx.dialect().for_update()
+                    "SELECT execution_id, lease_token FROM delivery_jobs WHERE {} ORDER BY execution_id{}",
+                    dialect.among("execution_id", &dialect.batch_texts(1)),
+                    dialect.for_update()
                 ),
-                &id_args(&ids),
+                &[batch(&ids)?],
             )?;
             let mut tokens = HashMap::new();
             for row in fenced {
@@ -336,41 +341,37 @@ impl Store {
                 }
             }
             if !deferred.is_empty() {
-                let cases: Vec<String> =
-                    (0..deferred.len()).map(|index| format!("WHEN ${} THEN CAST(${} AS BIGINT)", 2 * index + 1, 2 * index + 2)).collect();
-                let mut values: Vec<Value> = deferred.iter().flat_map(|(id, due)| [Value::from(*id), Value::from(*due)]).collect();
-                values.extend(deferred.iter().map(|(id, _)| Value::from(*id)));
+                let rows = dialect.batch_rows(1, "d");
                 tx.execute(
                     &format!(
-                        "UPDATE delivery_jobs SET due_at = CASE execution_id {} END, lease_until = 0 WHERE execution_id IN ({})",
-                        cases.join(" "),
-                        placeholders(2 * deferred.len(), deferred.len())
+                        "UPDATE delivery_jobs SET due_at = later.due_at, lease_until = 0 \
+                         FROM (SELECT d.value ->> 0 AS execution, CAST(d.value ->> 1 AS BIGINT) AS due_at FROM {rows}) later \
+                         WHERE delivery_jobs.execution_id = later.execution{}",
+                        dialect.join_by_key("delivery_jobs.execution_id", &format!("SELECT d.value ->> 0 FROM {rows}"))
                     ),
-                    &values,
+                    &[batch(&deferred)?],
                 )?;
             }
             if admitted.is_empty() {
                 return Ok(answers);
             }
             let starting: Vec<Uuid> = admitted.iter().map(|index| jobs[*index].lease.execution_id).collect();
-            let mut values = vec![Value::from(clock::now())];
-            values.extend(id_args(&starting));
             let open = status_list(ExecutionStatus::allowed_before(ExecutionStatus::Sending).into_iter().chain([ExecutionStatus::Sending]));
             let begun = tx.query(
                 &format!(
                     "UPDATE executions SET status = {}, attempts = attempts + 1, attempt_open = TRUE, updated_at = $1 \
-                     WHERE id IN ({}) AND status IN {open} RETURNING id",
+                     WHERE {} AND status IN {open} RETURNING id",
                     moved_to(ExecutionStatus::Sending),
-                    placeholders(1, starting.len())
+                    dialect.among("id", &dialect.batch_texts(2))
                 ),
-                &values,
+                &[Value::from(clock::now()), batch(&starting)?],
             )?;
             let begun: BTreeSet<Uuid> = begun.iter().map(|row| row.uuid(0)).collect::<DbResult<_>>()?;
             let ended: Vec<Uuid> = starting.iter().copied().filter(|id| !begun.contains(id)).collect();
             if !ended.is_empty() {
                 tx.execute(
-                    &format!("DELETE FROM delivery_jobs WHERE execution_id IN ({})", placeholders(0, ended.len())),
-                    &id_args(&ended),
+                    &format!("DELETE FROM delivery_jobs WHERE {}", dialect.among("execution_id", &dialect.batch_texts(1))),
+                    &[batch(&ended)?],
                 )?;
                 for index in &admitted {
                     if ended.contains(&jobs[*index].lease.execution_id) {
@@ -395,22 +396,20 @@ impl Store {
             if leases.is_empty() {
                 return Ok(0);
             }
-            let (token_of, ids, mut values) = lease_arguments(&leases, 1);
-            values.insert(0, Value::from(lease_until_ms));
+            let dialect = tx.dialect();
+            let held = format!(
+                "SELECT execution_id FROM delivery_jobs WHERE {} AND lease_until <> 0{}",
+                leases_condition(dialect, 2, true),
+                dialect.skip_locked()
+            );
             tx.execute(
-                &format!(
-                    "UPDATE delivery_jobs SET lease_until = $1 WHERE execution_id IN \
-                     (SELECT execution_id FROM delivery_jobs WHERE execution_id IN ({ids}) AND lease_until <> 0 \
-                     AND lease_token = {token_of}{})",
-                    tx.dialect().skip_locked()
-                ),
-                &values,
+                &format!("UPDATE delivery_jobs SET lease_until = $1 WHERE {}", dialect.among("execution_id", &held)),
+                &[Value::from(lease_until_ms), lease_batch(&leases)?],
             )?;
             // Without waiting on locks: the jobs another claim now owns.
-            let (token_of, ids, values) = lease_arguments(&leases, 0);
             let lost = tx.query_one(
-                &format!("SELECT COUNT(*) FROM delivery_jobs WHERE execution_id IN ({ids}) AND lease_token <> {token_of}"),
-                &values,
+                &format!("SELECT COUNT(*) FROM delivery_jobs WHERE {}", leases_condition(dialect, 1, false)),
+                &[lease_batch(&leases)?],
             )?;
             Ok(lost.count(0)? as usize)
         })
