@@ -1,4 +1,13 @@
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{LazyLock, Mutex};
+
+/// libphonenumber's verdicts on the numbers it judged lately, by their
+/// digits: judging runs a regex per number type and was a sixth of a
+/// create's time, while a tenant's senders (and often its recipients)
+/// repeat. Forgotten all at once when this many are kept.
+static VERDICTS: LazyLock<Mutex<HashMap<String, Result<String, &'static str>>>> = LazyLock::new(Default::default);
+const VERDICTS_KEPT: usize = 4096;
 
 /// A phone number valid by libphonenumber's rules, kept as E.164 digits
 /// without the leading `+` (`12817126508`).
@@ -27,13 +36,16 @@ impl PhoneE164 {
         if digits.len() > 15 {
             return Err("has more than the 15 digits E.164 allows");
         }
-        let parsed = phonenumber::parse(None, format!("+{digits}"))
-            .map_err(|_| "is not a phone number with a valid country code; write it in international form, e.g. +12817126508")?;
-        if !phonenumber::is_valid(&parsed) {
-            return Err("is not a valid phone number for its country code; include the country code");
+        let mut verdicts = VERDICTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(verdict) = verdicts.get(&digits) {
+            return verdict.clone().map(Self);
         }
-        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
-        Ok(Self(e164.trim_start_matches('+').to_owned()))
+        if verdicts.len() >= VERDICTS_KEPT {
+            verdicts.clear();
+        }
+        let verdict = judge(&digits);
+        verdicts.insert(digits, verdict.clone());
+        verdict.map(Self)
     }
 
     /// E.164 digits without `+`, as stored and returned by the API.
@@ -45,6 +57,16 @@ impl PhoneE164 {
     pub fn international(&self) -> String {
         format!("+{}", self.0)
     }
+}
+
+/// libphonenumber's verdict on international digits: the E.164 digits, or why not.
+fn judge(digits: &str) -> Result<String, &'static str> {
+    let parsed = phonenumber::parse(None, format!("+{digits}"))
+        .map_err(|_| "is not a phone number with a valid country code; write it in international form, e.g. +12817126508")?;
+    if !phonenumber::is_valid(&parsed) {
+        return Err("is not a valid phone number for its country code; include the country code");
+    }
+    Ok(parsed.format().mode(phonenumber::Mode::E164).to_string().trim_start_matches('+').to_owned())
 }
 
 impl fmt::Display for PhoneE164 {
@@ -71,6 +93,16 @@ mod tests {
     fn rejects_numbers_without_a_country_code_or_with_junk() {
         for input in ["", "+", "2817126508", "0044 20 7946 0958", "12345", "+1 281 712 650a", "++12817126508", "1234567890123456"] {
             assert!(PhoneE164::parse(input).is_err(), "{input:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn a_remembered_verdict_is_the_same_verdict() {
+        for input in ["+1 (281) 712-6508", "2817126508", "+1 281 555 0000"] {
+            let first = PhoneE164::parse(input);
+            assert_eq!(PhoneE164::parse(input), first, "{input}");
+            let digits: String = input.chars().filter(char::is_ascii_digit).collect();
+            assert_eq!(first.map(|phone| phone.0), judge(&digits), "{input}: as judged afresh");
         }
     }
 }
