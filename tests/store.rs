@@ -13,7 +13,7 @@ use actiond::delivery::pacing::Pacing;
 use actiond::domain::{ExecutionStatus, TenantId};
 use actiond::store::{
     ClaimedJob, EventParties, Executed, ExecutionReply, NewExecution, NewSender, Outcome, Recorded, SendRequest, SenderSaved, Started,
-    Store, WebhookEvent,
+    Store, TemplateRecord, WebhookEvent,
 };
 use common::database::TestDatabase;
 use futures::future::join_all;
@@ -270,6 +270,53 @@ fn sender(phone_number_id: &str) -> NewSender {
         display_phone_number: None,
         verified_name: None,
         quality_rating: None,
+    }
+}
+
+fn template(name: &str, status: &str) -> TemplateRecord {
+    TemplateRecord {
+        id: format!("{name}-en"),
+        name: name.into(),
+        language: "en".into(),
+        status: status.into(),
+        category: "UTILITY".into(),
+        parameter_format: "POSITIONAL".into(),
+        components: json!([{"type": "BODY", "text": "Hi"}]),
+    }
+}
+
+/// The status of the one version of `name` the replica's look-up gives, once
+/// it gives `expected` (another replica's change arrives by notification).
+async fn template_status_seen(store: &Store, tenant: &TenantId, sender: &str, expected: Option<&str>) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = store.templates_named(tenant, sender, "order_update").await.unwrap();
+        let status = found.and_then(|versions| versions.first().map(|version| version.status.clone()));
+        if status.as_deref() == expected || tokio::time::Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_template_change_on_one_replica_reaches_the_other_replicas_registry() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("registry");
+        let phone_number_id = format!("8{}", now_ms());
+        replicas.a.save_sender(&tenant, sender(&phone_number_id), vec![template("order_update", "APPROVED")]).await.unwrap();
+        for store in [&replicas.a, &replicas.b] {
+            let seen = template_status_seen(store, &tenant, &phone_number_id, Some("APPROVED")).await;
+            assert_eq!(seen.as_deref(), Some("APPROVED"), "{}: read, and now remembered", replicas.name);
+        }
+        replicas.a.replace_templates(&tenant, &phone_number_id, vec![template("order_update", "PAUSED")]).await.unwrap();
+        let on_a = replicas.a.templates_named(&tenant, &phone_number_id, "order_update").await.unwrap().unwrap();
+        assert_eq!(on_a[0].status, "PAUSED", "{}: the replica that changed it forgets at once", replicas.name);
+        let on_b = template_status_seen(&replicas.b, &tenant, &phone_number_id, Some("PAUSED")).await;
+        assert_eq!(on_b.as_deref(), Some("PAUSED"), "{}: the other replica learns of it", replicas.name);
+        assert!(replicas.a.delete_sender(&tenant, &phone_number_id).await.unwrap());
+        assert!(replicas.a.templates_named(&tenant, &phone_number_id, "order_update").await.unwrap().is_none(), "{}", replicas.name);
+        assert_eq!(template_status_seen(&replicas.b, &tenant, &phone_number_id, None).await, None, "{}", replicas.name);
     }
 }
 

@@ -349,7 +349,8 @@ impl Store {
     /// hold each other's keys.
     pub async fn apply_webhook_events(&self, events: Vec<WebhookEvent>) -> StoreResult<()> {
         for event in events {
-            self.write(move |tx| {
+            let changes_templates = matches!(event, WebhookEvent::TemplateStatus { .. });
+            let apply = move |tx: &mut Tx<'_>| {
                 let key = match &event {
                     WebhookEvent::Status { key, .. } | WebhookEvent::Reply { key, .. } | WebhookEvent::TemplateStatus { key, .. } => key,
                 };
@@ -363,8 +364,8 @@ impl Store {
                     tx.execute("DELETE FROM webhook_events WHERE key = $1", args![key.as_str()])?;
                 }
                 Ok(())
-            })
-            .await?;
+            };
+            if changes_templates { self.write_templates(apply).await? } else { self.write(apply).await? }
         }
         Ok(())
     }

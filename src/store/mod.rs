@@ -382,6 +382,7 @@ pub enum WebhookEvent {
 pub struct Store {
     db: Db,
     signals: Arc<Signals>,
+    templates: senders::TemplateRegistry,
 }
 
 enum Db {
@@ -405,7 +406,7 @@ impl Store {
         } else {
             return Err("ACTIOND_DATABASE_URL: must start with sqlite:// or postgres://".to_owned());
         };
-        Ok(Self { db, signals })
+        Ok(Self { db, signals, templates: Default::default() })
     }
 
     /// Where this replica's waiters and worker hear of committed changes.
@@ -424,6 +425,23 @@ impl Store {
             Db::Sqlite(db) => db.write(op).await,
             Db::Postgres(db) => db.write(op).await,
         }
+    }
+
+    /// `write` for a change to senders or templates: every replica's
+    /// template registry forgets what it remembered, this one's at once.
+    async fn write_templates<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut Tx<'_>) -> DbResult<T> + Send + 'static,
+    {
+        let written = self
+            .write(move |tx| {
+                tx.signal(Signal::Templates);
+                op(tx)
+            })
+            .await;
+        self.signals.deliver(&[Signal::Templates]);
+        written
     }
 
     async fn read<T, F>(&self, op: F) -> StoreResult<T>

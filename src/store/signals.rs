@@ -1,10 +1,11 @@
 //! How a committed change reaches whoever waits for it on this replica: a
-//! `?wait` request watching one execution, or the delivery worker waiting for
-//! jobs. The store emits signals from the transaction that made the change;
+//! `?wait` request watching one execution, the delivery worker waiting for
+//! jobs, the event dispatcher, or the template registry that must forget. The store emits signals from the transaction that made the change;
 //! SQLite delivers them here after its commit, PostgreSQL through
 //! `NOTIFY`, which its listener on every replica delivers here in turn.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
@@ -18,6 +19,8 @@ pub enum Signal {
     Jobs,
     /// An event was stored for delivery to an endpoint.
     Events,
+    /// A sender, or its templates, changed: template registries forget.
+    Templates,
 }
 
 impl Signal {
@@ -27,6 +30,7 @@ impl Signal {
             Signal::Execution(id) => format!("e:{id}"),
             Signal::Jobs => "j".into(),
             Signal::Events => "v".into(),
+            Signal::Templates => "t".into(),
         }
     }
 
@@ -34,6 +38,7 @@ impl Signal {
         match text {
             "j" => Some(Signal::Jobs),
             "v" => Some(Signal::Events),
+            "t" => Some(Signal::Templates),
             _ => text.strip_prefix("e:").and_then(|id| Uuid::parse_str(id).ok()).map(Signal::Execution),
         }
     }
@@ -44,6 +49,8 @@ pub struct Signals {
     watched: Mutex<HashMap<Uuid, Weak<Notify>>>,
     jobs: Arc<Notify>,
     events: Arc<Notify>,
+    /// Raised by every change to senders or templates heard of.
+    templates: AtomicU64,
 }
 
 impl Signals {
@@ -75,6 +82,12 @@ impl Signals {
         Arc::clone(&self.events)
     }
 
+    /// Which change to senders and templates this replica heard of last:
+    /// what it remembers of them is current while this stays the same.
+    pub fn templates_generation(&self) -> u64 {
+        self.templates.load(Ordering::Acquire)
+    }
+
     pub fn deliver(&self, signals: &[Signal]) {
         let watched = self.watched.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for signal in signals {
@@ -86,6 +99,9 @@ impl Signals {
                 }
                 Signal::Jobs => self.jobs.notify_one(),
                 Signal::Events => self.events.notify_one(),
+                Signal::Templates => {
+                    self.templates.fetch_add(1, Ordering::AcqRel);
+                }
             }
         }
     }
@@ -98,6 +114,7 @@ impl Signals {
         }
         self.jobs.notify_one();
         self.events.notify_one();
+        self.templates.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -108,7 +125,7 @@ mod tests {
     #[test]
     fn signals_survive_their_wire_form() {
         let id = Uuid::now_v7();
-        for signal in [Signal::Execution(id), Signal::Jobs, Signal::Events] {
+        for signal in [Signal::Execution(id), Signal::Jobs, Signal::Events, Signal::Templates] {
             assert_eq!(Signal::decode(&signal.encode()), Some(signal));
         }
         assert_eq!(Signal::decode("e:not-a-uuid"), None);
