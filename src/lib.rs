@@ -150,9 +150,11 @@ impl App {
         let dispatcher = self.background_delivery.then(|| tokio::spawn(Arc::clone(&self.dispatcher).run(stopped.clone())));
         let server = tokio::spawn(http::server::serve(self.listener, self.router, stopped));
         let rechecks = tokio::spawn(Arc::clone(&self.state.store).recheck_waiters());
+        let upkeep = tokio::spawn(metrics_upkeep(self.state.metrics.clone()));
         shutdown.await;
         let _ = self.stopping.send(true);
         rechecks.abort();
+        upkeep.abort();
         // Events under way need no grace: unrecorded, they are delivered again.
         if let Some(dispatcher) = dispatcher {
             dispatcher.abort();
@@ -173,6 +175,17 @@ impl App {
                 self.shutdown_grace.as_millis()
             )),
         }
+    }
+}
+
+/// The recorder keeps every histogram sample until a scrape renders it, so
+/// a server nobody scrapes grew by each request's durations (about 9 MB in 5 s
+/// of trivial requests): they are folded into the histograms every second.
+async fn metrics_upkeep(metrics: PrometheusHandle) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticks.tick().await;
+        metrics.run_upkeep();
     }
 }
 
