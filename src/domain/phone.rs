@@ -36,15 +36,17 @@ impl PhoneE164 {
         if digits.len() > 15 {
             return Err("has more than the 15 digits E.164 allows");
         }
-        let mut verdicts = VERDICTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(verdict) = verdicts.get(&digits) {
+        let verdicts = || VERDICTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(verdict) = verdicts().get(&digits) {
             return verdict.clone().map(Self);
         }
-        if verdicts.len() >= VERDICTS_KEPT {
-            verdicts.clear();
-        }
+        // Judged outside the lock: other threads' numbers need not wait for it.
         let verdict = judge(&digits);
-        verdicts.insert(digits, verdict.clone());
+        let mut kept = verdicts();
+        if kept.len() >= VERDICTS_KEPT {
+            kept.clear();
+        }
+        kept.insert(digits, verdict.clone());
         verdict.map(Self)
     }
 
