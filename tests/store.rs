@@ -175,8 +175,13 @@ async fn start(store: &Store, job: &ClaimedJob) -> Started {
 
 /// Claims due jobs until this execution's is among them.
 async fn claim_one(store: &Store, id: Uuid) -> ClaimedJob {
+    claim_leased(store, id, 60_000).await
+}
+
+/// `claim_one` with a lease of `lease_ms`.
+async fn claim_leased(store: &Store, id: Uuid, lease_ms: i64) -> ClaimedJob {
     for _ in 0..50 {
-        let jobs = store.claim_jobs(now_ms(), now_ms() + 60_000, 100).await.unwrap();
+        let jobs = store.claim_jobs(now_ms(), now_ms() + lease_ms, 100).await.unwrap();
         if let Some(job) = jobs.into_iter().find(|job| job.lease.execution_id == id) {
             return job;
         }
@@ -375,19 +380,22 @@ async fn workers_on_two_replicas_never_claim_one_job_twice() {
     }
 }
 
+/// A new execution of the tenant's, with its job; its id.
+async fn created(store: &Store, tenant: &TenantId) -> Uuid {
+    let Executed::New(execution) = store.create_execution(tenant, new_execution(Uuid::now_v7(), None, None, "12817126508")).await.unwrap()
+    else {
+        panic!("new")
+    };
+    execution.execution_id
+}
+
 #[tokio::test]
 async fn a_replica_that_lost_its_lease_writes_nothing() {
     for replicas in both_dialects().await {
         let tenant = tenant("fencing");
-        let Executed::New(execution) =
-            replicas.a.create_execution(&tenant, new_execution(Uuid::now_v7(), None, None, "12817126508")).await.unwrap()
-        else {
-            panic!("new")
-        };
-        let id = execution.execution_id;
+        let id = created(&replicas.a, &tenant).await;
         // Replica a claims with a lease that runs out at once, and stalls.
-        let stale =
-            replicas.a.claim_jobs(now_ms(), now_ms() + 1, 10).await.unwrap().into_iter().find(|j| j.lease.execution_id == id).unwrap();
+        let stale = claim_leased(&replicas.a, id, 1).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         let fresh = claim_one(&replicas.b, id).await;
         assert!(fresh.taken_over && fresh.lease.token > stale.lease.token, "{}: a takeover with a new token", replicas.name);
@@ -412,14 +420,8 @@ async fn a_replica_that_lost_its_lease_writes_nothing() {
 async fn a_heartbeat_keeps_the_lease_it_extends() {
     for replicas in both_dialects().await {
         let tenant = tenant("heartbeat");
-        let Executed::New(execution) =
-            replicas.a.create_execution(&tenant, new_execution(Uuid::now_v7(), None, None, "12817126508")).await.unwrap()
-        else {
-            panic!("new")
-        };
-        let id = execution.execution_id;
-        let job =
-            replicas.a.claim_jobs(now_ms(), now_ms() + 300, 10).await.unwrap().into_iter().find(|j| j.lease.execution_id == id).unwrap();
+        let id = created(&replicas.a, &tenant).await;
+        let job = claim_leased(&replicas.a, id, 300).await;
         assert_eq!(replicas.a.extend_leases(vec![job.lease], now_ms() + 60_000).await.unwrap(), 0, "{}", replicas.name);
         tokio::time::sleep(Duration::from_millis(400)).await;
         let claimed = replicas.b.claim_jobs(now_ms(), now_ms() + 60_000, 10).await.unwrap();

@@ -38,15 +38,26 @@ impl Dialect {
         }
     }
 
-    /// For an `UPDATE … FROM` a batch joined on `column`: on PostgreSQL
-    /// ` AND column` is `among` the batch's keys, so that each row is looked
-    /// up by key whatever the statistics say; nothing on SQLite, which loops
-    /// over the batch and looks each row up by itself, and would instead
-    /// scan the whole batch again for every row.
-    pub fn join_by_key(self, column: &str, keys: &str) -> String {
+    /// `column` is among the strings of the JSON array bound to `$param`.
+    pub fn among_batch(self, column: &str, param: usize) -> String {
+        self.among(column, &self.batch_texts(param))
+    }
+
+    /// `column` is among the first fields of the rows of the JSON array of
+    /// arrays bound to `$param` (their keys).
+    pub fn among_batch_keys(self, column: &str, param: usize) -> String {
+        self.among(column, &format!("SELECT k.value ->> 0 FROM {}", self.batch_rows(param, "k")))
+    }
+
+    /// For an `UPDATE … FROM` the batch of rows at `$param` joined on
+    /// `column`: on PostgreSQL ` AND column` is among the batch's keys, so
+    /// that each row is looked up by key whatever the statistics say; nothing
+    /// on SQLite, which loops over the batch and looks each row up by itself,
+    /// and would instead scan the whole batch again for every row.
+    pub fn join_by_key(self, column: &str, param: usize) -> String {
         match self {
             Self::Sqlite => String::new(),
-            Self::Postgres => format!(" AND {}", self.among(column, keys)),
+            Self::Postgres => format!(" AND {}", self.among_batch_keys(column, param)),
         }
     }
 

@@ -212,10 +212,7 @@ pub(super) fn executions_reached(tx: &mut Tx<'_>, ids: &[Uuid], status: Executio
         return Ok(());
     }
     let dialect = tx.dialect();
-    let owners = tx.query(
-        &format!("SELECT DISTINCT tenant FROM executions WHERE {}", dialect.among("id", &dialect.batch_texts(1))),
-        &[batch(&ids)?],
-    )?;
+    let owners = tx.query(&format!("SELECT DISTINCT tenant FROM executions WHERE {}", dialect.among_batch("id", 1)), &[batch(&ids)?])?;
     for owner in owners {
         let tenant = owner.text(0)?;
         let endpoints = subscribed(tx, &tenant, kind)?;
@@ -496,7 +493,7 @@ impl Store {
             let endpoints = tx.query(
                 &format!(
                     "SELECT id, url, sealed_secret, sealed_previous_secret, previous_until FROM event_endpoints WHERE {}",
-                    dialect.among("id", &dialect.batch_texts(1))
+                    dialect.among_batch("id", 1)
                 ),
                 &[batch(&endpoint_ids)?],
             )?;

@@ -92,7 +92,7 @@ pub(super) fn record_events(tx: &mut Tx<'_>, ids: &[Uuid], status: ExecutionStat
              WHERE {} AND e.status = $1 \
              AND NOT EXISTS (SELECT 1 FROM execution_events ev WHERE ev.execution_id = e.id AND ev.status = $1) \
              RETURNING execution_id",
-            dialect.among("e.id", &dialect.batch_texts(3))
+            dialect.among_batch("e.id", 3)
         ),
         &[Value::from(status.as_str()), Value::from(now.as_str()), batch(&ids)?],
     )?;
@@ -161,7 +161,7 @@ pub(super) fn select_executions(tx: &mut Tx<'_>, tenant: &str, ids: &[Uuid]) -> 
             "SELECT {EXECUTION_COLUMNS} FROM executions e LEFT JOIN execution_events ev ON ev.execution_id = e.id \
              WHERE {} = $1 AND {} ORDER BY e.id, ev.id",
             dialect.filter_only("e.tenant"),
-            dialect.among("e.id", &dialect.batch_texts(2))
+            dialect.among_batch("e.id", 2)
         ),
         &[Value::from(tenant), batch(&ids)?],
     )?;
@@ -217,7 +217,7 @@ impl Store {
     pub async fn execution_versions(&self, ids: Vec<Uuid>) -> StoreResult<Vec<(Uuid, String)>> {
         self.read(move |tx| {
             let dialect = tx.dialect();
-            let sql = format!("SELECT id, updated_at FROM executions WHERE {}", dialect.among("id", &dialect.batch_texts(1)));
+            let sql = format!("SELECT id, updated_at FROM executions WHERE {}", dialect.among_batch("id", 1));
             tx.query(&sql, &[batch(&ids)?])?.iter().map(|row| Ok((row.uuid(0)?, row.text(1)?))).collect()
         })
         .await

@@ -33,11 +33,11 @@ fn fence(tx: &mut Tx<'_>, lease: Lease) -> DbResult<Recorded> {
 /// that they still hold (`held`) or that another claim took (`!held`): each
 /// job looked up by its key, then its token compared.
 fn leases_condition(dialect: Dialect, param: usize, held: bool) -> String {
-    let leases = dialect.batch_rows(param, "l");
     format!(
-        "{} AND (execution_id, lease_token) {} (SELECT l.value ->> 0, CAST(l.value ->> 1 AS BIGINT) FROM {leases})",
-        dialect.among("execution_id", &format!("SELECT l.value ->> 0 FROM {leases}")),
-        if held { "IN" } else { "NOT IN" }
+        "{} AND (execution_id, lease_token) {} (SELECT l.value ->> 0, CAST(l.value ->> 1 AS BIGINT) FROM {})",
+        dialect.among_batch_keys("execution_id", param),
+        if held { "IN" } else { "NOT IN" },
+        dialect.batch_rows(param, "l")
     )
 }
 
@@ -175,7 +175,7 @@ fn accept(tx: &mut Tx<'_>, accepted: &[&(Lease, String, bool, Outcome)]) -> DbRe
              FROM (SELECT a.value ->> 0 AS execution, a.value ->> 1 AS wamid_given, a.value ->> 2 AS wa_id_given FROM {rows}) m \
              WHERE executions.id = m.execution{}",
             moved_to(ExecutionStatus::Accepted),
-            dialect.join_by_key("executions.id", &format!("SELECT a.value ->> 0 FROM {rows}"))
+            dialect.join_by_key("executions.id", 2)
         ),
         &[Value::from(clock::now()), batch(&accepted)?],
     )?;
@@ -254,7 +254,7 @@ impl Store {
                 &format!(
                     "SELECT e.id, e.recipient, e.payload, e.attempts, e.attempt_open, e.error, s.waba_id, s.sealed_access_token, s.healthy \
                      FROM executions e LEFT JOIN senders s ON s.phone_number_id = e.sender AND s.tenant = e.tenant WHERE {}",
-                    dialect.among("e.id", &dialect.batch_texts(1))
+                    dialect.among_batch("e.id", 1)
                 ),
                 &[batch(&ids)?],
             )?;
@@ -307,7 +307,7 @@ impl Store {
             let fenced = tx.query(
                 &format!(
                     "SELECT execution_id, lease_token FROM delivery_jobs WHERE {} ORDER BY execution_id{}",
-                    dialect.among("execution_id", &dialect.batch_texts(1)),
+                    dialect.among_batch("execution_id", 1),
                     dialect.for_update()
                 ),
                 &[batch(&ids)?],
@@ -347,7 +347,7 @@ impl Store {
                         "UPDATE delivery_jobs SET due_at = later.due_at, lease_until = 0 \
                          FROM (SELECT d.value ->> 0 AS execution, CAST(d.value ->> 1 AS BIGINT) AS due_at FROM {rows}) later \
                          WHERE delivery_jobs.execution_id = later.execution{}",
-                        dialect.join_by_key("delivery_jobs.execution_id", &format!("SELECT d.value ->> 0 FROM {rows}"))
+                        dialect.join_by_key("delivery_jobs.execution_id", 1)
                     ),
                     &[batch(&deferred)?],
                 )?;
@@ -362,17 +362,14 @@ impl Store {
                     "UPDATE executions SET status = {}, attempts = attempts + 1, attempt_open = TRUE, updated_at = $1 \
                      WHERE {} AND status IN {open} RETURNING id",
                     moved_to(ExecutionStatus::Sending),
-                    dialect.among("id", &dialect.batch_texts(2))
+                    dialect.among_batch("id", 2)
                 ),
                 &[Value::from(clock::now()), batch(&starting)?],
             )?;
             let begun: BTreeSet<Uuid> = begun.iter().map(|row| row.uuid(0)).collect::<DbResult<_>>()?;
             let ended: Vec<Uuid> = starting.iter().copied().filter(|id| !begun.contains(id)).collect();
             if !ended.is_empty() {
-                tx.execute(
-                    &format!("DELETE FROM delivery_jobs WHERE {}", dialect.among("execution_id", &dialect.batch_texts(1))),
-                    &[batch(&ended)?],
-                )?;
+                tx.execute(&format!("DELETE FROM delivery_jobs WHERE {}", dialect.among_batch("execution_id", 1)), &[batch(&ended)?])?;
                 for index in &admitted {
                     if ended.contains(&jobs[*index].lease.execution_id) {
                         answers[*index] = Started::Ended;

@@ -1,8 +1,9 @@
 //! How a committed change reaches whoever waits for it on this replica: a
 //! `?wait` request watching one execution, the delivery worker waiting for
-//! jobs, the event dispatcher, or the template registry that must forget. The store emits signals from the transaction that made the change;
-//! SQLite delivers them here after its commit, PostgreSQL through
-//! `NOTIFY`, which its listener on every replica delivers here in turn.
+//! jobs, the event dispatcher, or the template registry that must forget.
+//! The store emits signals from the transaction that made the change; SQLite
+//! delivers them here after its commit, PostgreSQL through `NOTIFY`, which
+//! its listener on every replica delivers here in turn.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
