@@ -7,7 +7,7 @@ use std::time::Duration;
 use actiond::auth::{Scope, mint, parse_ttl};
 use actiond::settings::{JWT_SECRET_MIN_BYTES, Settings};
 use actiond::store::{Store, redacted};
-use actiond::whatsapp::sandbox::{SANDBOX_ACCESS_TOKEN, SANDBOX_PHONE_NUMBER_ID, SANDBOX_WABA_ID, Sandbox};
+use actiond::whatsapp::sandbox::{SANDBOX_ACCESS_TOKEN, SANDBOX_WABA_ID, Sandbox};
 use actiond::{App, dev, openapi};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -90,6 +90,9 @@ enum Command {
         /// Address to listen on; port 0 picks a free one (it is printed).
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: String,
+        /// Phone numbers in the sandbox's WABA, each a sender of its own.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        phone_numbers: u16,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -138,9 +141,9 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{}", mint(secret, &tenant, &scopes, ttl, settings.jwt_issuer.as_deref(), settings.jwt_audience.as_deref()));
             Ok(())
         }
-        Command::Sandbox { listen } => {
+        Command::Sandbox { listen, phone_numbers } => {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-            runtime.block_on(sandbox(&listen))
+            runtime.block_on(sandbox(&listen, phone_numbers.into()))
         }
         Command::Migrate => {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
@@ -184,19 +187,19 @@ async fn serve(settings: Settings, dev: Option<(PathBuf, [Duration; 3])>) -> Res
 }
 
 /// Serves the sandbox's Graph API alone until SIGTERM or Ctrl-C.
-async fn sandbox(listen: &str) -> Result<(), String> {
+async fn sandbox(listen: &str, phone_numbers: usize) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("--listen: cannot bind {listen}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    println!(
-        "the sandbox Graph API is at http://{address}: sender {SANDBOX_PHONE_NUMBER_ID}, WABA {SANDBOX_WABA_ID}, \
-         access token {SANDBOX_ACCESS_TOKEN}"
-    );
+    let sandbox = Sandbox::new();
+    sandbox.set_phone_numbers(phone_numbers);
+    let senders = sandbox.phone_number_ids().join(",");
+    println!("the sandbox Graph API is at http://{address}: sender {senders}, WABA {SANDBOX_WABA_ID}, access token {SANDBOX_ACCESS_TOKEN}");
     let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
     });
-    actiond::http::server::serve(listener, Sandbox::new().router(), stopping).await;
+    actiond::http::server::serve(listener, sandbox.router(), stopping).await;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actiond::auth::{AuthSettings, Authenticator, Scope};
 use actiond::crypto::Sealer;
+use actiond::whatsapp::sandbox::SANDBOX_PHONE_NUMBER_ID;
 use common::database::{TestDatabase, all_postgres_migrations};
 use common::process::{Server, actiond, production_env, temp_dir, token};
 use common::{SECRET, seed_body, spawn_sandbox};
@@ -444,10 +445,13 @@ async fn serve_refuses_event_endpoints_on_loopback_or_plain_http() {
 #[tokio::test]
 async fn serve_sends_through_the_sandbox_run_alone() {
     let dir = temp_dir();
-    let mut sandbox = Server::start(actiond(&dir, &["sandbox", "--listen", "127.0.0.1:0"]));
+    let mut sandbox = Server::start(actiond(&dir, &["sandbox", "--listen", "127.0.0.1:0", "--phone-numbers", "2"]));
     let banner = sandbox.stdout_line(|line| line.starts_with("the sandbox Graph API is at "));
     let graph_url = banner.trim_start_matches("the sandbox Graph API is at ").split(": ").next().unwrap().to_owned();
     assert!(banner.contains(actiond::whatsapp::sandbox::SANDBOX_ACCESS_TOKEN), "{banner}");
+    let first: u64 = SANDBOX_PHONE_NUMBER_ID.parse().unwrap();
+    let second = (first + 1).to_string();
+    assert!(banner.contains(&format!("sender {first},{second}, WABA")), "{banner}");
     let database = TestDatabase::fresh(&dir);
     let mut command = actiond(&dir, &["serve", "--log-format", "json"]);
     production_env(&mut command, &database, &graph_url, &Sealer::generate_key());
@@ -458,6 +462,10 @@ async fn serve_sends_through_the_sandbox_run_alone() {
     let registered =
         http.post(format!("{base}/v2/_whatsapp/senders")).bearer_auth(&tenant).json(&common::sender_body()).send().await.unwrap();
     assert_eq!(registered.status().as_u16(), 201, "the stand-in proves the sender's token and lists its templates");
+    let mut another = common::sender_body();
+    another["phone_number_id"] = json!(second);
+    let registered = http.post(format!("{base}/v2/_whatsapp/senders")).bearer_auth(&tenant).json(&another).send().await.unwrap();
+    assert_eq!(registered.status().as_u16(), 201, "its WABA's second number is a sender too");
     let created: Value = http
         .post(format!("{base}/v2/_actions"))
         .bearer_auth(&tenant)

@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use actiond::auth::Scope;
-use actiond::whatsapp::sandbox::{ReplyRequest, Scripted, THROTTLED_RECIPIENT, UNDELIVERABLE_RECIPIENT};
-use common::{SENDER, TestApp, app_with_seed_action, non_mandatory_body, seed_body, spawn_app, spawn_app_with};
+use actiond::whatsapp::sandbox::{ReplyRequest, SANDBOX_PHONE_NUMBER_ID, Scripted, THROTTLED_RECIPIENT, UNDELIVERABLE_RECIPIENT};
+use common::{SENDER, TestApp, app_with_seed_action, non_mandatory_body, seed_body, sender_body, spawn_app, spawn_app_with};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -78,6 +78,42 @@ async fn an_execution_goes_out_and_is_tracked_to_its_reply() {
     assert_eq!(replied["reply"]["text"], "Yes");
     assert_eq!(replied["reply"]["payload"], format!("{execution_id}:0"));
     assert_eq!(statuses(replied).last().map(String::as_str), Some("replied"));
+}
+
+#[tokio::test]
+async fn each_of_a_wabas_numbers_sends_its_own_messages_and_hears_their_replies() {
+    let app = spawn_app().await;
+    app.sandbox.set_phone_numbers(2);
+    let numbers = app.sandbox.phone_number_ids();
+    assert_eq!(numbers.len(), 2, "{numbers:?}");
+    assert_eq!(numbers[0], SANDBOX_PHONE_NUMBER_ID);
+    let mut executions = Vec::new();
+    for number in &numbers {
+        let mut sender = sender_body();
+        sender["phone_number_id"] = json!(number);
+        let registered = app.post("/v2/_whatsapp/senders", &sender).await;
+        assert_eq!(registered.status, 201, "{}", registered.text);
+        let mut action = seed_body();
+        action["webhook"]["from"] = json!(number);
+        let action = app.create_action(&action).await;
+        executions.push(id(&app.execute(&action, &json!({"variables": {"customer_name": "Ana"}})).await));
+    }
+    for (number, execution) in numbers.iter().zip(&executions) {
+        app.reaches(execution, "read").await;
+        let sent: Vec<_> = app.sandbox.sent().into_iter().filter(|m| m.payload["biz_opaque_callback_data"] == *execution).collect();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(&sent[0].from, number, "sent from its action's number");
+        // The reply arrives on the number that sent, as Meta's webhook names it.
+        let answer = ReplyRequest { execution_id: Some(execution.clone()), text: Some("yes".into()), ..Default::default() };
+        app.sandbox.reply(answer).await.unwrap();
+        let replied = app.settled(execution, 10).await;
+        assert_eq!((replied["status"].as_str(), replied["reply"]["text"].as_str()), (Some("replied"), Some("yes")), "{replied}");
+    }
+    let mut unknown = sender_body();
+    unknown["phone_number_id"] = json!((SANDBOX_PHONE_NUMBER_ID.parse::<u64>().unwrap() + 2).to_string());
+    let refused = app.post("/v2/_whatsapp/senders", &unknown).await;
+    assert_eq!(refused.status, 400, "Meta knows no number after the WABA's: {}", refused.text);
+    assert_eq!(refused.error_codes(), [("access_token".to_owned(), "invalid_sender_credentials".to_owned())]);
 }
 
 #[tokio::test]

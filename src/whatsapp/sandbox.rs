@@ -45,7 +45,8 @@ pub struct Sandbox {
 }
 
 struct SandboxState {
-    phone_number_id: String,
+    /// The WABA's phone numbers: `SANDBOX_PHONE_NUMBER_ID` and any after it.
+    phone_number_ids: Vec<String>,
     waba_id: String,
     access_token: String,
     templates: Vec<Value>,
@@ -97,6 +98,8 @@ pub enum Scripted {
 #[derive(Debug, Clone)]
 pub struct SentMessage {
     pub wamid: String,
+    /// The phone number id it was sent from.
+    pub from: String,
     pub to: String,
     pub wa_id: String,
     pub payload: Value,
@@ -113,7 +116,7 @@ impl Default for Sandbox {
 impl Sandbox {
     pub fn new() -> Self {
         let state = SandboxState {
-            phone_number_id: SANDBOX_PHONE_NUMBER_ID.into(),
+            phone_number_ids: vec![SANDBOX_PHONE_NUMBER_ID.into()],
             waba_id: SANDBOX_WABA_ID.into(),
             access_token: SANDBOX_ACCESS_TOKEN.into(),
             templates: default_templates(),
@@ -132,6 +135,23 @@ impl Sandbox {
 
     fn with_state<T>(&self, f: impl FnOnce(&mut SandboxState) -> T) -> T {
         f(&mut self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Gives the WABA `count` phone numbers (at least one), numbered on
+    /// from `SANDBOX_PHONE_NUMBER_ID`: senders that each take their own
+    /// sends, with the same token and templates.
+    pub fn set_phone_numbers(&self, count: usize) {
+        let first: u64 = SANDBOX_PHONE_NUMBER_ID.parse().expect("the sandbox's phone number id is a number");
+        self.with_state(|s| s.phone_number_ids = (0..count.max(1) as u64).map(|i| (first + i).to_string()).collect());
+    }
+
+    /// The WABA's phone number ids, `SANDBOX_PHONE_NUMBER_ID` first.
+    pub fn phone_number_ids(&self) -> Vec<String> {
+        self.with_state(|s| s.phone_number_ids.clone())
+    }
+
+    fn has_phone_number(&self, node: &str) -> bool {
+        self.with_state(|s| s.phone_number_ids.iter().any(|id| id == node))
     }
 
     /// Replaces the WABA's templates (Meta's template objects).
@@ -251,14 +271,15 @@ impl Sandbox {
             (None, None) => return Err("give text or button".into()),
         }
         let value = json!({"contacts": [{"profile": {"name": "Sandbox Recipient"}, "wa_id": message.wa_id}], "messages": [inbound]});
-        self.post_webhook(value).await?;
+        self.post_webhook(&message.from, value).await?;
         Ok(json!({"message_id": reply_id, "context": message.wamid}))
     }
 
-    /// Posts one signed webhook, retrying as Meta does; each try goes to the
-    /// target configured at that moment, as Meta's goes to the callback URL.
-    async fn post_webhook(&self, value: Value) -> Result<(), String> {
-        let (phone_number_id, waba_id) = self.with_state(|s| (s.phone_number_id.clone(), s.waba_id.clone()));
+    /// Posts one signed webhook about `phone_number_id`'s messages, retrying
+    /// as Meta does; each try goes to the target configured at that moment,
+    /// as Meta's goes to the callback URL.
+    async fn post_webhook(&self, phone_number_id: &str, value: Value) -> Result<(), String> {
+        let waba_id = self.with_state(|s| s.waba_id.clone());
         let mut value = value;
         value["messaging_product"] = json!("whatsapp");
         value["metadata"] = json!({"display_phone_number": SANDBOX_DISPLAY_NUMBER, "phone_number_id": phone_number_id});
@@ -312,7 +333,7 @@ impl Sandbox {
                     let details = "The recipient's number is not on WhatsApp or cannot receive this message";
                     entry["errors"] = json!([{"code": code, "title": text, "message": text, "error_data": {"details": details}}]);
                 }
-                if let Err(error) = sandbox.post_webhook(json!({"statuses": [entry]})).await {
+                if let Err(error) = sandbox.post_webhook(&message.from, json!({"statuses": [entry]})).await {
                     tracing::warn!(%error, "the sandbox could not post a status webhook");
                 }
             }
@@ -359,7 +380,7 @@ async fn messages(
     if !authorized(&sandbox, &headers) {
         return invalid_token();
     }
-    if node != sandbox.with_state(|s| s.phone_number_id.clone()) {
+    if !sandbox.has_phone_number(&node) {
         return unknown_node(&node);
     }
     if let Some(refusal) = template_refusal(&sandbox, &message) {
@@ -391,7 +412,7 @@ async fn messages(
         Scripted::Accept | Scripted::TakenButUnanswered => None,
     };
     let wa_id = sandbox.with_state(|s| s.wa_ids.get(&to).cloned()).unwrap_or_else(|| to.clone());
-    let sent = SentMessage { wamid: wamid(), to: to.clone(), wa_id, payload: message, at: std::time::Instant::now() };
+    let sent = SentMessage { wamid: wamid(), from: node, to: to.clone(), wa_id, payload: message, at: std::time::Instant::now() };
     let answer_delay = sandbox.with_state(|s| {
         if s.sent.len() == SENT_REMEMBERED {
             s.sent.pop_front();
@@ -483,7 +504,7 @@ async fn node(State(sandbox): State<Sandbox>, Path((_version, node)): Path<(Stri
     if !authorized(&sandbox, &headers) {
         return invalid_token();
     }
-    if node != sandbox.with_state(|s| s.phone_number_id.clone()) {
+    if !sandbox.has_phone_number(&node) {
         return unknown_node(&node);
     }
     Json(json!({
