@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actiond::clock::now_ms;
 use actiond::delivery::pacing::Pacing;
-use actiond::domain::{ExecutionStatus, TenantId};
+use actiond::domain::{ExecutionStatus, TenantId, parse_action_spec};
 use actiond::store::{
     ClaimedJob, EventParties, Executed, ExecutionReply, NewExecution, NewSender, Outcome, Recorded, SendRequest, SenderSaved, Started,
     Store, TemplateRecord, WebhookEvent,
@@ -322,6 +322,49 @@ async fn a_template_change_on_one_replica_reaches_the_other_replicas_registry() 
         assert!(replicas.a.delete_sender(&tenant, &phone_number_id).await.unwrap());
         assert!(replicas.a.templates_named(&tenant, &phone_number_id, "order_update").await.unwrap().is_none(), "{}", replicas.name);
         assert_eq!(template_status_seen(&replicas.b, &tenant, &phone_number_id, None).await, None, "{}", replicas.name);
+    }
+}
+
+/// Whether the action is active as the replica's execute path reads it,
+/// once it reads `expected` (another replica's change arrives by notification).
+async fn action_active_seen(store: &Store, tenant: &TenantId, id: Uuid, expected: Option<bool>) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let active = store.action_to_run(tenant, id).await.unwrap().map(|action| action.is_active);
+        if active == expected || tokio::time::Instant::now() > deadline {
+            return active;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_action_change_on_one_replica_reaches_the_other_replicas_registry() {
+    let body = common::seed_body();
+    let spec = |active: bool| {
+        let mut body = body.clone();
+        body["is_active"] = json!(active);
+        parse_action_spec(body.as_object().unwrap()).spec.expect("the seed body is a valid action")
+    };
+    for replicas in both_dialects().await {
+        let tenant = tenant("actions");
+        let id = Uuid::now_v7();
+        replicas.a.create_action(&tenant, id, &spec(true), None).await.unwrap();
+        for store in [&replicas.a, &replicas.b] {
+            assert_eq!(action_active_seen(store, &tenant, id, Some(true)).await, Some(true), "{}: read, and now remembered", replicas.name);
+        }
+        replicas.a.update_action(&tenant, id, &spec(false)).await.unwrap().unwrap();
+        let on_a = replicas.a.action_to_run(&tenant, id).await.unwrap().unwrap();
+        assert!(!on_a.is_active, "{}: the replica that changed it forgets at once", replicas.name);
+        assert_eq!(
+            action_active_seen(&replicas.b, &tenant, id, Some(false)).await,
+            Some(false),
+            "{}: the other learns of it",
+            replicas.name
+        );
+        assert!(replicas.a.delete_action(&tenant, id).await.unwrap());
+        assert!(replicas.a.action_to_run(&tenant, id).await.unwrap().is_none(), "{}", replicas.name);
+        assert_eq!(action_active_seen(&replicas.b, &tenant, id, None).await, None, "{}: nor runs it once deleted", replicas.name);
     }
 }
 

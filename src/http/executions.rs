@@ -317,7 +317,7 @@ pub async fn start_execution(
     if let Some(existing) = repeat {
         return same_action(action_id, existing).map(|execution| (execution, true));
     }
-    let action = state.store.get_action(tenant, action_id).await?.ok_or_else(action_not_found)?;
+    let action = state.store.action_to_run(tenant, action_id).await?.ok_or_else(action_not_found)?;
     if !action.is_active {
         return Err(ApiError::conflict("action_id", ErrorCode::ActionInactive, "the action is inactive; set is_active to run it"));
     }

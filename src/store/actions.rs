@@ -4,9 +4,14 @@ use uuid::Uuid;
 
 use super::db::{DbError, DbResult, ListQuery, Row, Tx, args, to_json};
 use super::executions::{advance, status_list};
+use super::remembered::Remembered;
 use super::{ActionFilter, ActionRecord, Created, IDEMPOTENCY_WINDOW_SECONDS, IdempotentResponse, Page, Store, StoreResult, WebhookRecord};
 use crate::clock;
 use crate::domain::{ActionSpec, ExecutionStatus, TenantId};
+
+/// What `action_to_run` read lately, by tenant and id: an execute then reads
+/// no action from the database.
+pub(super) type ActionRegistry = Remembered<(String, Uuid), ActionRecord>;
 
 const ACTION_COLUMNS: &str = "id, tenant, name, description, type, is_active, action_timing, phone_number, webhook, created_at, updated_at";
 
@@ -151,6 +156,22 @@ impl Store {
         self.lookup(move |tx| select_action(tx, &tenant, id)).await
     }
 
+    /// The action as an execute runs it: from the registry when this
+    /// replica read it since the last change to actions it heard of. Reads
+    /// that must see a write just made on another replica use `get_action`.
+    pub async fn action_to_run(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<ActionRecord>> {
+        let key = (tenant.as_str().to_owned(), id);
+        let generation = self.signals.configuration_generation();
+        if let Some(known) = self.actions.recall(&key, generation) {
+            return Ok(Some(known));
+        }
+        let found = self.get_action(tenant, id).await?;
+        if let Some(action) = &found {
+            self.actions.remember(key, action.clone(), generation, self.signals.configuration_generation());
+        }
+        Ok(found)
+    }
+
     pub async fn list_actions(&self, tenant: &TenantId, filter: ActionFilter<'_>, page: Page) -> StoreResult<(Vec<ActionRecord>, u64)> {
         let tenant = tenant.as_str().to_owned();
         let kind = filter.kind.map(str::to_owned);
@@ -169,7 +190,7 @@ impl Store {
     pub async fn update_action(&self, tenant: &TenantId, id: Uuid, spec: &ActionSpec) -> StoreResult<Option<ActionRecord>> {
         let tenant = tenant.as_str().to_owned();
         let action = StoredAction::of(spec)?;
-        self.write(move |tx| {
+        self.write_configuration(move |tx| {
             let changed = action.write(tx, UPDATE_ACTION, &tenant, id, &clock::now())?;
             if changed == 0 { Ok(None) } else { select_action(tx, &tenant, id) }
         })
@@ -181,7 +202,7 @@ impl Store {
     /// False when there was no such action.
     pub async fn delete_action(&self, tenant: &TenantId, id: Uuid) -> StoreResult<bool> {
         let tenant = tenant.as_str().to_owned();
-        self.write(move |tx| {
+        self.write_configuration(move |tx| {
             if tx.execute("DELETE FROM actions WHERE tenant = $1 AND id = $2", args![tenant.as_str(), id])? == 0 {
                 return Ok(false);
             }

@@ -365,7 +365,7 @@ impl Store {
                 }
                 Ok(())
             };
-            if changes_templates { self.write_templates(apply).await? } else { self.write(apply).await? }
+            if changes_templates { self.write_configuration(apply).await? } else { self.write(apply).await? }
         }
         Ok(())
     }

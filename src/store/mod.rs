@@ -11,6 +11,7 @@ mod events;
 mod executions;
 mod jobs;
 mod postgres;
+mod remembered;
 mod senders;
 pub mod signals;
 mod sqlite;
@@ -383,6 +384,7 @@ pub struct Store {
     db: Db,
     signals: Arc<Signals>,
     templates: senders::TemplateRegistry,
+    actions: actions::ActionRegistry,
 }
 
 enum Db {
@@ -406,7 +408,7 @@ impl Store {
         } else {
             return Err("ACTIOND_DATABASE_URL: must start with sqlite:// or postgres://".to_owned());
         };
-        Ok(Self { db, signals, templates: Default::default() })
+        Ok(Self { db, signals, templates: Default::default(), actions: Default::default() })
     }
 
     /// Where this replica's waiters and worker hear of committed changes.
@@ -427,20 +429,20 @@ impl Store {
         }
     }
 
-    /// `write` for a change to senders or templates: every replica's
-    /// template registry forgets what it remembered, this one's at once.
-    async fn write_templates<T, F>(&self, op: F) -> StoreResult<T>
+    /// `write` for a change to actions, senders or templates: every replica
+    /// forgets what it remembered of them, this one at once.
+    async fn write_configuration<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: Fn(&mut Tx<'_>) -> DbResult<T> + Send + 'static,
     {
         let written = self
             .write(move |tx| {
-                tx.signal(Signal::Templates);
+                tx.signal(Signal::Configuration);
                 op(tx)
             })
             .await;
-        self.signals.deliver(&[Signal::Templates]);
+        self.signals.deliver(&[Signal::Configuration]);
         written
     }
 

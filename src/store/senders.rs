@@ -2,12 +2,10 @@
 //! tenant: registration is one conditional upsert, so two tenants racing for
 //! it on two replicas get one 201 and one 409.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use super::db::{DbResult, ListQuery, Row, Tx, args};
 use super::events;
 use super::executions::advance;
+use super::remembered::Remembered;
 use super::{ExecutionError, NewSender, Page, SenderCredentials, SenderRecord, SenderSaved, Signal, Store, StoreResult, TemplateRecord};
 use crate::clock;
 use crate::domain::{ExecutionStatus, TenantId};
@@ -108,51 +106,17 @@ fn release_sender_jobs(tx: &mut Tx<'_>, tenant: &str, phone_number_id: &str) -> 
     Ok(())
 }
 
-/// What `templates_named` read lately, by tenant, sender and name: a create
-/// or execute then reads no template from the database. It is current while
-/// the replica's templates generation (`Signals`) stays the same: every
-/// change to senders or templates raises it, on this replica as it commits
-/// and on the others as its notification arrives, and so does a listener's
-/// reconnection. A read that a change overtook is not remembered.
-#[derive(Default)]
-pub(super) struct TemplateRegistry {
-    known: Mutex<(u64, HashMap<TemplateKey, TemplatesFound>)>,
-}
-
-/// Tenant, sender (phone-number id) and template name.
-type TemplateKey = (String, String, String);
+/// What `templates_named` read lately, by tenant, sender (phone-number id)
+/// and template name: a create or execute then reads no template from the
+/// database.
+pub(super) type TemplateRegistry = Remembered<(String, String, String), TemplatesFound>;
 /// What `templates_named` answers.
 type TemplatesFound = Option<Vec<TemplateRecord>>;
-
-/// Most look-ups remembered; all are forgotten when one more comes.
-const TEMPLATES_KEPT: usize = 4096;
-
-impl TemplateRegistry {
-    fn recall(&self, key: &TemplateKey, generation: u64) -> Option<TemplatesFound> {
-        let known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if known.0 != generation {
-            return None;
-        }
-        known.1.get(key).cloned()
-    }
-
-    /// Keeps what was read at `read_at` if nothing changed by `now`.
-    fn remember(&self, key: TemplateKey, found: TemplatesFound, read_at: u64, now: u64) {
-        if read_at != now {
-            return;
-        }
-        let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if known.0 != now || known.1.len() >= TEMPLATES_KEPT {
-            *known = (now, HashMap::new());
-        }
-        known.1.insert(key, found);
-    }
-}
 
 impl Store {
     pub async fn save_sender(&self, tenant: &TenantId, sender: NewSender, templates: Vec<TemplateRecord>) -> StoreResult<SenderSaved> {
         let tenant = tenant.as_str().to_owned();
-        self.write_templates(move |tx| {
+        self.write_configuration(move |tx| {
             let now = clock::now();
             // Inserts, or updates the tenant's own; another tenant's row makes no change and returns nothing.
             let saved = tx.query_opt(
@@ -192,7 +156,7 @@ impl Store {
         templates: Vec<TemplateRecord>,
     ) -> StoreResult<Option<SenderRecord>> {
         let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
-        self.write_templates(move |tx| {
+        self.write_configuration(move |tx| {
             let changed = tx.execute(
                 "UPDATE senders SET healthy = TRUE, synced_at = $3, updated_at = $3 WHERE tenant = $1 AND phone_number_id = $2",
                 args![tenant.as_str(), phone_number_id.as_str(), clock::now()],
@@ -263,7 +227,7 @@ impl Store {
     /// made. False when there was no such sender.
     pub async fn delete_sender(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<bool> {
         let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
-        self.write_templates(move |tx| {
+        self.write_configuration(move |tx| {
             let deleted = tx.execute(
                 "DELETE FROM senders WHERE tenant = $1 AND phone_number_id = $2",
                 args![tenant.as_str(), phone_number_id.as_str()],
@@ -292,7 +256,7 @@ impl Store {
     /// one read or from the registry; `None` when the tenant has no such sender.
     pub async fn templates_named(&self, tenant: &TenantId, phone_number_id: &str, name: &str) -> StoreResult<TemplatesFound> {
         let key = (tenant.as_str().to_owned(), phone_number_id.to_owned(), name.to_owned());
-        let generation = self.signals.templates_generation();
+        let generation = self.signals.configuration_generation();
         if let Some(known) = self.templates.recall(&key, generation) {
             return Ok(known);
         }
@@ -316,7 +280,7 @@ impl Store {
                 Ok(Some(found.map(|row| template_from_row(row).map(|(_, template)| template)).collect::<DbResult<_>>()?))
             })
             .await?;
-        self.templates.remember(key, found.clone(), generation, self.signals.templates_generation());
+        self.templates.remember(key, found.clone(), generation, self.signals.configuration_generation());
         Ok(found)
     }
 

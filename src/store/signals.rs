@@ -1,6 +1,7 @@
 //! How a committed change reaches whoever waits for it on this replica: a
 //! `?wait` request watching one execution, the delivery worker waiting for
-//! jobs, the event dispatcher, or the template registry that must forget.
+//! jobs, the event dispatcher, or what the store remembers of actions,
+//! senders and templates, which it must forget.
 //! The store emits signals from the transaction that made the change; SQLite
 //! delivers them here after its commit, PostgreSQL through `NOTIFY`, which
 //! its listener on every replica delivers here in turn.
@@ -20,8 +21,9 @@ pub enum Signal {
     Jobs,
     /// An event was stored for delivery to an endpoint.
     Events,
-    /// A sender, or its templates, changed: template registries forget.
-    Templates,
+    /// An action, a sender or its templates changed: what replicas remember
+    /// of them is forgotten.
+    Configuration,
 }
 
 impl Signal {
@@ -31,7 +33,8 @@ impl Signal {
             Signal::Execution(id) => format!("e:{id}"),
             Signal::Jobs => "j".into(),
             Signal::Events => "v".into(),
-            Signal::Templates => "t".into(),
+            // "t": first sent for templates alone, and still understood by replicas of that version.
+            Signal::Configuration => "t".into(),
         }
     }
 
@@ -39,7 +42,7 @@ impl Signal {
         match text {
             "j" => Some(Signal::Jobs),
             "v" => Some(Signal::Events),
-            "t" => Some(Signal::Templates),
+            "t" => Some(Signal::Configuration),
             _ => text.strip_prefix("e:").and_then(|id| Uuid::parse_str(id).ok()).map(Signal::Execution),
         }
     }
@@ -50,8 +53,8 @@ pub struct Signals {
     watched: Mutex<HashMap<Uuid, Weak<Notify>>>,
     jobs: Arc<Notify>,
     events: Arc<Notify>,
-    /// Raised by every change to senders or templates heard of.
-    templates: AtomicU64,
+    /// Raised by every change to actions, senders or templates heard of.
+    configuration: AtomicU64,
 }
 
 impl Signals {
@@ -83,10 +86,10 @@ impl Signals {
         Arc::clone(&self.events)
     }
 
-    /// Which change to senders and templates this replica heard of last:
-    /// what it remembers of them is current while this stays the same.
-    pub fn templates_generation(&self) -> u64 {
-        self.templates.load(Ordering::Acquire)
+    /// Which change to actions, senders and templates this replica heard of
+    /// last: what it remembers of them is current while this stays the same.
+    pub fn configuration_generation(&self) -> u64 {
+        self.configuration.load(Ordering::Acquire)
     }
 
     pub fn deliver(&self, signals: &[Signal]) {
@@ -100,8 +103,8 @@ impl Signals {
                 }
                 Signal::Jobs => self.jobs.notify_one(),
                 Signal::Events => self.events.notify_one(),
-                Signal::Templates => {
-                    self.templates.fetch_add(1, Ordering::AcqRel);
+                Signal::Configuration => {
+                    self.configuration.fetch_add(1, Ordering::AcqRel);
                 }
             }
         }
@@ -115,7 +118,7 @@ impl Signals {
         }
         self.jobs.notify_one();
         self.events.notify_one();
-        self.templates.fetch_add(1, Ordering::AcqRel);
+        self.configuration.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -126,7 +129,7 @@ mod tests {
     #[test]
     fn signals_survive_their_wire_form() {
         let id = Uuid::now_v7();
-        for signal in [Signal::Execution(id), Signal::Jobs, Signal::Events, Signal::Templates] {
+        for signal in [Signal::Execution(id), Signal::Jobs, Signal::Events, Signal::Configuration] {
             assert_eq!(Signal::decode(&signal.encode()), Some(signal));
         }
         assert_eq!(Signal::decode("e:not-a-uuid"), None);
