@@ -290,18 +290,27 @@ fn template(name: &str, status: &str) -> TemplateRecord {
     }
 }
 
-/// The status of the one version of `name` the replica's look-up gives, once
-/// it gives `expected` (another replica's change arrives by notification).
-async fn template_status_seen(store: &Store, tenant: &TenantId, sender: &str, expected: Option<&str>) -> Option<String> {
+/// What `read` gives once it gives `expected`, or what it gives after 5 s:
+/// another replica's change arrives by notification.
+async fn seen<T: PartialEq>(expected: T, read: impl AsyncFn() -> T) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let found = store.templates_named(tenant, sender, "order_update").await.unwrap();
-        let status = found.and_then(|versions| versions.first().map(|version| version.status.clone()));
-        if status.as_deref() == expected || tokio::time::Instant::now() > deadline {
-            return status;
+        let found = read().await;
+        if found == expected || tokio::time::Instant::now() > deadline {
+            return found;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The status of the one version of `order_update` the replica's look-up
+/// gives, once it gives `expected`.
+async fn template_status_seen(store: &Store, tenant: &TenantId, sender: &str, expected: Option<&str>) -> Option<String> {
+    seen(expected.map(str::to_owned), async || {
+        let found = store.templates_named(tenant, sender, "order_update").await.unwrap();
+        found.and_then(|versions| versions.first().map(|version| version.status.clone()))
+    })
+    .await
 }
 
 #[tokio::test]
@@ -326,16 +335,9 @@ async fn a_template_change_on_one_replica_reaches_the_other_replicas_registry() 
 }
 
 /// Whether the action is active as the replica's execute path reads it,
-/// once it reads `expected` (another replica's change arrives by notification).
+/// once it reads `expected`.
 async fn action_active_seen(store: &Store, tenant: &TenantId, id: Uuid, expected: Option<bool>) -> Option<bool> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let active = store.action_to_run(tenant, id).await.unwrap().map(|action| action.is_active);
-        if active == expected || tokio::time::Instant::now() > deadline {
-            return active;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    seen(expected, async || store.action_to_run(tenant, id).await.unwrap().map(|action| action.is_active)).await
 }
 
 #[tokio::test]

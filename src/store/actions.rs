@@ -11,7 +11,7 @@ use crate::domain::{ActionSpec, ExecutionStatus, TenantId};
 
 /// What `action_to_run` read lately, by tenant and id: an execute then reads
 /// no action from the database.
-pub(super) type ActionRegistry = Remembered<(String, Uuid), ActionRecord>;
+pub(super) type ActionRegistry = Remembered<(String, Uuid), Option<ActionRecord>>;
 
 const ACTION_COLUMNS: &str = "id, tenant, name, description, type, is_active, action_timing, phone_number, webhook, created_at, updated_at";
 
@@ -159,17 +159,11 @@ impl Store {
     /// The action as an execute runs it: from the registry when this
     /// replica read it since the last change to actions it heard of. Reads
     /// that must see a write just made on another replica use `get_action`.
+    /// Actions not found are not remembered.
     pub async fn action_to_run(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<ActionRecord>> {
         let key = (tenant.as_str().to_owned(), id);
-        let generation = self.signals.configuration_generation();
-        if let Some(known) = self.actions.recall(&key, generation) {
-            return Ok(Some(known));
-        }
-        let found = self.get_action(tenant, id).await?;
-        if let Some(action) = &found {
-            self.actions.remember(key, action.clone(), generation, self.signals.configuration_generation());
-        }
-        Ok(found)
+        let generation = || self.signals.configuration_generation();
+        self.actions.recall_or_read(key, generation, || self.get_action(tenant, id), Option::is_some).await
     }
 
     pub async fn list_actions(&self, tenant: &TenantId, filter: ActionFilter<'_>, page: Page) -> StoreResult<(Vec<ActionRecord>, u64)> {

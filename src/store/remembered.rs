@@ -24,8 +24,29 @@ impl<K, V> Default for Remembered<K, V> {
 }
 
 impl<K: Eq + Hash, V: Clone> Remembered<K, V> {
+    /// What `read` answers for `key`, or what it answered before if the
+    /// configuration `generation` has not moved since. The answer is kept
+    /// only when `keep` allows it and no change arrived while it was read.
+    pub(super) async fn recall_or_read<E, Read: Future<Output = Result<V, E>>>(
+        &self,
+        key: K,
+        generation: impl Fn() -> u64,
+        read: impl FnOnce() -> Read,
+        keep: impl Fn(&V) -> bool,
+    ) -> Result<V, E> {
+        let read_at = generation();
+        if let Some(known) = self.recall(&key, read_at) {
+            return Ok(known);
+        }
+        let found = read().await?;
+        if keep(&found) {
+            self.remember(key, found.clone(), read_at, generation());
+        }
+        Ok(found)
+    }
+
     /// What was read under this `generation`, if anything.
-    pub(super) fn recall(&self, key: &K, generation: u64) -> Option<V> {
+    fn recall(&self, key: &K, generation: u64) -> Option<V> {
         let known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if known.0 != generation {
             return None;
@@ -34,7 +55,7 @@ impl<K: Eq + Hash, V: Clone> Remembered<K, V> {
     }
 
     /// Keeps what was read at generation `read_at` if nothing changed by `now`.
-    pub(super) fn remember(&self, key: K, value: V, read_at: u64, now: u64) {
+    fn remember(&self, key: K, value: V, read_at: u64, now: u64) {
         if read_at != now {
             return;
         }

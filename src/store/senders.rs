@@ -256,13 +256,9 @@ impl Store {
     /// one read or from the registry; `None` when the tenant has no such sender.
     pub async fn templates_named(&self, tenant: &TenantId, phone_number_id: &str, name: &str) -> StoreResult<TemplatesFound> {
         let key = (tenant.as_str().to_owned(), phone_number_id.to_owned(), name.to_owned());
-        let generation = self.signals.configuration_generation();
-        if let Some(known) = self.templates.recall(&key, generation) {
-            return Ok(known);
-        }
-        let (tenant, phone_number_id, name) = key.clone();
-        let found = self
-            .lookup(move |tx| {
+        let read = || {
+            let (tenant, phone_number_id, name) = (tenant.as_str().to_owned(), phone_number_id.to_owned(), name.to_owned());
+            self.lookup(move |tx| {
                 let columns = TEMPLATE_COLUMNS.split(", ").map(|column| format!("t.{column}")).collect::<Vec<_>>().join(", ");
                 let rows = tx.query(
                     &format!(
@@ -279,9 +275,8 @@ impl Store {
                 let found = rows.iter().filter(|row| row.opt_str(0).is_ok_and(|id| id.is_some()));
                 Ok(Some(found.map(|row| template_from_row(row).map(|(_, template)| template)).collect::<DbResult<_>>()?))
             })
-            .await?;
-        self.templates.remember(key, found.clone(), generation, self.signals.configuration_generation());
-        Ok(found)
+        };
+        self.templates.recall_or_read(key, || self.signals.configuration_generation(), read, |_| true).await
     }
 
     /// Templates of one sender, or of all the tenant's senders, with the sender's id.
