@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{spawn_app, spawn_app_with};
+use common::{app_with_seed_action, spawn_app, spawn_app_with};
 use reqwest::Method;
 use serde_json::json;
 
@@ -30,6 +30,24 @@ async fn metrics_count_requests_by_route_and_status() {
     assert!(metrics.text.contains(r#"status="401""#));
     assert!(metrics.text.contains("actiond_http_request_duration_seconds_bucket"));
     assert!(metrics.header("x-request-id").is_some());
+}
+
+/// How busy SQLite's one writer is: transactions (each one commit of
+/// every write waiting) and the writes they carried.
+#[tokio::test]
+async fn metrics_count_the_sqlite_writers_transactions_and_writes() {
+    let (app, _) = app_with_seed_action().await;
+    let metrics = app.send(Method::GET, "/metrics", None, None).await.text;
+    let value = |name: &str| -> Option<f64> { metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()) };
+    if app.database.is_postgres() {
+        assert_eq!(value("actiond_sqlite_writes_total"), None, "PostgreSQL has no writer thread: {metrics}");
+        return;
+    }
+    let (writes, transactions) = (value("actiond_sqlite_writes_total"), value("actiond_sqlite_transaction_duration_seconds_count"));
+    // The sender's registration and the action's create are two writes at least.
+    assert!(writes.is_some_and(|writes| writes >= 2.0), "{metrics}");
+    assert!(transactions.is_some_and(|transactions| transactions >= 1.0 && transactions <= writes.unwrap()), "{metrics}");
+    assert!(value("actiond_sqlite_transaction_duration_seconds_sum").is_some_and(|seconds| seconds > 0.0), "{metrics}");
 }
 
 #[tokio::test]

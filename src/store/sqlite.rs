@@ -8,6 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ToSql};
@@ -261,8 +262,14 @@ where
     }
 }
 
+/// Takes every write waiting, commits them in one transaction and answers
+/// them. Its metrics tell how near the one writer is to the most it can
+/// commit: the transactions' total duration against the time elapsed (its
+/// busy share), and writes per transaction (how many share each commit's
+/// fsync).
 fn run_writer(connection: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, signals: Arc<Signals>) {
     while let Ok(first) = queue.recv() {
+        let started = Instant::now();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -270,10 +277,13 @@ fn run_writer(connection: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, 
                 Err(_) => break,
             }
         }
+        let jobs = batch.len() as u64;
         let committed = commit_batch(&connection, &mut batch);
         for job in batch {
             job.finish(committed.clone(), &signals);
         }
+        metrics::histogram!("actiond_sqlite_transaction_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("actiond_sqlite_writes_total").increment(jobs);
     }
 }
 
