@@ -113,7 +113,7 @@ async fn each_of_a_wabas_numbers_sends_its_own_messages_and_hears_their_replies(
     unknown["phone_number_id"] = json!((SANDBOX_PHONE_NUMBER_ID.parse::<u64>().unwrap() + 2).to_string());
     let refused = app.post("/v2/_whatsapp/senders", &unknown).await;
     assert_eq!(refused.status, 400, "Meta knows no number after the WABA's: {}", refused.text);
-    assert_eq!(refused.error_codes(), [("access_token".to_owned(), "invalid_sender_credentials".to_owned())]);
+    assert_eq!(refused.error_codes(), [("phone_number_id".to_owned(), "invalid_sender_credentials".to_owned())], "Meta's code 100");
 }
 
 #[tokio::test]

@@ -66,11 +66,14 @@ fn whatsapp_id<'a>(fields: &mut Fields<'a, '_>, name: &str) -> Option<&'a str> {
     Some(raw)
 }
 
-/// Meta's refusal becomes the client's 400 on the field it concerns; no answer is a 502.
-fn graph_failure(field: &str, error: GraphError) -> ApiError {
+/// Meta's refusal of a read of `object` (the field naming the id read)
+/// becomes the client's 400 on the field it concerns: an auth or permission
+/// code is the token's, anything else (code 100: no such object, or the
+/// token may not see it) the object's. No answer is a 502.
+fn graph_failure(object: &str, error: GraphError) -> ApiError {
     match error {
         GraphError::Refused { code, message } => ApiError::bad_request(
-            field,
+            if matches!(code, 0 | 10 | 190 | 200..=299) { "access_token" } else { object },
             ErrorCode::InvalidSenderCredentials,
             format!("Meta refused these credentials: {message} (code {code})"),
         ),
@@ -148,7 +151,7 @@ pub async fn save_sender(
     waba_id: &str,
     access_token: &str,
 ) -> Result<SenderSaved, ApiError> {
-    let number = state.graph.phone_number(phone_number_id, access_token).await.map_err(|e| graph_failure("access_token", e))?;
+    let number = state.graph.phone_number(phone_number_id, access_token).await.map_err(|e| graph_failure("phone_number_id", e))?;
     let templates = state.graph.templates(waba_id, access_token).await.map_err(|e| graph_failure("waba_id", e))?;
     let sender = NewSender {
         phone_number_id: phone_number_id.to_owned(),
@@ -228,7 +231,7 @@ pub async fn sync(
 ) -> Result<Response, ApiError> {
     let credentials = state.store.sender_credentials(&caller.tenant, &id).await?.ok_or_else(sender_not_found)?;
     let access_token = state.sealer.open(&credentials.sealed_access_token, &id).map_err(ApiError::internal)?;
-    let templates = state.graph.templates(&credentials.waba_id, &access_token).await.map_err(|e| graph_failure("access_token", e))?;
+    let templates = state.graph.templates(&credentials.waba_id, &access_token).await.map_err(|e| graph_failure("waba_id", e))?;
     let sender = state.store.replace_templates(&caller.tenant, &id, templates).await?.ok_or_else(sender_not_found)?;
     Ok(response::ok(sender))
 }
