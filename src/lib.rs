@@ -90,7 +90,7 @@ impl App {
             EventSettings { allow_local: settings.events_allow_local.unwrap_or(false), retry_scale: settings.events_retry_scale };
         let dispatcher = Arc::new(Dispatcher::new(Arc::clone(&store), sealer.clone(), event_settings)?);
         let (stopping, stopped) = watch::channel(false);
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             store: Arc::clone(&store),
             graph,
             auth: Arc::new(Authenticator::new(AuthSettings {
@@ -110,7 +110,7 @@ impl App {
             },
             waits: http::waits::WaitLimits::new(settings.max_waits_per_tenant),
             events: event_settings,
-        };
+        });
         let router = http::router(state.clone(), sandbox.map(|sandbox| (SANDBOX_GRAPH_PATH, sandbox)));
         tracing::info!(%address, "listening");
         let shutdown_grace = Duration::from_millis(settings.shutdown_grace_ms);

@@ -35,8 +35,27 @@ use crate::whatsapp::GraphClient;
 use crate::whatsapp::sandbox::Sandbox;
 use error::ApiError;
 
+/// What every handler shares, behind one `Arc`: axum clones the state for
+/// each request's extractors and middleware, and a clone is then one count
+/// rather than a copy of each field (the secrets' strings among them).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Arc<Store>,
     pub graph: GraphClient,
     pub auth: Arc<Authenticator>,
