@@ -191,20 +191,23 @@ pub async fn create(
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
-    let hash = request_hash("POST /v2/_actions", &body);
-    if let Some(key) = &key
+    // The key, and the hash of the request it promises to repeat.
+    let keyed = idempotency_key(&headers)?.map(|key| (key, request_hash("POST /v2/_actions", &body)));
+    if let Some((key, hash)) = &keyed
         && let Some(first) = state.store.idempotent_response(&caller.tenant, key).await?
     {
-        return replay(first, &hash);
+        return replay(first, hash);
     }
     let spec = validate(&state, &caller.tenant, &body).await?;
     let id = Uuid::now_v7();
     let created = CreatedAction { action_id: id, name: spec.name.clone(), kind: spec.kind.as_str().to_owned() };
-    let first_response = IdempotentResponse { request_hash: hash.clone(), status: 201, body: json!(created) };
-    match state.store.create_action(&caller.tenant, id, &spec, key.as_deref().map(|k| (k, first_response))).await? {
-        Created::New => Ok(response::respond(StatusCode::CREATED, created, None, &[location(&id.to_string())])),
-        Created::Replay(first) => replay(first, &hash),
+    let first_response = keyed
+        .as_ref()
+        .map(|(key, hash)| (key.as_str(), IdempotentResponse { request_hash: hash.clone(), status: 201, body: json!(created) }));
+    match (state.store.create_action(&caller.tenant, id, &spec, first_response).await?, &keyed) {
+        (Created::Replay(first), Some((_, hash))) => replay(first, hash),
+        // Only a keyed create can find its key taken.
+        (Created::New | Created::Replay(_), _) => Ok(response::respond(StatusCode::CREATED, created, None, &[location(&id.to_string())])),
     }
 }
 
