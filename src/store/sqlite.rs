@@ -263,10 +263,10 @@ where
 }
 
 /// Takes every write waiting, commits them in one transaction and answers
-/// them. Its metrics tell how near the one writer is to the most it can
-/// commit: the transactions' total duration against the time elapsed (its
-/// busy share), and writes per transaction (how many share each commit's
-/// fsync).
+/// them. Its metrics: the transactions' total duration against the time
+/// elapsed is the writer's busy share (near 1, each write waits for the
+/// transaction in progress), and writes per transaction how many share
+/// each commit's fsync.
 fn run_writer(connection: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, signals: Arc<Signals>) {
     while let Ok(first) = queue.recv() {
         let started = Instant::now();
