@@ -93,14 +93,14 @@ impl App {
         let state = AppState::new(http::Shared {
             store: Arc::clone(&store),
             graph,
-            auth: Arc::new(Authenticator::new(AuthSettings {
+            auth: Authenticator::new(AuthSettings {
                 secret: settings.jwt_secret.as_deref(),
                 jwks_url: settings.jwt_jwks_url.as_deref(),
                 issuer: settings.jwt_issuer.as_deref(),
                 audience: settings.jwt_audience.as_deref(),
-            })?),
+            })?,
             sealer,
-            limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst).map(Arc::new),
+            limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
             metrics: metrics_handle(),
             signals: store.signals(),
             stopping: stopped,

@@ -58,9 +58,9 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub store: Arc<Store>,
     pub graph: GraphClient,
-    pub auth: Arc<Authenticator>,
+    pub auth: Authenticator,
     pub sealer: Sealer,
-    pub limiter: Option<Arc<RateLimiter>>,
+    pub limiter: Option<RateLimiter>,
     pub metrics: PrometheusHandle,
     /// Wakes `?wait` requests when an execution changes, on any replica.
     pub signals: Arc<Signals>,
