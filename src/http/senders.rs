@@ -14,8 +14,8 @@ use crate::domain::{FieldError, Fields, TenantId};
 use crate::error_code::ErrorCode;
 use crate::openapi::fields;
 use crate::store::{NewSender, SenderRecord, SenderSaved, TemplateRecord};
-use crate::whatsapp::GraphError;
 use crate::whatsapp::templates::{ParameterCounts, TemplateShape};
+use crate::whatsapp::{GraphError, errors};
 
 pub const ACCESS_TOKEN_MAX: usize = 4096;
 pub const WHATSAPP_ID_MAX: usize = 32;
@@ -67,13 +67,13 @@ fn whatsapp_id<'a>(fields: &mut Fields<'a, '_>, name: &str) -> Option<&'a str> {
 }
 
 /// Meta's refusal of a read of `object` (the field naming the id read)
-/// becomes the client's 400 on the field it concerns: an auth or permission
-/// code is the token's, anything else (code 100: no such object, or the
-/// token may not see it) the object's. No answer is a 502.
+/// becomes the client's 400 on the field it concerns: the token's when the
+/// code concerns it, else the object's (code 100: no such object, or the
+/// token may not see it). No answer is a 502.
 fn graph_failure(object: &str, error: GraphError) -> ApiError {
     match error {
         GraphError::Refused { code, message } => ApiError::bad_request(
-            if matches!(code, 0 | 10 | 190 | 200..=299) { "access_token" } else { object },
+            if errors::concerns_token(code) { "access_token" } else { object },
             ErrorCode::InvalidSenderCredentials,
             format!("Meta refused these credentials: {message} (code {code})"),
         ),

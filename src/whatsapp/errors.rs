@@ -23,6 +23,13 @@ pub fn classify(code: i64) -> ErrorClass {
     }
 }
 
+/// Whether Meta's refusal speaks of the access token itself: invalid or
+/// expired (0, 190) or lacking a permission (10, 200-299). A refusal to
+/// register or sync a sender names the token then, and else the id read.
+pub fn concerns_token(code: i64) -> bool {
+    matches!(code, 0 | 10 | 190 | 200..=299)
+}
+
 /// Meta's error text: its message, and `error_data.details` when it adds something.
 pub fn describe(message: &str, details: Option<&str>) -> String {
     match details.map(str::trim).filter(|d| !d.is_empty() && !message.contains(d)) {
@@ -52,6 +59,16 @@ mod tests {
         assert_eq!(classify(0), ErrorClass::SenderCredentials);
         for code in [131026, 132000, 132001, 132015, 132016, 131047, 131049, 131050, 100, 368, 131031, 133010] {
             assert_eq!(classify(code), ErrorClass::Permanent, "{code}");
+        }
+    }
+
+    #[test]
+    fn auth_and_permission_codes_concern_the_token() {
+        for code in [0, 10, 190, 200, 294, 299] {
+            assert!(concerns_token(code), "{code}");
+        }
+        for code in [100, 33, 300, 131009, 133010] {
+            assert!(!concerns_token(code), "{code}");
         }
     }
 }
