@@ -152,19 +152,24 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
 /// The statement with PostgreSQL's `$N` placeholders as SQLite's `?N`
 /// (SQLite reads `$N` as a name, numbered by first appearance).
 fn sqlite_sql(sql: &str) -> String {
+    // Bytes, not chars: `$`, `'` and digits are ASCII, and the text between
+    // them is copied whole. It runs for every statement executed.
+    let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
     let mut quoted = false;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\'' {
-            quoted = !quoted;
-        }
-        if c == '$' && !quoted && chars.peek().is_some_and(char::is_ascii_digit) {
-            out.push('?');
-        } else {
-            out.push(c);
+    for (index, byte) in bytes.iter().enumerate() {
+        match byte {
+            b'\'' => quoted = !quoted,
+            b'$' if !quoted && bytes.get(index + 1).is_some_and(u8::is_ascii_digit) => {
+                out.push_str(&sql[copied..index]);
+                out.push('?');
+                copied = index + 1;
+            }
+            _ => {}
         }
     }
+    out.push_str(&sql[copied..]);
     out
 }
 
@@ -405,6 +410,8 @@ mod tests {
     #[test]
     fn placeholders_become_numbered_question_marks_outside_literals() {
         assert_eq!(sqlite_sql("SELECT $1, '$2', $10 WHERE a = $2"), "SELECT ?1, '$2', ?10 WHERE a = ?2");
+        assert_eq!(sqlite_sql("SELECT 'é$1', $1 || 'ü'"), "SELECT 'é$1', ?1 || 'ü'");
+        assert_eq!(sqlite_sql("SELECT $"), "SELECT $");
     }
 
     /// Builds a list's count and page statements from a condition and a LIMIT.
