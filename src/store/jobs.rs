@@ -279,7 +279,7 @@ impl Store {
                     tenant,
                     sender: row.text(4)?,
                     recipient: execution.text(1)?,
-                    payload: execution.json(2)?,
+                    payload: execution.text(2)?,
                     attempts: execution.count(3)?,
                     attempt_open: execution.boolean(4)?,
                     last_error: last_error.map(|error| error.code),

@@ -292,7 +292,8 @@ pub struct ClaimedJob {
     pub tenant: TenantId,
     pub sender: String,
     pub recipient: String,
-    pub payload: serde_json::Value,
+    /// The template message's JSON text, as stored: sent as it is.
+    pub payload: String,
     pub attempts: u32,
     /// An earlier attempt began and recorded no outcome: its process stopped
     /// mid-send, so Meta may have the message.

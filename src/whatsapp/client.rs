@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -101,10 +102,12 @@ impl GraphClient {
         Err(GraphError::Unreachable(format!("template listing did not end after {MAX_TEMPLATE_PAGES} pages")))
     }
 
-    /// `POST /{version}/{phone_number_id}/messages`: Meta's wamid for the message.
-    pub async fn send_message(&self, phone_number_id: &str, access_token: &str, message: &Value) -> Result<Sent, SendError> {
+    /// `POST /{version}/{phone_number_id}/messages` of `message`, a JSON
+    /// text: Meta's wamid for the message.
+    pub async fn send_message(&self, phone_number_id: &str, access_token: &str, message: &str) -> Result<Sent, SendError> {
         let url = format!("{}/{phone_number_id}/messages", self.versioned_base);
-        let response = match self.http.post(&url).bearer_auth(access_token).json(message).send().await {
+        let request = self.http.post(&url).bearer_auth(access_token).header(CONTENT_TYPE, "application/json").body(message.to_owned());
+        let response = match request.send().await {
             Ok(response) => response,
             Err(error) if error.is_connect() || error.is_builder() => return Err(SendError::NotSent(error.without_url().to_string())),
             Err(error) => return Err(SendError::Unknown(error.without_url().to_string())),
