@@ -21,6 +21,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -94,9 +95,10 @@ impl Activity {
 }
 
 async fn connection(stream: TcpStream, router: Router, mut stopping: watch::Receiver<bool>) {
-    let stream = Arc::new(stream);
+    let (read, write) = stream.into_split();
+    let write = Arc::new(write);
     let activity = Arc::new(Activity { phase: Mutex::new(Phase::Head(Instant::now())), changed: Notify::new() });
-    let io = Watched { stream: Arc::clone(&stream), activity: Arc::clone(&activity) };
+    let io = Watched { read, write: Arc::clone(&write), activity: Arc::clone(&activity) };
     let service = {
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -131,7 +133,7 @@ async fn connection(stream: TcpStream, router: Router, mut stopping: watch::Rece
             _ = expired => {
                 if deadline.is_some_and(|(_, answer)| answer) {
                     // Best effort: a client that reads nothing loses only the answer.
-                    let _ = stream.try_write(REQUEST_TIMEOUT);
+                    let _ = write.try_write(REQUEST_TIMEOUT);
                 }
                 return;
             }
@@ -156,37 +158,35 @@ impl Drop for RequestEnds {
     }
 }
 
-/// The socket, shared with the connection's driver so that it can answer 408
-/// itself; a read that brings a new request's first byte starts its head's clock.
+/// The socket: its reading half, and its writing half shared with the
+/// connection's driver so that it can answer 408 itself. A read that brings
+/// a new request's first byte starts its head's clock.
 struct Watched {
-    stream: Arc<TcpStream>,
+    /// Read as tokio reads a whole stream: into the buffer as it is, not
+    /// zeroed first, and a short read ends the socket's readiness without
+    /// another `recv` to learn that it would block.
+    read: OwnedReadHalf,
+    write: Arc<OwnedWriteHalf>,
     activity: Arc<Activity>,
 }
 
 impl AsyncRead for Watched {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read(buf.initialize_unfilled()) {
-                Ok(read) => {
-                    buf.advance(read);
-                    if read > 0 && matches!(self.activity.phase(), Phase::Idle(_)) {
-                        self.activity.set(Phase::Head(Instant::now()));
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Poll::Ready(Err(error)),
-            }
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.read).poll_read(cx, buf))?;
+        if buf.filled().len() > before && matches!(self.activity.phase(), Phase::Idle(_)) {
+            self.activity.set(Phase::Head(Instant::now()));
         }
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for Watched {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let socket: &TcpStream = (*self.write).as_ref();
         loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write(buf) {
+            ready!(socket.poll_write_ready(cx))?;
+            match socket.try_write(buf) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 result => return Poll::Ready(result),
             }
