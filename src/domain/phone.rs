@@ -67,8 +67,8 @@ impl PhoneE164 {
 
 /// libphonenumber's verdict on international digits: the E.164 digits, or why not.
 fn judge(digits: &str) -> Result<String, &'static str> {
-    // Told the region its parser would look up with the crate's patterns,
-    // found here with the patterns compiled below, the parser skips its search.
+    // Told the region, found here with the patterns compiled below, the
+    // parser skips its own search for it with the crate's patterns.
     let parsed = phonenumber::parse(region_to_parse_by(digits), format!("+{digits}"))
         .map_err(|_| "is not a phone number with a valid country code; write it in international form, e.g. +12817126508")?;
     if !is_valid(&parsed) {
