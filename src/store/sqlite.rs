@@ -117,6 +117,9 @@ fn connect(path: &str) -> rusqlite::Result<Connection> {
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
+    // A statement's journal (a batch's UPDATE over many rows) stays in
+    // memory rather than spilling to a temporary file past 64 KiB.
+    connection.pragma_update(None, "temp_store", "MEMORY")?;
     // rusqlite keeps 16 prepared statements by default: fewer than the
     // writer's distinct statements, so each would be parsed again and again.
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
