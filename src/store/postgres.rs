@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_list_indexes.sql")),
     (4, include_str!("../../migrations/postgres/0004_events.sql")),
     (5, include_str!("../../migrations/postgres/0005_event_due_by_endpoint.sql")),
+    (6, include_str!("../../migrations/postgres/0006_jobs_without_sender_index.sql")),
 ];
 /// The channel every replica listens on.
 const CHANNEL: &str = "actiond";
