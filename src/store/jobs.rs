@@ -79,21 +79,23 @@ fn take_send_slots(tx: &mut Tx<'_>, jobs: &[&SendRequest], pacing: Pacing, now_u
     }
     let keys: BTreeSet<String> = jobs.iter().flat_map(|job| [sender_key(&job.sender), pair_key(&job.sender, &job.recipient)]).collect();
     let dialect = tx.dialect();
-    // Creates the rows not there yet and locks them all, in key order (so two
-    // replicas pacing the same keys lock them alike), reading them as they
-    // stand. (`WHERE TRUE` tells SQLite's parser the SELECT ends there.)
-    let current = tx.query(
-        &format!(
-            "INSERT INTO pacing (key) {} WHERE TRUE ON CONFLICT (key) DO UPDATE SET tat = pacing.tat \
-             RETURNING key, tat, backoff_until, refusals",
+    let read = match dialect {
+        // Creates the rows not there yet and locks them all, in key order (so
+        // two replicas pacing the same keys lock them alike), reading them as
+        // they stand.
+        Dialect::Postgres => format!(
+            "INSERT INTO pacing (key) {} ON CONFLICT (key) DO UPDATE SET tat = pacing.tat RETURNING key, tat, backoff_until, refusals",
             dialect.batch_texts(1)
         ),
-        &[batch(&keys)?],
-    )?;
+        // The one writer is the lock, so a read: a key not there was never used.
+        Dialect::Sqlite => format!("SELECT key, tat, backoff_until, refusals FROM pacing WHERE {}", dialect.among_batch("key", 1)),
+    };
+    let current = tx.query(&read, &[batch(&keys)?])?;
     let mut state: HashMap<String, (i64, i64, bool)> = HashMap::new();
     for row in current {
         state.insert(row.text(0)?, (row.int(1)?, row.int(2)?, row.int(3)? > 0));
     }
+    let mut admitted_keys = BTreeSet::new();
     let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
         let (sender, pair) = (sender_key(&job.sender), pair_key(&job.sender, &job.recipient));
@@ -109,14 +111,20 @@ fn take_send_slots(tx: &mut Tx<'_>, jobs: &[&SendRequest], pacing: Pacing, now_u
         };
         answers.push(match admitted {
             Ok((sender_next, pair_next)) => {
-                state.insert(sender, (sender_next, 0, false));
-                state.insert(pair, (pair_next, backoff_until, refused));
+                state.insert(sender.clone(), (sender_next, 0, false));
+                state.insert(pair.clone(), (pair_next, backoff_until, refused));
+                admitted_keys.extend([sender, pair]);
                 Ok(refused)
             }
             Err(wait_us) => Err((now_us + wait_us + 999) / 1000),
         });
     }
-    let tats: Vec<(&str, i64)> = state.iter().map(|(key, (tat, _, _))| (key.as_str(), *tat)).collect();
+    if admitted_keys.is_empty() {
+        return Ok(answers);
+    }
+    // Only the keys a send was admitted against moved; `WHERE TRUE` tells
+    // SQLite's parser the SELECT ends there.
+    let tats: Vec<(&str, i64)> = admitted_keys.iter().map(|key| (key.as_str(), state[key].0)).collect();
     tx.execute(
         &format!(
             "INSERT INTO pacing (key, tat) SELECT t.value ->> 0, CAST(t.value ->> 1 AS BIGINT) FROM {} WHERE TRUE \
