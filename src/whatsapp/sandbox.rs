@@ -16,13 +16,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::templates::TemplateShape;
 use super::webhook::sign;
-use crate::store::TemplateRecord;
 
 pub const SANDBOX_PHONE_NUMBER_ID: &str = "650175178190170";
 pub const SANDBOX_WABA_ID: &str = "102290129340398";
@@ -57,7 +57,8 @@ struct SandboxState {
     scripts: HashMap<String, VecDeque<Scripted>>,
     /// Sends to `THROTTLED_RECIPIENT`, which is refused every other time.
     throttled_sends: u32,
-    sent: VecDeque<SentMessage>,
+    /// Shared with the status webhooks each one's send set off.
+    sent: VecDeque<Arc<SentMessage>>,
     sent_total: usize,
     /// The WhatsApp id Meta gives a number, where it is not the number itself.
     wa_ids: HashMap<String, String>,
@@ -212,7 +213,7 @@ impl Sandbox {
 
     /// Every message accepted so far, oldest first.
     pub fn sent(&self) -> Vec<SentMessage> {
-        self.with_state(|s| s.sent.iter().cloned().collect())
+        self.with_state(|s| s.sent.iter().map(|message| SentMessage::clone(message)).collect())
     }
 
     /// Meta's Graph API: phone number, templates, messages.
@@ -310,7 +311,7 @@ impl Sandbox {
     }
 
     /// Posts the statuses Meta would, one after another, in the background.
-    fn report_statuses(&self, message: &SentMessage, failure: Option<(i64, String)>) {
+    fn report_statuses(&self, message: &Arc<SentMessage>, failure: Option<(i64, String)>) {
         if self.with_state(|s| s.webhook.is_none()) {
             return;
         }
@@ -320,7 +321,7 @@ impl Sandbox {
             Some(error) => plan.push(("failed", delays[1], Some(error))),
             None => plan.extend([("delivered", delays[1], None), ("read", delays[2], None)]),
         }
-        let (sandbox, message) = (self.clone(), message.clone());
+        let (sandbox, message) = (self.clone(), Arc::clone(message));
         tokio::spawn(async move {
             let mut elapsed = Duration::ZERO;
             for (status, at, error) in plan {
@@ -375,7 +376,7 @@ async fn messages(
     State(sandbox): State<Sandbox>,
     Path((_version, node)): Path<(String, String)>,
     headers: HeaderMap,
-    Json(message): Json<Value>,
+    body: Bytes,
 ) -> Response {
     if !authorized(&sandbox, &headers) {
         return invalid_token();
@@ -383,6 +384,11 @@ async fn messages(
     if !sandbox.has_phone_number(&node) {
         return unknown_node(&node);
     }
+    // Not through axum's `Json`: its tracking of the path to each value, for
+    // its errors, made this parse, most of a send's cost here, 38 % dearer.
+    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
+        return meta_error(StatusCode::BAD_REQUEST, 100, "Invalid parameter");
+    };
     if let Some(refusal) = template_refusal(&sandbox, &message) {
         return refusal;
     }
@@ -413,11 +419,12 @@ async fn messages(
     };
     let wa_id = sandbox.with_state(|s| s.wa_ids.get(&to).cloned()).unwrap_or_else(|| to.clone());
     let sent = SentMessage { wamid: wamid(), from: node, to: to.clone(), wa_id, payload: message, at: std::time::Instant::now() };
+    let sent = Arc::new(sent);
     let answer_delay = sandbox.with_state(|s| {
         if s.sent.len() == SENT_REMEMBERED {
             s.sent.pop_front();
         }
-        s.sent.push_back(sent.clone());
+        s.sent.push_back(Arc::clone(&sent));
         s.sent_total += 1;
         s.answer_delay
     });
@@ -437,25 +444,20 @@ async fn messages(
 fn template_refusal(sandbox: &Sandbox, message: &Value) -> Option<Response> {
     let name = &message["template"]["name"];
     let language = &message["template"]["language"]["code"];
-    let template = sandbox.with_state(|s| s.templates.iter().find(|t| &t["name"] == name && &t["language"] == language).cloned());
-    let Some(template) = template else {
-        return Some(meta_error(StatusCode::NOT_FOUND, 132001, "Template name does not exist in the translation"));
-    };
-    match template["status"].as_str() {
+    // Read where the templates are kept, not copied out: this runs for every send.
+    let template = sandbox.with_state(|s| {
+        let template = s.templates.iter().find(|t| &t["name"] == name && &t["language"] == language)?;
+        let parameter_format = template["parameter_format"].as_str().unwrap_or("POSITIONAL");
+        let body_params = TemplateShape::of_parts(parameter_format, &template["components"]).counts().body_params;
+        Some((template["status"].as_str().map(str::to_owned), body_params))
+    });
+    let unknown = || meta_error(StatusCode::NOT_FOUND, 132001, "Template name does not exist in the translation");
+    let Some((status, expected)) = template else { return Some(unknown()) };
+    match status.as_deref() {
         Some("APPROVED") => {}
         Some("PAUSED") => return Some(meta_error(StatusCode::BAD_REQUEST, 132015, "Template is paused due to low quality")),
-        _ => return Some(meta_error(StatusCode::NOT_FOUND, 132001, "Template name does not exist in the translation")),
+        _ => return Some(unknown()),
     }
-    let record = TemplateRecord {
-        id: String::new(),
-        name: String::new(),
-        language: String::new(),
-        status: String::new(),
-        category: String::new(),
-        parameter_format: template["parameter_format"].as_str().unwrap_or("POSITIONAL").to_owned(),
-        components: template["components"].clone(),
-    };
-    let expected = TemplateShape::of(&record).counts().body_params;
     let given = message["template"]["components"]
         .as_array()
         .into_iter()

@@ -112,14 +112,19 @@ pub struct ParameterCounts {
 
 impl TemplateShape {
     pub fn of(template: &TemplateRecord) -> Self {
+        Self::of_parts(&template.parameter_format, &template.components)
+    }
+
+    /// The shape of a template given as Meta's `parameter_format` and `components`.
+    pub fn of_parts(parameter_format: &str, components: &Value) -> Self {
         let mut shape = Self {
             header: Header::None,
             body: Vec::new(),
-            named: template.parameter_format.eq_ignore_ascii_case("NAMED"),
+            named: parameter_format.eq_ignore_ascii_case("NAMED"),
             buttons: Vec::new(),
             unsupported: Vec::new(),
         };
-        for component in template.components.as_array().into_iter().flatten() {
+        for component in components.as_array().into_iter().flatten() {
             let text = component["text"].as_str().unwrap_or_default();
             match upper(&component["type"]).as_str() {
                 "HEADER" => {
