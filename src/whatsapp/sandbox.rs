@@ -418,8 +418,7 @@ async fn messages(
         Scripted::Accept | Scripted::TakenButUnanswered => None,
     };
     let wa_id = sandbox.with_state(|s| s.wa_ids.get(&to).cloned()).unwrap_or_else(|| to.clone());
-    let sent = SentMessage { wamid: wamid(), from: node, to: to.clone(), wa_id, payload: message, at: std::time::Instant::now() };
-    let sent = Arc::new(sent);
+    let sent = Arc::new(SentMessage { wamid: wamid(), from: node, to: to.clone(), wa_id, payload: message, at: std::time::Instant::now() });
     let answer_delay = sandbox.with_state(|s| {
         if s.sent.len() == SENT_REMEMBERED {
             s.sent.pop_front();
