@@ -91,16 +91,17 @@ fn take_send_slots(tx: &mut Tx<'_>, jobs: &[&SendRequest], pacing: Pacing, now_u
         Dialect::Sqlite => format!("SELECT key, tat, backoff_until, refusals FROM pacing WHERE {}", dialect.among_batch("key", 1)),
     };
     let current = tx.query(&read, &[batch(&keys)?])?;
-    let mut state: HashMap<String, (i64, i64, bool)> = HashMap::new();
+    // Each key's tat, back-off, whether its pair was refused lately, and
+    // whether a send admitted here moved its tat.
+    let mut state: HashMap<String, (i64, i64, bool, bool)> = HashMap::new();
     for row in current {
-        state.insert(row.text(0)?, (row.int(1)?, row.int(2)?, row.int(3)? > 0));
+        state.insert(row.text(0)?, (row.int(1)?, row.int(2)?, row.int(3)? > 0, false));
     }
-    let mut admitted_keys = BTreeSet::new();
     let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
         let (sender, pair) = (sender_key(&job.sender), pair_key(&job.sender, &job.recipient));
-        let (sender_tat, _, _) = state.get(&sender).copied().unwrap_or_default();
-        let (pair_tat, backoff_until, refused) = state.get(&pair).copied().unwrap_or_default();
+        let (sender_tat, ..) = state.get(&sender).copied().unwrap_or_default();
+        let (pair_tat, backoff_until, refused, _) = state.get(&pair).copied().unwrap_or_default();
         let admitted = if backoff_until > now_us {
             Err(backoff_until - now_us)
         } else {
@@ -111,20 +112,19 @@ fn take_send_slots(tx: &mut Tx<'_>, jobs: &[&SendRequest], pacing: Pacing, now_u
         };
         answers.push(match admitted {
             Ok((sender_next, pair_next)) => {
-                state.insert(sender.clone(), (sender_next, 0, false));
-                state.insert(pair.clone(), (pair_next, backoff_until, refused));
-                admitted_keys.extend([sender, pair]);
+                state.insert(sender, (sender_next, 0, false, true));
+                state.insert(pair, (pair_next, backoff_until, refused, true));
                 Ok(refused)
             }
             Err(wait_us) => Err((now_us + wait_us + 999) / 1000),
         });
     }
-    if admitted_keys.is_empty() {
-        return Ok(answers);
-    }
     // Only the keys a send was admitted against moved; `WHERE TRUE` tells
     // SQLite's parser the SELECT ends there.
-    let tats: Vec<(&str, i64)> = admitted_keys.iter().map(|key| (key.as_str(), state[key].0)).collect();
+    let tats: Vec<(&str, i64)> = state.iter().filter(|(_, (.., moved))| *moved).map(|(key, (tat, ..))| (key.as_str(), *tat)).collect();
+    if tats.is_empty() {
+        return Ok(answers);
+    }
     tx.execute(
         &format!(
             "INSERT INTO pacing (key, tat) SELECT t.value ->> 0, CAST(t.value ->> 1 AS BIGINT) FROM {} WHERE TRUE \
