@@ -205,6 +205,9 @@ impl Store {
         call_id: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> StoreResult<Option<ExecutionRecord>> {
+        if call_id.is_none() && idempotency_key.is_none() {
+            return Ok(None);
+        }
         let (tenant, call_id, key) = (tenant.as_str().to_owned(), call_id.map(str::to_owned), idempotency_key.map(str::to_owned));
         self.lookup(move |tx| match select_existing(tx, &tenant, action_id, call_id.as_deref(), key.as_deref())? {
             Some(id) => select_execution(tx, &tenant, id),
