@@ -68,12 +68,20 @@ impl PhoneE164 {
 /// libphonenumber's verdict on international digits: the E.164 digits, or why not.
 fn judge(digits: &str) -> Result<String, &'static str> {
     // Told the region, found here with the patterns compiled below, the
-    // parser skips its own search for it with the crate's patterns.
-    judge_with(digits, region_to_parse_by(digits), is_valid)
+    // parser skips its own search for it with the crate's patterns; the
+    // validity check then reuses what that search found.
+    let located = locate(digits);
+    let region = located.as_ref().and_then(|(_, _, found)| found.meta.id().parse().ok());
+    judge_with(digits, region, |number| match &located {
+        Some((code, national, found)) if number.country().code() == *code && number.national().to_string() == *national => {
+            found.is_valid(national)
+        }
+        _ => is_valid(number),
+    })
 }
 
 /// The verdict from the crate's parser, told `region` (or finding it), and `is_valid`.
-fn judge_with(digits: &str, region: Option<country::Id>, is_valid: fn(&PhoneNumber) -> bool) -> Result<String, &'static str> {
+fn judge_with(digits: &str, region: Option<country::Id>, is_valid: impl Fn(&PhoneNumber) -> bool) -> Result<String, &'static str> {
     let parsed = phonenumber::parse(region, format!("+{digits}"))
         .map_err(|_| "is not a phone number with a valid country code; write it in international form, e.g. +12817126508")?;
     if !is_valid(&parsed) {
@@ -82,15 +90,17 @@ fn judge_with(digits: &str, region: Option<country::Id>, is_valid: fn(&PhoneNumb
     Ok(parsed.format().mode(phonenumber::Mode::E164).to_string().trim_start_matches('+').to_owned())
 }
 
-/// The region the crate's parser reads international digits by: the first
-/// country code their first one to three digits make, and the region of
-/// that code the rest (without leading zeros) belongs to. `None` for a
-/// non-geographic code or none found: the parser then searches itself.
-fn region_to_parse_by(digits: &str) -> Option<country::Id> {
+/// What international digits say before the crate's parser reads them: the
+/// first country code their first one to three digits make, the rest
+/// (without leading zeros), and the region of that code the rest belongs
+/// to. `None` for a non-geographic code or none found: the parser then
+/// searches itself.
+fn locate(digits: &str) -> Option<(u16, String, Region)> {
     let (code, national) = (1..=3.min(digits.len())).map(|length| digits.split_at(length)).find_map(|(code, national)| {
         code.parse::<u16>().ok().filter(|code| DATABASE.by_code(code).is_some()).map(|code| (code, national))
     })?;
-    region_of(code, national.trim_start_matches('0')).and_then(|meta| meta.id().parse().ok())
+    let national = national.trim_start_matches('0');
+    region_of(code, national).map(|found| (code, national.to_owned(), found))
 }
 
 /// Compiled patterns kept, as many as the crate's own cache keeps: one
@@ -193,19 +203,34 @@ fn is_some_kind(meta: &Metadata, national: &str) -> bool {
 /// `number_type`), with the patterns compiled here.
 fn is_valid(number: &PhoneNumber) -> bool {
     let national = number.national().to_string();
-    region_of(number.country().code(), &national).is_some_and(|meta| is_some_kind(meta, &national))
+    region_of(number.country().code(), &national).is_some_and(|found| found.is_valid(&national))
+}
+
+/// The region whose rules judge a national number, and whether finding it
+/// already showed the number to be some kind of number there.
+struct Region {
+    meta: &'static Metadata,
+    of_some_kind: bool,
+}
+
+impl Region {
+    /// The crate's `number_type(meta, national) != Type::Unknown`, unless known.
+    fn is_valid(&self, national: &str) -> bool {
+        self.of_some_kind || is_some_kind(self.meta, national)
+    }
 }
 
 /// The region whose rules judge a national number of country code `code`:
 /// the crate's `source_for`.
-fn region_of(code: u16, national: &str) -> Option<&'static Metadata> {
+fn region_of(code: u16, national: &str) -> Option<Region> {
     let regions = DATABASE.region(&code)?;
+    let told = |meta: &'static Metadata| Region { meta, of_some_kind: false };
     match regions[..] {
-        ["001"] => DATABASE.by_code(&code).and_then(|metas| metas.into_iter().next()),
-        [region] => region.parse::<country::Id>().ok().and_then(|_| DATABASE.by_id(region)),
-        _ => regions.into_iter().filter_map(|region| DATABASE.by_id(region)).find(|meta| match meta.leading_digits() {
-            Some(leading) => matches_from_start(address(leading), leading.as_str(), national),
-            None => is_some_kind(meta, national),
+        ["001"] => DATABASE.by_code(&code).and_then(|metas| metas.into_iter().next()).map(told),
+        [region] => region.parse::<country::Id>().ok().and_then(|_| DATABASE.by_id(region)).map(told),
+        _ => regions.into_iter().filter_map(|region| DATABASE.by_id(region)).find_map(|meta| match meta.leading_digits() {
+            Some(leading) => matches_from_start(address(leading), leading.as_str(), national).then(|| told(meta)),
+            None => is_some_kind(meta, national).then_some(Region { meta, of_some_kind: true }),
         }),
     }
 }
