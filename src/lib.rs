@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use crate::auth::{AuthSettings, Authenticator};
 use crate::crypto::Sealer;
 use crate::delivery::{DeliverySettings, Worker};
+use crate::domain::PhoneE164;
 use crate::events::{Dispatcher, EventSettings};
 use crate::http::{AppState, WebhookSecrets};
 use crate::ratelimit::RateLimiter;
@@ -70,6 +71,7 @@ impl App {
             None => settings.whatsapp_graph_url.clone(),
         };
         let encryption_key = settings.encryption_key.as_deref().ok_or("ACTIOND_ENCRYPTION_KEY is missing")?;
+        PhoneE164::load_rules_in_background();
         let store = Arc::new(Store::open(&settings.database_url, settings.database_max_connections as usize).await?);
         let graph = GraphClient::new(&graph_url, &settings.whatsapp_api_version)?;
         let sealer = Sealer::from_base64(encryption_key)?;
