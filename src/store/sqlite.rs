@@ -221,7 +221,10 @@ pub(super) fn query(connection: &Connection, sql: &str, args: &[Value]) -> DbRes
                     ValueRef::Null => Value::Null,
                     ValueRef::Integer(number) => Value::Int(number),
                     ValueRef::Real(number) => Value::Int(number as i64),
-                    ValueRef::Text(text) => Value::Text(String::from_utf8_lossy(text).into_owned()),
+                    // Checked as one string, word by word; `from_utf8_lossy` walks it byte by byte.
+                    ValueRef::Text(text) => Value::Text(
+                        String::from_utf8(text.to_vec()).unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned()),
+                    ),
                     ValueRef::Blob(bytes) => Value::Bytes(bytes.to_vec()),
                 })
             })
