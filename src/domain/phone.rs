@@ -85,7 +85,7 @@ fn judge(digits: &str) -> Result<String, &'static str> {
     let region = located.as_ref().and_then(|(_, _, found)| found.meta.id().parse().ok());
     judge_with(digits, region, |number| match &located {
         Some((code, national, found)) if number.country().code() == *code && number.national().to_string() == *national => {
-            found.is_valid(national)
+            found.accepts(national)
         }
         _ => is_valid(number),
     })
@@ -214,7 +214,7 @@ fn is_some_kind(meta: &Metadata, national: &str) -> bool {
 /// `number_type`), with the patterns compiled here.
 fn is_valid(number: &PhoneNumber) -> bool {
     let national = number.national().to_string();
-    region_of(number.country().code(), &national).is_some_and(|found| found.is_valid(&national))
+    region_of(number.country().code(), &national).is_some_and(|found| found.accepts(&national))
 }
 
 /// The region whose rules judge a national number, and whether finding it
@@ -225,8 +225,9 @@ struct Region {
 }
 
 impl Region {
-    /// The crate's `number_type(meta, national) != Type::Unknown`, unless known.
-    fn is_valid(&self, national: &str) -> bool {
+    /// Whether its rules take the national number for some kind of number: the
+    /// crate's `number_type(meta, national) != Type::Unknown`, unless already known.
+    fn accepts(&self, national: &str) -> bool {
         self.of_some_kind || is_some_kind(self.meta, national)
     }
 }

@@ -205,6 +205,7 @@ impl Store {
         call_id: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> StoreResult<Option<ExecutionRecord>> {
+        // Nothing to find, so no trip to the store (on PostgreSQL, a session thread and back).
         if call_id.is_none() && idempotency_key.is_none() {
             return Ok(None);
         }
