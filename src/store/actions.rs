@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::db::{DbError, DbResult, ListQuery, Row, Tx, args, to_json};
+use super::db::{DbError, DbResult, ListQuery, Row, Tx, Value, args, to_json};
 use super::executions::{advance, status_list};
 use super::remembered::Remembered;
 use super::{ActionFilter, ActionRecord, Created, IDEMPOTENCY_WINDOW_SECONDS, IdempotentResponse, Page, Store, StoreResult, WebhookRecord};
@@ -31,7 +31,7 @@ fn action_from_row(row: &Row) -> DbResult<ActionRecord> {
     })
 }
 
-// INSERT_ACTION and UPDATE_ACTION take the same placeholders, bound by `action_args`.
+// INSERT_ACTION and UPDATE_ACTION take the same placeholders, bound by `StoredAction::args`.
 const INSERT_ACTION: &str = "INSERT INTO actions (id, tenant, name, description, type, is_active, action_timing, phone_number, webhook, \
      created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)";
 const UPDATE_ACTION: &str = "UPDATE actions SET name = $3, description = $4, type = $5, is_active = $6, action_timing = $7, \
@@ -62,22 +62,19 @@ impl StoredAction {
         })
     }
 
-    fn write(&self, tx: &mut Tx<'_>, sql: &str, tenant: &str, id: Uuid, now: &str) -> DbResult<u64> {
-        tx.execute(
-            sql,
-            args![
-                id,
-                tenant,
-                self.name.as_str(),
-                self.description.as_str(),
-                self.kind,
-                self.is_active,
-                self.timing,
-                self.phone_number.clone(),
-                self.webhook.as_str(),
-                now
-            ],
-        )
+    fn args(&self, tenant: &str, id: Uuid, now: &str) -> [Value; 10] {
+        [
+            id.into(),
+            tenant.into(),
+            self.name.as_str().into(),
+            self.description.as_str().into(),
+            self.kind.into(),
+            self.is_active.into(),
+            self.timing.into(),
+            self.phone_number.clone().into(),
+            self.webhook.as_str().into(),
+            now.into(),
+        ]
     }
 }
 
@@ -145,7 +142,7 @@ impl Store {
                     return first.map(Created::Replay).ok_or_else(|| DbError::Contention("the idempotency key expired meanwhile".into()));
                 }
             }
-            action.write(tx, INSERT_ACTION, &tenant, id, &now)?;
+            tx.execute_later(INSERT_ACTION, &action.args(&tenant, id, &now))?;
             Ok(Created::New)
         })
         .await
@@ -185,7 +182,7 @@ impl Store {
         let tenant = tenant.as_str().to_owned();
         let action = StoredAction::of(spec)?;
         self.write_configuration(move |tx| {
-            let changed = action.write(tx, UPDATE_ACTION, &tenant, id, &clock::now())?;
+            let changed = tx.execute(UPDATE_ACTION, &action.args(&tenant, id, &clock::now()))?;
             if changed == 0 { Ok(None) } else { select_action(tx, &tenant, id) }
         })
         .await

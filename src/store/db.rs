@@ -376,6 +376,19 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// Runs a statement whose count no one reads, in a write. On PostgreSQL it
+    /// is sent with the transaction's next statement or its `COMMIT`, in the
+    /// same round trip, and its failure is that statement's or the commit's.
+    pub fn execute_later(&mut self, sql: &str, args: &[Value]) -> DbResult<()> {
+        match &mut self.connection {
+            Connection::Sqlite(connection) => super::sqlite::execute(connection, sql, args).map(drop),
+            Connection::Postgres(session) => {
+                session.execute_later(sql, args);
+                Ok(())
+            }
+        }
+    }
+
     pub fn query(&mut self, sql: &str, args: &[Value]) -> DbResult<Vec<Row>> {
         match &mut self.connection {
             Connection::Sqlite(connection) => super::sqlite::query(connection, sql, args),

@@ -293,8 +293,11 @@ impl Store {
                 return existing(tx, &tenant, first);
             }
             let queued = ExecutionStatus::Queued.as_str();
-            tx.execute("INSERT INTO execution_events (execution_id, status, at) VALUES ($1, $2, $3)", args![id, queued, now.as_str()])?;
-            tx.execute(
+            tx.execute_later(
+                "INSERT INTO execution_events (execution_id, status, at) VALUES ($1, $2, $3)",
+                args![id, queued, now.as_str()],
+            )?;
+            tx.execute_later(
                 "INSERT INTO delivery_jobs (execution_id, tenant, sender, due_at) VALUES ($1, $2, $3, $4)",
                 args![id, tenant.as_str(), execution.sender.as_str(), clock::now_ms()],
             )?;

@@ -593,6 +593,87 @@ pub fn redacted(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::Store;
+    use super::db::DbError;
+
+    /// A store on a database of its own, removed by `discard`: on
+    /// PostgreSQL's test server when `ACTIOND_TEST_DATABASE=postgres`, as for
+    /// the black-box suite, else in a SQLite file.
+    struct Scratch {
+        store: Store,
+        postgres: Option<(String, String)>,
+        dir: std::path::PathBuf,
+    }
+
+    impl Scratch {
+        async fn new() -> Self {
+            let name = format!("actiond_unit_{}", uuid::Uuid::new_v4().simple());
+            let dir = std::env::temp_dir().join(&name);
+            let (url, postgres) = if std::env::var("ACTIOND_TEST_DATABASE").as_deref() == Ok("postgres") {
+                let admin = std::env::var("ACTIOND_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+                Self::admin(&admin, &format!("CREATE DATABASE {name}")).await;
+                let url = format!("{}/{name}", admin.rsplit_once('/').expect("a URL with a database").0);
+                (url, Some((admin, name)))
+            } else {
+                (format!("sqlite://{}/actiond.db", dir.display()), None)
+            };
+            Self { store: Store::open(&url, 2).await.expect("the store opens"), postgres, dir }
+        }
+
+        async fn admin(url: &str, sql: &str) {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("the test PostgreSQL answers");
+            let driver = tokio::spawn(connection);
+            client.batch_execute(sql).await.expect("the test PostgreSQL runs it");
+            drop(client);
+            let _ = driver.await;
+        }
+
+        async fn discard(self) {
+            drop(self.store);
+            if let Some((admin, name)) = &self.postgres {
+                Self::admin(admin, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deferred_statement_is_seen_by_the_next_and_its_failure_undoes_the_whole_write() {
+        let scratch = Scratch::new().await;
+        let store = &scratch.store;
+        let seen = store
+            .write(|tx| {
+                tx.execute_later("INSERT INTO pacing (key, tat) VALUES ('a', 1)", &[])?;
+                tx.query_one("SELECT tat FROM pacing WHERE key = 'a'", &[])?.int(0)
+            })
+            .await;
+        assert_eq!(seen.unwrap(), 1, "a deferred statement runs before the next one");
+
+        let failed = store
+            .write(|tx| {
+                tx.execute_later("INSERT INTO pacing (key, tat) VALUES ('b', 1)", &[])?;
+                tx.execute_later("INSERT INTO pacing (key, tat) VALUES ('a', 2)", &[])?;
+                tx.execute_later("INSERT INTO pacing (key, tat) VALUES ('c', 1)", &[])?;
+                Ok(())
+            })
+            .await;
+        let error = failed.expect_err("the second insert repeats a key");
+        assert!(error.to_string().contains("pacing"), "the failure is the failing statement's own, not a later one's: {error}");
+        let failed_before_a_statement = store
+            .write(|tx| {
+                tx.execute_later("INSERT INTO pacing (key, tat) VALUES ('a', 3)", &[])?;
+                tx.execute("INSERT INTO pacing (key, tat) VALUES ('d', 1)", &[])
+            })
+            .await;
+        assert!(failed_before_a_statement.expect_err("a repeated key").to_string().contains("pacing"));
+
+        let kept = store.read(|tx| tx.query("SELECT key, tat FROM pacing ORDER BY key", &[])).await.unwrap();
+        let kept: Vec<(String, i64)> =
+            kept.iter().map(|row| Ok::<_, DbError>((row.text(0)?, row.int(1)?))).collect::<Result<_, _>>().unwrap();
+        assert_eq!(kept, [("a".to_owned(), 1)], "nothing of a failed write is kept");
+        scratch.discard().await;
+    }
+
     #[test]
     fn a_database_url_is_shown_without_its_password() {
         assert_eq!(super::redacted("postgres://app:s3cret@db:5432/actiond"), "postgres://app:***@db:5432/actiond");

@@ -9,8 +9,10 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -45,6 +47,8 @@ const CONTENTION_RETRIES: u32 = 5;
 /// Signals per notification: a payload must stay under 8,000 bytes.
 const SIGNALS_PER_NOTIFY: usize = 150;
 
+/// A request to the server whose answer only says whether it ran.
+type Request<'a> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + 'a>>;
 /// An operation waiting for a session.
 type Job = Box<dyn FnOnce(&mut PgSession) + Send>;
 
@@ -202,6 +206,7 @@ fn serve_sessions(state: Arc<PoolState>) {
         state: Arc::clone(&state),
         begin_pending: false,
         first_statement: false,
+        deferred: Vec::new(),
     };
     loop {
         state.idle.fetch_add(1, Ordering::SeqCst);
@@ -232,6 +237,9 @@ pub struct PgSession {
     /// No statement of the current operation has run: one that finds the
     /// connection dead may run again on a new one.
     first_statement: bool,
+    /// Statements of the open transaction whose results no one reads, still
+    /// to be sent (`Tx::execute_later`).
+    deferred: Vec<(String, Vec<Value>)>,
 }
 
 impl PgSession {
@@ -275,30 +283,45 @@ impl PgSession {
     }
 
     /// Runs `op` in a transaction. Round trips are what a transaction costs
-    /// here, so `BEGIN` travels with the first statement, and the
+    /// here, so `BEGIN` travels with the first statement, the statements no
+    /// one reads (`Tx::execute_later`) with the next one, and the
     /// notifications of its signals with `COMMIT`.
     fn transaction<T>(&mut self, op: &impl Fn(&mut Tx<'_>) -> DbResult<T>) -> DbResult<T> {
         self.begin_pending = true;
         self.first_statement = true;
+        self.deferred.clear();
         let mut tx = Tx::postgres(self);
         let result = op(&mut tx);
         let signals = tx.take_signals();
-        if std::mem::take(&mut self.begin_pending) || (result.is_err() && self.client.is_none()) {
-            // No statement ran, or the connection was lost with the transaction: there is none to end.
+        let deferred = std::mem::take(&mut self.deferred);
+        let begin = std::mem::take(&mut self.begin_pending);
+        if result.is_err() {
+            if !begin && self.client.is_some() {
+                self.batch("ROLLBACK")?;
+            }
+            // Otherwise nothing was sent, or the connection was lost with the transaction.
+            return result;
+        }
+        if begin && deferred.is_empty() {
             return result;
         }
         let mut end = String::new();
-        if result.is_ok() {
-            for chunk in signals.chunks(SIGNALS_PER_NOTIFY) {
-                // The payload is ids and letters of our own making: no quote can be in it.
-                let payload = chunk.iter().map(|signal| signal.encode()).collect::<Vec<_>>().join(",");
-                end.push_str(&format!("SELECT pg_notify('{CHANNEL}', '{payload}'); "));
-            }
-            end.push_str("COMMIT");
-        } else {
-            end.push_str("ROLLBACK");
+        for chunk in signals.chunks(SIGNALS_PER_NOTIFY) {
+            // The payload is ids and letters of our own making: no quote can be in it.
+            let payload = chunk.iter().map(|signal| signal.encode()).collect::<Vec<_>>().join(",");
+            end.push_str(&format!("SELECT pg_notify('{CHANNEL}', '{payload}'); "));
         }
-        self.batch(&end)?;
+        end.push_str("COMMIT");
+        // Not tried again on a lost connection, unlike a first statement:
+        // the server may have committed before the connection broke.
+        let ended = self.connect().and_then(|()| self.pipeline(begin, &deferred, async |client: &Client| client.batch_execute(&end).await));
+        if let Err(error) = ended {
+            // A deferred statement failed: the transaction is aborted and its COMMIT did not run.
+            if self.client.is_some() {
+                self.batch("ROLLBACK")?;
+            }
+            return Err(error);
+        }
         result
     }
 
@@ -306,62 +329,78 @@ impl PgSession {
         args.iter().map(|arg| arg as &(dyn ToSql + Sync)).collect()
     }
 
-    /// Runs one statement, prepared once per connection, after the
-    /// transaction's `BEGIN` when that is still to be sent: both go in one
-    /// round trip (tokio-postgres pipelines them).
+    /// Runs one statement, after the transaction's `BEGIN` and its deferred
+    /// statements when those are still to be sent: all go in one round trip.
     fn run<T>(&mut self, sql: &str, statement: impl AsyncFn(&Client, &Statement) -> Result<T, tokio_postgres::Error>) -> DbResult<T> {
         let begin = std::mem::take(&mut self.begin_pending);
         let retry = std::mem::take(&mut self.first_statement);
-        match self.run_once(sql, begin, &statement) {
+        let deferred = std::mem::take(&mut self.deferred);
+        let once = |session: &mut Self| {
+            let prepared = session.prepare(sql)?;
+            session.pipeline(begin, &deferred, async |client: &Client| statement(client, &prepared).await)
+        };
+        match once(self) {
             // A connection that died idle (the server restarted) fails its
             // first statement; nothing ran, so it runs again on a new one.
             Err(DbError::Unavailable(reason)) if retry => {
                 tracing::debug!(%reason, "a database connection was lost while idle; connecting again");
-                self.run_once(sql, begin, &statement)
+                once(self)
             }
             result => result,
         }
     }
 
-    fn run_once<T>(
-        &mut self,
-        sql: &str,
-        begin: bool,
-        statement: &impl AsyncFn(&Client, &Statement) -> Result<T, tokio_postgres::Error>,
-    ) -> DbResult<T> {
+    /// `sql` prepared on this connection, once for the connection's life.
+    fn prepare(&mut self, sql: &str) -> DbResult<Statement> {
         self.connect()?;
-        let client = self.client.as_ref().expect("connected above");
-        let cached = self.statements.get(sql).cloned();
-        let result = self.runtime.block_on(async {
-            let execute = async {
-                let prepared = match cached {
-                    Some(prepared) => prepared,
-                    None => client.prepare(sql).await?,
-                };
-                let result = statement(client, &prepared).await;
-                result.map(|value| (value, prepared))
-            };
-            if begin {
-                let (begun, result) = futures_util::join!(client.batch_execute("BEGIN"), execute);
-                begun?;
-                result
-            } else {
-                execute.await
-            }
-        });
-        match result {
-            Ok((value, prepared)) => {
-                self.statements.entry(sql.to_owned()).or_insert(prepared);
-                Ok(value)
-            }
-            Err(error) => {
-                let error = failure(error);
-                if matches!(error, DbError::Unavailable(_)) {
-                    self.disconnect();
-                }
-                Err(error)
-            }
+        if let Some(prepared) = self.statements.get(sql) {
+            return Ok(prepared.clone());
         }
+        let client = self.client.as_ref().expect("connected above");
+        let prepared = self.runtime.block_on(client.prepare(sql)).map_err(|error| self.failed(error))?;
+        self.statements.insert(sql.to_owned(), prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Sends `BEGIN` when `begin`, the deferred statements, then `last`, one
+    /// after another without waiting: tokio-postgres writes each request as
+    /// it is first polled, so they reach the server in this order, together.
+    /// The answer is the first failure among them, or `last`'s.
+    fn pipeline<T>(
+        &mut self,
+        begin: bool,
+        deferred: &[(String, Vec<Value>)],
+        last: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
+    ) -> DbResult<T> {
+        let statements = deferred.iter().map(|(sql, _)| self.prepare(sql)).collect::<DbResult<Vec<_>>>()?;
+        let client = self.client.as_ref().expect("connected by the caller");
+        let result = self.runtime.block_on(async {
+            let mut ahead: Vec<Request<'_>> = Vec::new();
+            if begin {
+                ahead.push(Box::pin(client.batch_execute("BEGIN")));
+            }
+            for (statement, (_, args)) in statements.iter().zip(deferred) {
+                ahead.push(Box::pin(async move { client.execute(statement, &Self::parameters(args)).await.map(drop) }));
+            }
+            let (ahead, last) = futures_util::join!(in_order(ahead), last(client));
+            ahead.into_iter().collect::<Result<(), _>>()?;
+            last
+        });
+        result.map_err(|error| self.failed(error))
+    }
+
+    /// The error, and the connection closed when it was lost.
+    fn failed(&mut self, error: tokio_postgres::Error) -> DbError {
+        let error = failure(error);
+        if matches!(error, DbError::Unavailable(_)) {
+            self.disconnect();
+        }
+        error
+    }
+
+    /// Keeps a statement to send with the transaction's next one.
+    pub(super) fn execute_later(&mut self, sql: &str, args: &[Value]) {
+        self.deferred.push((sql.to_owned(), args.to_vec()));
     }
 
     pub(super) fn execute(&mut self, sql: &str, args: &[Value]) -> DbResult<u64> {
@@ -372,6 +411,20 @@ impl PgSession {
         let rows = self.run(sql, async |client: &Client, statement: &Statement| client.query(statement, &Self::parameters(args)).await)?;
         rows.iter().map(row).collect()
     }
+}
+
+/// Polls every future, in order, until all are done; their outputs in that order.
+async fn in_order<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(futures_util::future::maybe_done).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for future in &mut futures {
+            done &= Pin::new(future).poll(cx).is_ready();
+        }
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    futures.iter_mut().map(|future| Pin::new(future).take_output().expect("polled to the end above")).collect()
 }
 
 fn row(row: &tokio_postgres::Row) -> DbResult<Row> {
