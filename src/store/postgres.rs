@@ -286,6 +286,17 @@ impl PgSession {
     /// here, so `BEGIN` travels with the first statement, the statements no
     /// one reads (`Tx::execute_later`) with the next one, and the
     /// notifications of its signals with `COMMIT`.
+    ///
+    /// A transaction that notifies holds a lock every notifying transaction
+    /// of the server takes, until its commit is flushed to disk: their
+    /// commits run one at a time, each waiting for its own flush. So only a
+    /// change to configuration notifies in its own commit (no replica may
+    /// commit one unheard, since they would keep what it replaced); the
+    /// other signals follow in a transaction of their own, sent in the same
+    /// round trip, that does not wait for its flush and so holds the lock
+    /// only while it commits in memory. A replica that dies between the two, or a notification
+    /// that fails, costs a late wake-up (the workers look again within a
+    /// second, a `?wait` within 2 s), never a wrong answer.
     fn transaction<T>(&mut self, op: &impl Fn(&mut Tx<'_>) -> DbResult<T>) -> DbResult<T> {
         self.begin_pending = true;
         self.first_statement = true;
@@ -305,24 +316,37 @@ impl PgSession {
         if begin && deferred.is_empty() {
             return result;
         }
-        let mut end = String::new();
-        for chunk in signals.chunks(SIGNALS_PER_NOTIFY) {
-            // The payload is ids and letters of our own making: no quote can be in it.
-            let payload = chunk.iter().map(|signal| signal.encode()).collect::<Vec<_>>().join(",");
-            end.push_str(&format!("SELECT pg_notify('{CHANNEL}', '{payload}'); "));
-        }
-        end.push_str("COMMIT");
+        let (with_commit, after_commit): (Vec<Signal>, Vec<Signal>) =
+            signals.into_iter().partition(|signal| *signal == Signal::Configuration);
+        let end = format!("{}COMMIT", notifications(&with_commit));
+        let after = (!after_commit.is_empty())
+            .then(|| format!("BEGIN; SET LOCAL synchronous_commit = off; {}COMMIT", notifications(&after_commit)));
         // Not tried again on a lost connection, unlike a first statement:
         // the server may have committed before the connection broke.
-        let ended = self.connect().and_then(|()| self.pipeline(begin, &deferred, async |client: &Client| client.batch_execute(&end).await));
-        if let Err(error) = ended {
-            // A deferred statement failed: the transaction is aborted and its COMMIT did not run.
-            if self.client.is_some() {
-                self.batch("ROLLBACK")?;
+        let ended = self.connect().and_then(|()| {
+            self.pipeline(begin, &deferred, async |client: &Client| {
+                let committed = client.batch_execute(&end);
+                let Some(after) = &after else { return committed.await.map(|()| None) };
+                let (committed, notified) = futures_util::join!(committed, client.batch_execute(after));
+                committed.map(|()| notified.err())
+            })
+        });
+        match ended {
+            Ok(None) => result,
+            Ok(Some(error)) => {
+                tracing::warn!(error = %one_line(&error), "a commit's notifications failed; replicas will see its changes late");
+                // It may have failed inside its transaction; the commit before it stands.
+                let _ = self.batch("ROLLBACK");
+                result
             }
-            return Err(error);
+            Err(error) => {
+                // A deferred statement failed: the transaction is aborted and its COMMIT did not run.
+                if self.client.is_some() {
+                    self.batch("ROLLBACK")?;
+                }
+                Err(error)
+            }
         }
-        result
     }
 
     fn parameters(args: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
@@ -411,6 +435,18 @@ impl PgSession {
         let rows = self.run(sql, async |client: &Client, statement: &Statement| client.query(statement, &Self::parameters(args)).await)?;
         rows.iter().map(row).collect()
     }
+}
+
+/// `SELECT pg_notify(…);` statements carrying these signals.
+fn notifications(signals: &[Signal]) -> String {
+    signals
+        .chunks(SIGNALS_PER_NOTIFY)
+        .map(|chunk| {
+            // The payload is ids and letters of our own making: no quote can be in it.
+            let payload = chunk.iter().map(|signal| signal.encode()).collect::<Vec<_>>().join(",");
+            format!("SELECT pg_notify('{CHANNEL}', '{payload}'); ")
+        })
+        .collect()
 }
 
 /// Polls every future, in order, until all are done; their outputs in that order.
