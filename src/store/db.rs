@@ -377,8 +377,10 @@ impl<'a> Tx<'a> {
     }
 
     /// Runs a statement whose count no one reads, in a write. On PostgreSQL it
-    /// is sent with the transaction's next statement or its `COMMIT`, in the
-    /// same round trip, and its failure is that statement's or the commit's.
+    /// is sent ahead of the transaction's next statement or its `COMMIT`, in
+    /// the same round trip, and its failure is reported there and fails the
+    /// whole write: a caller must not take the next statement's error for
+    /// that statement's own.
     pub fn execute_later(&mut self, sql: &str, args: &[Value]) -> DbResult<()> {
         match &mut self.connection {
             Connection::Sqlite(connection) => super::sqlite::execute(connection, sql, args).map(drop),

@@ -594,7 +594,7 @@ pub fn redacted(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::Store;
-    use super::db::DbError;
+    use super::db::{DbError, Value};
 
     /// A store on a database of its own, removed by `discard`: on
     /// PostgreSQL's test server when `ACTIOND_TEST_DATABASE=postgres`, as for
@@ -666,6 +666,14 @@ mod tests {
             })
             .await;
         assert!(failed_before_a_statement.expect_err("a repeated key").to_string().contains("pacing"));
+        let unsendable = store
+            .write(|tx| {
+                tx.execute_later("INSERT INTO pacing (key, tat) VALUES ('e', 1)", &[])?;
+                tx.execute_later("INSERT INTO pacing (key, tat) VALUES ($1, $2)", &[Value::from("f")])?;
+                tx.execute_later("INSERT INTO pacing (key, tat) VALUES ('g', 1)", &[])
+            })
+            .await;
+        assert!(unsendable.is_err(), "a statement whose parameters do not fit fails its write, and no COMMIT follows it");
 
         let kept = store.read(|tx| tx.query("SELECT key, tat FROM pacing ORDER BY key", &[])).await.unwrap();
         let kept: Vec<(String, i64)> =

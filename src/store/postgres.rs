@@ -47,8 +47,9 @@ const CONTENTION_RETRIES: u32 = 5;
 /// Signals per notification: a payload must stay under 8,000 bytes.
 const SIGNALS_PER_NOTIFY: usize = 150;
 
-/// A request to the server whose answer only says whether it ran.
-type Request<'a> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + 'a>>;
+/// A request sent ahead of the one whose answer is wanted: all that matters
+/// of its own answer is whether it ran.
+type SentAhead<'a> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + 'a>>;
 /// An operation waiting for a session.
 type Job = Box<dyn FnOnce(&mut PgSession) + Send>;
 
@@ -147,7 +148,7 @@ impl PgDb {
         answer.await.map_err(|_| StoreError::Internal("a database session failed inside an operation".into()))?
     }
 
-    /// Runs `op` in a transaction; its signals are sent with the commit.
+    /// Runs `op` in a transaction; its signals are sent as it commits.
     pub async fn write<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -175,7 +176,7 @@ impl PgDb {
         F: FnOnce(&mut Tx<'_>) -> DbResult<T> + Send + 'static,
     {
         self.run(move |session| {
-            session.first_statement = true;
+            session.start_operation(false);
             op(&mut Tx::postgres(session)).map_err(StoreError::from)
         })
         .await
@@ -205,6 +206,7 @@ fn serve_sessions(state: Arc<PoolState>) {
         statements: HashMap::new(),
         state: Arc::clone(&state),
         begin_pending: false,
+        in_transaction: false,
         first_statement: false,
         deferred: Vec::new(),
     };
@@ -234,6 +236,10 @@ pub struct PgSession {
     state: Arc<PoolState>,
     /// The open transaction's `BEGIN` is still to be sent, with its first statement.
     begin_pending: bool,
+    /// A `BEGIN` went out on this connection and its transaction has not
+    /// ended: if the connection is lost, the operation fails rather than go
+    /// on, outside any transaction, on a new one.
+    in_transaction: bool,
     /// No statement of the current operation has run: one that finds the
     /// connection dead may run again on a new one.
     first_statement: bool,
@@ -261,6 +267,9 @@ impl PgSession {
             self.disconnect();
         }
         if self.client.is_none() {
+            if self.in_transaction {
+                return Err(DbError::Unavailable("the database connection was lost inside a transaction".into()));
+            }
             let (client, connection) = self.runtime.block_on(self.config.connect(NoTls)).map_err(failure)?;
             self.runtime.spawn(async move {
                 let _ = connection.await;
@@ -282,10 +291,35 @@ impl PgSession {
         result
     }
 
+    /// Forgets what the last operation left: it may have ended early (a panic).
+    fn start_operation(&mut self, transaction: bool) {
+        self.begin_pending = transaction;
+        self.in_transaction = false;
+        self.first_statement = true;
+        self.deferred.clear();
+    }
+
     /// Runs `op` in a transaction. Round trips are what a transaction costs
     /// here, so `BEGIN` travels with the first statement, the statements no
-    /// one reads (`Tx::execute_later`) with the next one, and the
-    /// notifications of its signals with `COMMIT`.
+    /// one reads (`Tx::execute_later`) with the next one, and the commit with
+    /// the notifications of its signals (see `commit`).
+    fn transaction<T>(&mut self, op: &impl Fn(&mut Tx<'_>) -> DbResult<T>) -> DbResult<T> {
+        self.start_operation(true);
+        let mut tx = Tx::postgres(self);
+        let result = op(&mut tx);
+        let signals = tx.take_signals();
+        let result = result.and_then(|value| self.commit(signals).map(|()| value));
+        if result.is_err() && self.in_transaction && self.client.is_some() {
+            // A failure of its own closes the connection, which ends the transaction as well.
+            let _ = self.batch("ROLLBACK");
+        }
+        self.in_transaction = false;
+        result
+    }
+
+    /// Sends what is left of the transaction (its `BEGIN` and deferred
+    /// statements when nothing has run yet) with its `COMMIT`, in one round
+    /// trip.
     ///
     /// A transaction that notifies holds a lock every notifying transaction
     /// of the server takes, until its commit is flushed to disk: their
@@ -294,59 +328,37 @@ impl PgSession {
     /// commit one unheard, since they would keep what it replaced); the
     /// other signals follow in a transaction of their own, sent in the same
     /// round trip, that does not wait for its flush and so holds the lock
-    /// only while it commits in memory. A replica that dies between the two, or a notification
-    /// that fails, costs a late wake-up (the workers look again within a
-    /// second, a `?wait` within 2 s), never a wrong answer.
-    fn transaction<T>(&mut self, op: &impl Fn(&mut Tx<'_>) -> DbResult<T>) -> DbResult<T> {
-        self.begin_pending = true;
-        self.first_statement = true;
-        self.deferred.clear();
-        let mut tx = Tx::postgres(self);
-        let result = op(&mut tx);
-        let signals = tx.take_signals();
+    /// only while it commits in memory. A replica that dies between the two,
+    /// or a notification that fails, costs a late wake-up (the workers look
+    /// again within a second, a `?wait` within 2 s), never a wrong answer.
+    /// Unlike a first statement, a commit is not tried again on a lost
+    /// connection: the server may have committed before the connection broke.
+    fn commit(&mut self, signals: Vec<Signal>) -> DbResult<()> {
         let deferred = std::mem::take(&mut self.deferred);
         let begin = std::mem::take(&mut self.begin_pending);
-        if result.is_err() {
-            if !begin && self.client.is_some() {
-                self.batch("ROLLBACK")?;
-            }
-            // Otherwise nothing was sent, or the connection was lost with the transaction.
-            return result;
-        }
         if begin && deferred.is_empty() {
-            return result;
+            // No statement: there is no transaction to commit.
+            return Ok(());
         }
         let (with_commit, after_commit): (Vec<Signal>, Vec<Signal>) =
             signals.into_iter().partition(|signal| *signal == Signal::Configuration);
         let end = format!("{}COMMIT", notifications(&with_commit));
         let after = (!after_commit.is_empty())
             .then(|| format!("BEGIN; SET LOCAL synchronous_commit = off; {}COMMIT", notifications(&after_commit)));
-        // Not tried again on a lost connection, unlike a first statement:
-        // the server may have committed before the connection broke.
-        let ended = self.connect().and_then(|()| {
-            self.pipeline(begin, &deferred, async |client: &Client| {
-                let committed = client.batch_execute(&end);
-                let Some(after) = &after else { return committed.await.map(|()| None) };
-                let (committed, notified) = futures_util::join!(committed, client.batch_execute(after));
-                committed.map(|()| notified.err())
-            })
-        });
-        match ended {
-            Ok(None) => result,
-            Ok(Some(error)) => {
-                tracing::warn!(error = %one_line(&error), "a commit's notifications failed; replicas will see its changes late");
-                // It may have failed inside its transaction; the commit before it stands.
-                let _ = self.batch("ROLLBACK");
-                result
-            }
-            Err(error) => {
-                // A deferred statement failed: the transaction is aborted and its COMMIT did not run.
-                if self.client.is_some() {
-                    self.batch("ROLLBACK")?;
-                }
-                Err(error)
-            }
+        self.connect()?;
+        let notified = self.pipeline(begin, &deferred, async |client: &Client| {
+            let committed = client.batch_execute(&end);
+            let Some(after) = &after else { return committed.await.map(|()| None) };
+            let (committed, notified) = futures_util::join!(committed, client.batch_execute(after));
+            committed.map(|()| notified.err())
+        })?;
+        self.in_transaction = false;
+        if let Some(error) = notified {
+            tracing::warn!(error = %one_line(&error), "a commit's notifications failed; replicas will see its changes late");
+            // It may have left its own transaction open: the connection is not trusted again.
+            self.disconnect();
         }
+        Ok(())
     }
 
     fn parameters(args: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
@@ -360,6 +372,7 @@ impl PgSession {
         let retry = std::mem::take(&mut self.first_statement);
         let deferred = std::mem::take(&mut self.deferred);
         let once = |session: &mut Self| {
+            session.connect()?;
             let prepared = session.prepare(sql)?;
             session.pipeline(begin, &deferred, async |client: &Client| statement(client, &prepared).await)
         };
@@ -368,28 +381,30 @@ impl PgSession {
             // first statement; nothing ran, so it runs again on a new one.
             Err(DbError::Unavailable(reason)) if retry => {
                 tracing::debug!(%reason, "a database connection was lost while idle; connecting again");
+                // Its transaction, if its BEGIN went out, was lost with it.
+                self.in_transaction = false;
                 once(self)
             }
             result => result,
         }
     }
 
-    /// `sql` prepared on this connection, once for the connection's life.
+    /// `sql` prepared on the connection `connect` made, once for the
+    /// connection's life. Never on another: a statement prepared on a
+    /// connection cannot run on the next one.
     fn prepare(&mut self, sql: &str) -> DbResult<Statement> {
-        self.connect()?;
         if let Some(prepared) = self.statements.get(sql) {
             return Ok(prepared.clone());
         }
-        let client = self.client.as_ref().expect("connected above");
+        let client = self.client.as_ref().ok_or_else(lost)?;
         let prepared = self.runtime.block_on(client.prepare(sql)).map_err(|error| self.failed(error))?;
         self.statements.insert(sql.to_owned(), prepared.clone());
         Ok(prepared)
     }
 
     /// Sends `BEGIN` when `begin`, the deferred statements, then `last`, one
-    /// after another without waiting: tokio-postgres writes each request as
-    /// it is first polled, so they reach the server in this order, together.
-    /// The answer is the first failure among them, or `last`'s.
+    /// after another without waiting (see `pipelined`). The answer is the
+    /// first failure among them, or `last`'s.
     fn pipeline<T>(
         &mut self,
         begin: bool,
@@ -397,18 +412,17 @@ impl PgSession {
         last: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
     ) -> DbResult<T> {
         let statements = deferred.iter().map(|(sql, _)| self.prepare(sql)).collect::<DbResult<Vec<_>>>()?;
-        let client = self.client.as_ref().expect("connected by the caller");
+        self.in_transaction |= begin;
+        let client = self.client.as_ref().ok_or_else(lost)?;
         let result = self.runtime.block_on(async {
-            let mut ahead: Vec<Request<'_>> = Vec::new();
+            let mut ahead: Vec<SentAhead<'_>> = Vec::new();
             if begin {
                 ahead.push(Box::pin(client.batch_execute("BEGIN")));
             }
             for (statement, (_, args)) in statements.iter().zip(deferred) {
                 ahead.push(Box::pin(async move { client.execute(statement, &Self::parameters(args)).await.map(drop) }));
             }
-            let (ahead, last) = futures_util::join!(in_order(ahead), last(client));
-            ahead.into_iter().collect::<Result<(), _>>()?;
-            last
+            pipelined(ahead, last(client)).await
         });
         result.map_err(|error| self.failed(error))
     }
@@ -449,18 +463,35 @@ fn notifications(signals: &[Signal]) -> String {
         .collect()
 }
 
-/// Polls every future, in order, until all are done; their outputs in that order.
-async fn in_order<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(futures_util::future::maybe_done).collect();
+/// Polls the requests in order, then `last`, until all are answered:
+/// tokio-postgres writes a request as it is first polled, so they reach the
+/// server in this order, together. The first failure ends it, and nothing
+/// after a failed request is sent: one that failed before reaching the
+/// server (its parameters would not encode) aborted no transaction, and a
+/// `COMMIT` sent after it would commit the rest.
+async fn pipelined<T>(
+    ahead: Vec<SentAhead<'_>>,
+    last: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, tokio_postgres::Error> {
+    let mut ahead: Vec<_> = ahead.into_iter().map(futures_util::future::maybe_done).collect();
+    let mut last = std::pin::pin!(futures_util::future::maybe_done(last));
     std::future::poll_fn(|cx| {
-        let mut done = true;
-        for future in &mut futures {
-            done &= Pin::new(future).poll(cx).is_ready();
+        let mut answered = true;
+        for request in &mut ahead {
+            let mut request = Pin::new(request);
+            answered &= request.as_mut().poll(cx).is_ready();
+            if let Some(Err(_)) = request.as_mut().output_mut() {
+                return Poll::Ready(request.take_output().expect("answered above"));
+            }
         }
-        if done { Poll::Ready(()) } else { Poll::Pending }
+        if last.as_mut().poll(cx).is_ready() && answered { Poll::Ready(Ok(())) } else { Poll::Pending }
     })
-    .await;
-    futures.iter_mut().map(|future| Pin::new(future).take_output().expect("polled to the end above")).collect()
+    .await?;
+    last.take_output().expect("answered above")
+}
+
+fn lost() -> DbError {
+    DbError::Unavailable("no database connection".into())
 }
 
 fn row(row: &tokio_postgres::Row) -> DbResult<Row> {
