@@ -317,9 +317,12 @@ impl PgSession {
         result
     }
 
-    /// Sends what is left of the transaction (its `BEGIN` and deferred
-    /// statements when nothing has run yet) with its `COMMIT`, in one round
-    /// trip.
+    /// Sends the transaction's deferred statements with its `COMMIT`, in one
+    /// round trip. A commit is not tried again on a lost connection, since
+    /// the server may have committed before it broke; so when nothing of the
+    /// transaction has been sent yet, its statements first go with its
+    /// `BEGIN` as a first statement does, and run again on a new connection
+    /// if this one is found dead (after a restart, say).
     ///
     /// A transaction that notifies holds a lock every notifying transaction
     /// of the server takes, until its commit is flushed to disk: their
@@ -331,28 +334,25 @@ impl PgSession {
     /// only while it commits in memory. A replica that dies between the two,
     /// or a notification that fails, costs a late wake-up (the workers look
     /// again within a second, a `?wait` within 2 s), never a wrong answer.
-    /// Unlike a first statement, a commit is not tried again on a lost
-    /// connection: the server may have committed before the connection broke.
     fn commit(&mut self, signals: Vec<Signal>) -> DbResult<()> {
-        let deferred = std::mem::take(&mut self.deferred);
-        let begin = std::mem::take(&mut self.begin_pending);
-        if begin && deferred.is_empty() {
-            // No statement: there is no transaction to commit.
-            return Ok(());
+        if self.begin_pending {
+            // No statement means no transaction to commit.
+            let Some((sql, args)) = self.deferred.pop() else { return Ok(()) };
+            self.execute(&sql, &args)?;
         }
+        let deferred = std::mem::take(&mut self.deferred);
         let (with_commit, after_commit): (Vec<Signal>, Vec<Signal>) =
             signals.into_iter().partition(|signal| *signal == Signal::Configuration);
         let end = format!("{}COMMIT", notifications(&with_commit));
         let after = (!after_commit.is_empty())
             .then(|| format!("BEGIN; SET LOCAL synchronous_commit = off; {}COMMIT", notifications(&after_commit)));
         self.connect()?;
-        let notified = self.pipeline(begin, &deferred, async |client: &Client| {
+        let notified = self.pipeline(false, &deferred, async |client: &Client| {
             let committed = client.batch_execute(&end);
             let Some(after) = &after else { return committed.await.map(|()| None) };
             let (committed, notified) = futures_util::join!(committed, client.batch_execute(after));
             committed.map(|()| notified.err())
         })?;
-        self.in_transaction = false;
         if let Some(error) = notified {
             tracing::warn!(error = %one_line(&error), "a commit's notifications failed; replicas will see its changes late");
             // It may have left its own transaction open: the connection is not trusted again.
