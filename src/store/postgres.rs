@@ -4,10 +4,10 @@
 //! the server and no hand-offs between threads; an operation runs on the
 //! first free session, in its own transaction, and is tried again whole on
 //! a deadlock. Migrations run once under an advisory lock; one more
-//! connection per replica `LISTEN`s, so a change committed on any replica
-//! wakes the waiters of every one.
+//! connection per replica `LISTEN`s and `NOTIFY`s, so a change committed on
+//! any replica wakes the waiters of every one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
@@ -46,6 +46,10 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 const CONTENTION_RETRIES: u32 = 5;
 /// Signals per notification: a payload must stay under 8,000 bytes.
 const SIGNALS_PER_NOTIFY: usize = 150;
+/// Signals waiting for the listener's connection, past which an execution's
+/// is dropped (while that connection is down): its waiters on other replicas
+/// see the change at their recheck instead.
+const OUTBOX_LIMIT: usize = 10_000;
 
 /// A request sent ahead of the one whose answer is wanted: all that matters
 /// of its own answer is whether it ran.
@@ -63,6 +67,9 @@ struct PoolState {
     connected: AtomicUsize,
     busy: AtomicUsize,
     waiting: AtomicUsize,
+    /// Where a commit's signals go: this replica's waiters, and the outbox to every other one.
+    signals: Arc<Signals>,
+    outbox: Arc<Outbox>,
 }
 
 impl PoolState {
@@ -121,8 +128,10 @@ impl PgDb {
             connected: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            signals: Arc::clone(&signals),
+            outbox: Arc::default(),
         });
-        let listener = tokio::spawn(listen(config, signals));
+        let listener = tokio::spawn(listen(config, signals, Arc::clone(&state.outbox)));
         Ok(Self { jobs, state, listener })
     }
 
@@ -148,7 +157,7 @@ impl PgDb {
         answer.await.map_err(|_| StoreError::Internal("a database session failed inside an operation".into()))?
     }
 
-    /// Runs `op` in a transaction; its signals are sent as it commits.
+    /// Runs `op` in a transaction; its signals are delivered once it commits.
     pub async fn write<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -301,8 +310,7 @@ impl PgSession {
 
     /// Runs `op` in a transaction. Round trips are what a transaction costs
     /// here, so `BEGIN` travels with the first statement, the statements no
-    /// one reads (`Tx::execute_later`) with the next one, and the commit with
-    /// the notifications of its signals (see `commit`).
+    /// one reads (`Tx::execute_later`) with the next one (see `commit`).
     fn transaction<T>(&mut self, op: &impl Fn(&mut Tx<'_>) -> DbResult<T>) -> DbResult<T> {
         self.start_operation(true);
         let mut tx = Tx::postgres(self);
@@ -328,12 +336,12 @@ impl PgSession {
     /// of the server takes, until its commit is flushed to disk: their
     /// commits run one at a time, each waiting for its own flush. So only a
     /// change to configuration notifies in its own commit (no replica may
-    /// commit one unheard, since they would keep what it replaced); the
-    /// other signals follow in a transaction of their own, sent in the same
-    /// round trip, that does not wait for its flush and so holds the lock
-    /// only while it commits in memory. A replica that dies between the two,
-    /// or a notification that fails, costs a late wake-up (the workers look
-    /// again within a second, a `?wait` within 2 s), never a wrong answer.
+    /// commit one unheard, since they would keep what it replaced). The other
+    /// signals reach this replica's waiters at once and the other replicas
+    /// through the outbox, which gathers those of many commits into one
+    /// notification (see `relay`). A replica that dies before its outbox is
+    /// sent costs the others a late wake-up (their workers look again within
+    /// a second, a `?wait` within 2 s), never a wrong answer.
     fn commit(&mut self, signals: Vec<Signal>) -> DbResult<()> {
         if self.begin_pending {
             // No statement means no transaction to commit.
@@ -341,22 +349,13 @@ impl PgSession {
             self.execute(&sql, &args)?;
         }
         let deferred = std::mem::take(&mut self.deferred);
-        let (with_commit, after_commit): (Vec<Signal>, Vec<Signal>) =
-            signals.into_iter().partition(|signal| *signal == Signal::Configuration);
-        let end = format!("{}COMMIT", notifications(&with_commit));
-        let after = (!after_commit.is_empty())
-            .then(|| format!("BEGIN; SET LOCAL synchronous_commit = off; {}COMMIT", notifications(&after_commit)));
+        let (configuration, others): (Vec<Signal>, Vec<Signal>) = signals.into_iter().partition(|signal| *signal == Signal::Configuration);
+        let end = format!("{}COMMIT", notifications(&configuration));
         self.connect()?;
-        let notified = self.pipeline(false, &deferred, async |client: &Client| {
-            let committed = client.batch_execute(&end);
-            let Some(after) = &after else { return committed.await.map(|()| None) };
-            let (committed, notified) = futures_util::join!(committed, client.batch_execute(after));
-            committed.map(|()| notified.err())
-        })?;
-        if let Some(error) = notified {
-            tracing::warn!(error = %one_line(&error), "a commit's notifications failed; replicas will see its changes late");
-            // It may have left its own transaction open: the connection is not trusted again.
-            self.disconnect();
+        self.pipeline(false, &deferred, async |client: &Client| client.batch_execute(&end).await)?;
+        if !others.is_empty() {
+            self.state.signals.deliver(&others);
+            self.state.outbox.post(&others);
         }
         Ok(())
     }
@@ -448,6 +447,33 @@ impl PgSession {
     pub(super) fn query(&mut self, sql: &str, args: &[Value]) -> DbResult<Vec<Row>> {
         let rows = self.run(sql, async |client: &Client, statement: &Statement| client.query(statement, &Self::parameters(args)).await)?;
         rows.iter().map(row).collect()
+    }
+}
+
+/// Signals committed on this replica that the other replicas have yet to
+/// hear of. The listener's connection sends what has gathered in one
+/// notification at a time, so under load one carries the signals of many
+/// commits, and few transactions take the server's notification lock.
+#[derive(Default)]
+struct Outbox {
+    pending: Mutex<HashSet<Signal>>,
+    posted: Notify,
+}
+
+impl Outbox {
+    fn post(&self, signals: &[Signal]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for signal in signals {
+            if pending.len() < OUTBOX_LIMIT || !matches!(signal, Signal::Execution(_)) {
+                pending.insert(*signal);
+            }
+        }
+        drop(pending);
+        self.posted.notify_one();
+    }
+
+    fn take(&self) -> Vec<Signal> {
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).drain().collect()
     }
 }
 
@@ -601,10 +627,11 @@ async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
     applied
 }
 
-/// Receives every replica's signals for as long as the replica runs,
-/// reconnecting after a failure; on each (re)connection everyone looks again,
-/// since what was committed in between sent its notifications to no one.
-async fn listen(config: tokio_postgres::Config, signals: Arc<Signals>) {
+/// Receives every replica's signals and sends this one's for as long as the
+/// replica runs, reconnecting after a failure; on each (re)connection
+/// everyone looks again, since what was committed in between sent its
+/// notifications to no one.
+async fn listen(config: tokio_postgres::Config, signals: Arc<Signals>, outbox: Arc<Outbox>) {
     loop {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
@@ -614,7 +641,7 @@ async fn listen(config: tokio_postgres::Config, signals: Arc<Signals>) {
                     while let Some(message) = messages.next().await {
                         match message {
                             Ok(AsyncMessage::Notification(notification)) => {
-                                if forward.send(notification.payload().to_owned()).is_err() {
+                                if forward.send((notification.process_id(), notification.payload().to_owned())).is_err() {
                                     break;
                                 }
                             }
@@ -626,13 +653,14 @@ async fn listen(config: tokio_postgres::Config, signals: Arc<Signals>) {
                         }
                     }
                 });
-                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-                    Ok(()) => {
+                let listening = async {
+                    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+                    client.query_one("SELECT pg_backend_pid()", &[]).await?.try_get::<_, i32>(0)
+                };
+                match listening.await {
+                    Ok(own) => {
                         signals.wake_all();
-                        while let Some(payload) = received.recv().await {
-                            let decoded: Vec<Signal> = payload.split(',').filter_map(Signal::decode).collect();
-                            signals.deliver(&decoded);
-                        }
+                        relay(&client, own, &mut received, &signals, &outbox).await;
                     }
                     Err(error) => tracing::warn!(error = %one_line(&error), "cannot LISTEN on PostgreSQL"),
                 }
@@ -641,5 +669,72 @@ async fn listen(config: tokio_postgres::Config, signals: Arc<Signals>) {
             Err(error) => tracing::warn!(error = %one_line(&error), "the PostgreSQL listener cannot connect; retrying"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Until the listener's connection fails: delivers here what the other
+/// replicas notify, and notifies them of what gathered in the outbox, one
+/// transaction at a time. It does not wait for its flush, so it holds the
+/// server's notification lock only while it commits in memory.
+async fn relay(
+    client: &Client,
+    own: i32,
+    received: &mut tokio::sync::mpsc::UnboundedReceiver<(i32, String)>,
+    signals: &Signals,
+    outbox: &Outbox,
+) {
+    loop {
+        tokio::select! {
+            notification = received.recv() => {
+                let Some((sender, payload)) = notification else { return };
+                // This replica's own signals reached its waiters as they committed.
+                if sender != own {
+                    let decoded: Vec<Signal> = payload.split(',').filter_map(Signal::decode).collect();
+                    signals.deliver(&decoded);
+                }
+            }
+            () = outbox.posted.notified() => {
+                let pending = outbox.take();
+                if pending.is_empty() {
+                    continue;
+                }
+                let sql = format!("BEGIN; SET LOCAL synchronous_commit = off; {}COMMIT", notifications(&pending));
+                if let Err(error) = client.batch_execute(&sql).await {
+                    tracing::warn!(error = %one_line(&error), "cannot notify the other replicas; connecting again");
+                    outbox.post(&pending);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_sends_each_signal_once_however_many_commits_posted_it() {
+        let outbox = Outbox::default();
+        let execution = Signal::Execution(uuid::Uuid::now_v7());
+        outbox.post(&[Signal::Jobs, execution]);
+        outbox.post(&[Signal::Jobs, Signal::Events]);
+        let mut taken = outbox.take();
+        taken.sort_by_key(|signal| signal.encode());
+        let mut expected = vec![Signal::Jobs, execution, Signal::Events];
+        expected.sort_by_key(|signal| signal.encode());
+        assert_eq!(taken, expected);
+        assert!(outbox.take().is_empty());
+    }
+
+    #[test]
+    fn a_full_outbox_drops_executions_but_never_a_wake_up_of_the_workers() {
+        let outbox = Outbox::default();
+        let executions: Vec<Signal> = (0..OUTBOX_LIMIT + 5).map(|_| Signal::Execution(uuid::Uuid::now_v7())).collect();
+        outbox.post(&executions);
+        outbox.post(&[Signal::Jobs, Signal::Events]);
+        let taken = outbox.take();
+        assert_eq!(taken.len(), OUTBOX_LIMIT + 2);
+        assert!(taken.contains(&Signal::Jobs) && taken.contains(&Signal::Events));
     }
 }

@@ -2,9 +2,9 @@
 //! `?wait` request watching one execution, the delivery worker waiting for
 //! jobs, the event dispatcher, or what the store remembers of actions,
 //! senders and templates, which it must forget.
-//! The store emits signals from the transaction that made the change; SQLite
-//! delivers them here after its commit, PostgreSQL through `NOTIFY`, which
-//! its listener on every replica delivers here in turn.
+//! The store emits signals from the transaction that made the change and
+//! delivers them here after its commit; on PostgreSQL they also go to every
+//! other replica through `NOTIFY`, whose listener there delivers them in turn.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Signal {
     /// The execution changed: its status, wamid or reply.
     Execution(Uuid),
