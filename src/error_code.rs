@@ -29,6 +29,7 @@ error_codes! {
     InvalidType => "invalid_type": "400: a field has the wrong JSON type.",
     MissingField => "missing_field": "400: a required field is absent or null.",
     InvalidLength => "invalid_length": "400: a text field is empty or longer than allowed.",
+    InvalidCharacter => "invalid_character": "400: a text field or query parameter holds the NUL character (U+0000), which none may hold.",
     UnsupportedActionType => "unsupported_action_type": "400: `type` is not SEND_WHATSAPP.",
     InvalidActionTiming => "invalid_action_timing": "400: `action_timing` is not one of the accepted values (during).",
     InvalidPhoneNumber => "invalid_phone_number": "400: not a valid phone number in international form with its country code.",

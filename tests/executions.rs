@@ -532,3 +532,36 @@ async fn a_refused_token_holds_the_senders_sends_until_it_is_synced() {
     let delivered = app.reaches(&execution, "read").await;
     assert_eq!(delivered["wamid"].as_str().map(|w| w.starts_with("wamid.")), Some(true));
 }
+
+#[tokio::test]
+async fn a_nul_character_in_any_text_is_a_400_naming_the_field_and_nothing_is_stored() {
+    // PostgreSQL cannot store U+0000 in text: on either database a request holding one means the same.
+    let (app, action) = app_with_seed_action().await;
+    let execute = format!("/v2/_actions/{action}/_execute");
+    let body = json!({"call_id": "call\u{0}1", "variables": {"customer_name": "A\u{0}na"}});
+    let refused = app.post(&execute, &body).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    let mut codes = refused.error_codes();
+    codes.sort();
+    let expected = [("call_id", "invalid_character"), ("variables.customer_name", "invalid_character")];
+    assert_eq!(codes, expected.map(|(field, code)| (field.to_owned(), code.to_owned())));
+
+    let mut action_body = seed_body();
+    action_body["name"] = json!("Call\u{0}permission");
+    action_body["webhook"]["body_params"][0] = json!("{{customer\u{0}name}}");
+    let refused = app.post("/v2/_actions", &action_body).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    let mut codes = refused.error_codes();
+    codes.sort();
+    let expected = [("name", "invalid_character"), ("webhook.body_params[0]", "invalid_character")];
+    assert_eq!(codes, expected.map(|(field, code)| (field.to_owned(), code.to_owned())));
+
+    let listed = app.get("/v2/_executions?call_id=call%001").await;
+    assert_eq!(listed.status, 400, "{}", listed.text);
+    assert_eq!(listed.error_codes(), [("call_id".to_owned(), "invalid_character".to_owned())]);
+
+    let executions = app.get("/v2/_executions").await;
+    assert_eq!(executions.body["data"]["data"], json!([]), "{}", executions.text);
+    let actions = app.get("/v2/_actions?per_page=100").await;
+    assert_eq!(actions.body["data"]["data"].as_array().map(Vec::len), Some(1), "{}", actions.text);
+}

@@ -70,6 +70,10 @@ impl<'a, 'e> Fields<'a, 'e> {
 
     pub fn optional_str(&mut self, name: &str) -> Option<&'a str> {
         match self.present(name)? {
+            Value::String(text) if holds_nul(text) => {
+                self.error(name, ErrorCode::InvalidCharacter, NUL_MESSAGE);
+                None
+            }
             Value::String(text) => Some(text),
             _ => {
                 self.wrong_type(name, "a string");
@@ -96,6 +100,9 @@ impl<'a, 'e> Fields<'a, 'e> {
                 let mut strings = Vec::with_capacity(items.len());
                 for (index, item) in items.iter().enumerate() {
                     match item {
+                        Value::String(text) if holds_nul(text) => {
+                            self.error(&format!("{name}[{index}]"), ErrorCode::InvalidCharacter, NUL_MESSAGE)
+                        }
                         Value::String(text) => strings.push(text.as_str()),
                         _ => self.error(&format!("{name}[{index}]"), ErrorCode::InvalidType, "must be a string"),
                     }
@@ -126,6 +133,15 @@ impl<'a, 'e> Fields<'a, 'e> {
             }
         }
     }
+}
+
+/// Why a text holding U+0000 is refused: no text field may hold it, since
+/// PostgreSQL cannot store it, and a request must mean the same on either
+/// database.
+pub const NUL_MESSAGE: &str = "must not hold the NUL character (U+0000)";
+
+pub fn holds_nul(text: &str) -> bool {
+    text.contains('\0')
 }
 
 /// A text's length in characters, the unit every length rule of the API uses.

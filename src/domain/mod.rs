@@ -14,7 +14,7 @@ pub use action::{
     parse_action_spec,
 };
 pub use execution::ExecutionStatus;
-pub use fields::{FieldError, Fields, char_len};
+pub use fields::{FieldError, Fields, NUL_MESSAGE, char_len, holds_nul};
 pub use language::{LanguageCode, SUPPORTED as LANGUAGE_CODES};
 pub use params::{PARAM_MAX_CHARS, Param, TemplateName, is_media_reference};
 pub use phone::PhoneE164;

@@ -18,7 +18,7 @@ use super::extract::{
     WaitParams, action_not_found, execution_not_found, idempotency_key, parse_uuid, whole_number,
 };
 use super::response::{self, Envelope, Listing};
-use crate::domain::{ExecutionStatus, FieldError, Fields, Param, PhoneE164, TenantId, is_media_reference};
+use crate::domain::{ExecutionStatus, FieldError, Fields, NUL_MESSAGE, Param, PhoneE164, TenantId, holds_nul, is_media_reference};
 use crate::error_code::ErrorCode;
 use crate::openapi::fields;
 use crate::store::{Executed, ExecutionFilter, ExecutionRecord, NewExecution, TemplateRecord, WebhookRecord};
@@ -77,6 +77,10 @@ pub fn parse_execute(body: &Map<String, Value>) -> Result<ExecuteRequest, ApiErr
         Some(Value::Object(given)) => {
             for (name, value) in given {
                 match value {
+                    Value::String(text) if holds_nul(text) => {
+                        fields.error(&format!("variables.{name}"), ErrorCode::InvalidCharacter, NUL_MESSAGE);
+                        None
+                    }
                     Value::String(text) => variables.insert(name.clone(), text.clone()),
                     Value::Number(_) | Value::Bool(_) => variables.insert(name.clone(), value.to_string()),
                     Value::Null => None,
@@ -404,7 +408,7 @@ pub async fn get(
     summary = "List executions", description = "Newest first.",
     params(
         ("action_id" = Option<Uuid>, Query, description = "Only this action's executions"),
-        ("call_id" = Option<String>, Query, description = "Only this call's executions"),
+        ("call_id" = Option<String>, Query, description = "Only this call's executions", pattern = r"^[^\u0000]*$"),
         ("status" = Option<ExecutionStatus>, Query, description = "Only executions in this status"),
         PageParams,
     ),

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::server::BodyTimedOut;
 use crate::auth::{Caller, Scope};
-use crate::domain::FieldError;
+use crate::domain::{FieldError, NUL_MESSAGE, holds_nul};
 use crate::error_code::ErrorCode;
 use crate::store::Page;
 
@@ -293,7 +293,10 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
-        Ok(Self { pairs: form_urlencoded::parse(query.as_bytes()).into_owned().collect(), errors: Vec::new() })
+        let (pairs, refused): (Vec<(String, String)>, _) =
+            form_urlencoded::parse(query.as_bytes()).into_owned().partition(|(name, value)| !holds_nul(name) && !holds_nul(value));
+        let errors = refused.into_iter().map(|(name, _)| FieldError::new(name, ErrorCode::InvalidCharacter, NUL_MESSAGE)).collect();
+        Ok(Self { pairs, errors })
     }
 }
 

@@ -240,7 +240,7 @@ pub async fn sync(
     summary = "List templates of the tenant's senders",
     description = "Each template language version with the parameter counts an action must give.",
     params(
-        ("sender" = Option<String>, Query, description = "Only this sender's (phone-number ID) templates"),
+        ("sender" = Option<String>, Query, description = "Only this sender's (phone-number ID) templates", pattern = r"^[^\u0000]*$"),
         PageParams,
     ),
     responses(

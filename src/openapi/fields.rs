@@ -14,10 +14,13 @@ use crate::domain::LANGUAGE_CODES;
 /// What `str::trim` removes (Unicode White_Space), as the inside of a regex class.
 const SPACE: &str = r"\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
 
-/// Text of 1..=`max` characters once trimmed.
+/// Text of 1..=`max` characters once trimmed, without the NUL character no text field may hold.
 fn trimmed(max: usize) -> String {
-    format!(r"^[{SPACE}]*[^{SPACE}](?:[\s\S]{{0,{}}}[^{SPACE}])?[{SPACE}]*$", max - 2)
+    format!(r"^[{SPACE}]*[^{SPACE}\u0000](?:[^\u0000]{{0,{}}}[^{SPACE}\u0000])?[{SPACE}]*$", max - 2)
 }
+
+/// Any text without the NUL character, for the fields and query parameters with no other rule.
+pub const WITHOUT_NUL: &str = r"^[^\u0000]*$";
 
 /// `inner`, surrounded by anything trimming removes.
 fn padded(inner: &str) -> String {
@@ -125,8 +128,8 @@ pub fn params() -> ArrayBuilder {
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(crate::domain::PARAM_MAX_CHARS))
-        // No newline or tab, and at most 4 spaces in a row.
-        .pattern(Some(r"^(?:[^\n\r\t ]| {1,4}[^\n\r\t ])* {0,4}$"))
+        // No newline, tab or NUL, and at most 4 spaces in a row.
+        .pattern(Some(r"^(?:[^\n\r\t \u0000]| {1,4}[^\n\r\t \u0000])* {0,4}$"))
         .description(Some(
             "1-1,024 characters without newline or tab or more than 4 consecutive spaces. May hold {{variable}} placeholders, \
              each named by ^[A-Za-z_][A-Za-z0-9_.]*$, filled from the call's variables.",
@@ -156,7 +159,9 @@ pub fn call_id() -> Object {
 }
 
 pub fn variables() -> Object {
-    let value = ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Number, Type::Boolean, Type::Null]));
+    let value = ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Number, Type::Boolean, Type::Null]))
+        .pattern(Some(WITHOUT_NUL));
     nullable(ObjectBuilder::new(), Type::Object)
         .additional_properties(Some(value))
         .description(Some("Values for the {{variable}} placeholders of the action's parameters; null leaves one unset."))
@@ -211,7 +216,7 @@ pub fn event_types() -> utoipa::openapi::schema::Array {
 
 pub fn endpoint_description() -> Object {
     let max = crate::http::endpoints::ENDPOINT_DESCRIPTION_MAX;
-    let inner = format!(r"(?:[^{SPACE}](?:[\s\S]{{0,{}}}[^{SPACE}])?)?", max - 2);
+    let inner = format!(r"(?:[^{SPACE}\u0000](?:[^\u0000]{{0,{}}}[^{SPACE}\u0000])?)?", max - 2);
     let description = "What the endpoint is for, at most 1,024 characters after trimming; null clears it.";
     nullable(string(padded(&inner), description), Type::String).examples([json!("Vapi production")]).build()
 }
@@ -253,6 +258,8 @@ mod tests {
         "during",
         "DURING ",
         "dur ing",
+        "\u{0}",
+        "a\u{0}b",
     ];
 
     #[test]
@@ -351,6 +358,42 @@ mod tests {
         }
     }
 
+    /// The server refuses NUL in every text it reads, so every string a
+    /// request can carry says so: a pattern, or a set of values.
+    #[test]
+    fn no_request_string_admits_every_text() {
+        fn walk(document: &Value, value: &Value, path: &str) {
+            if let Some(name) = value["$ref"].as_str().and_then(|target| target.strip_prefix("#/components/schemas/")) {
+                return walk(document, &document["components"]["schemas"][name], &format!("{path} > {name}"));
+            }
+            let kinds = match &value["type"] {
+                Value::Array(kinds) => kinds.clone(),
+                kind => vec![kind.clone()],
+            };
+            if kinds.contains(&json!("string")) && value["in"] != "header" && value["in"] != "path" {
+                let ruled = ["pattern", "enum", "format", "const"].iter().any(|rule| value.get(*rule).is_some());
+                assert!(ruled, "{path} admits any text, NUL too");
+            }
+            match value {
+                Value::Object(fields) => fields.iter().for_each(|(key, value)| walk(document, value, &format!("{path}/{key}"))),
+                Value::Array(items) => items.iter().for_each(|value| walk(document, value, path)),
+                _ => {}
+            }
+        }
+        let document: Value = serde_json::from_str(&crate::openapi::document()).unwrap();
+        for (route, operations) in document["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                let path = format!("{method} {route}");
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    if parameter["in"] == "query" && !parameter["name"].as_str().unwrap().starts_with("hub.") {
+                        walk(&document, &parameter["schema"], &format!("{path} ?{}", parameter["name"]));
+                    }
+                }
+                walk(&document, &operation["requestBody"], &path);
+            }
+        }
+    }
+
     /// Python's `$` also matches before a final newline, so a pattern ending
     /// in `$` admits "text\n" to a tester generating data with Python unless
     /// its last class holds `\n` too (trimming takes it) or a `not` refuses it.
@@ -363,7 +406,8 @@ mod tests {
             if let Some(pattern) = value.get("pattern").and_then(Value::as_str)
                 && pattern.ends_with('$')
             {
-                let trimmed = pattern.ends_with(&format!("[{SPACE}]*$"));
+                // So does any text without NUL: its class holds the newline as well.
+                let trimmed = pattern.ends_with(&format!("[{SPACE}]*$")) || pattern == WITHOUT_NUL;
                 let refused = value["not"]["pattern"].as_str().is_some_and(|not| not.starts_with(r"\n"));
                 assert!(trimmed || refused, "{path}: {pattern}");
             }
