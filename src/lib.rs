@@ -43,6 +43,10 @@ use crate::store::Store;
 use crate::whatsapp::GraphClient;
 use crate::whatsapp::sandbox::Sandbox;
 
+/// How long a stopping replica waits, after its grace, to tell the other
+/// replicas of its last changes (a notification takes milliseconds).
+const SIGNALS_FLUSH: Duration = Duration::from_secs(1);
+
 /// Where the built-in Graph API simulator is mounted when the app hosts it.
 pub const SANDBOX_GRAPH_PATH: &str = "/_sandbox/graph";
 
@@ -169,6 +173,7 @@ impl App {
             served
         })
         .await;
+        self.state.store.flush_signals(SIGNALS_FLUSH).await;
         match finished {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(format!("the server task failed: {error}")),

@@ -18,6 +18,7 @@ mod sqlite;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -516,6 +517,14 @@ impl Store {
                 current.iter().filter(|(id, at)| seen.get(*id) != Some(*at)).map(|(id, _)| Signal::Execution(*id)).collect();
             self.signals.deliver(&moved);
             seen = current;
+        }
+    }
+
+    /// Tells the other replicas of this one's last changes, waiting at most
+    /// `within` (on SQLite there are none to tell).
+    pub async fn flush_signals(&self, within: Duration) {
+        if let Db::Postgres(db) = &self.db {
+            db.flush_signals(within).await;
         }
     }
 

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -47,9 +47,12 @@ const CONTENTION_RETRIES: u32 = 5;
 /// Signals per notification: a payload must stay under 8,000 bytes.
 const SIGNALS_PER_NOTIFY: usize = 150;
 /// Signals waiting for the listener's connection, past which an execution's
-/// is dropped (while that connection is down): its waiters on other replicas
-/// see the change at their recheck instead.
+/// is dropped (that connection is down or slow): its waiters on other
+/// replicas see the change at their recheck instead.
 const OUTBOX_LIMIT: usize = 10_000;
+/// How long the listener's connection may take to send a notification
+/// before it is thought lost (a half-open connection would hang for minutes).
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request sent ahead of the one whose answer is wanted: all that matters
 /// of its own answer is whether it ran.
@@ -189,6 +192,20 @@ impl PgDb {
             op(&mut Tx::postgres(session)).map_err(StoreError::from)
         })
         .await
+    }
+
+    /// Waits, at most `within`, for the outbox to be sent: a replica that
+    /// stops tells the others of its last changes. Only at shutdown, so it
+    /// looks every few milliseconds rather than being told.
+    pub async fn flush_signals(&self, within: Duration) {
+        let flushed = async {
+            while !self.state.outbox.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        if tokio::time::timeout(within, flushed).await.is_err() {
+            tracing::warn!("the other replicas were not told of this replica's last changes; they find them at their rechecks");
+        }
     }
 
     /// The sessions as Prometheus sees them.
@@ -458,22 +475,47 @@ impl PgSession {
 struct Outbox {
     pending: Mutex<HashSet<Signal>>,
     posted: Notify,
+    /// Signals were taken and are not sent yet.
+    sending: AtomicBool,
 }
 
 impl Outbox {
     fn post(&self, signals: &[Signal]) {
+        self.keep(signals);
+        self.posted.notify_one();
+    }
+
+    /// Keeps signals for the next send, without asking for one.
+    fn keep(&self, signals: &[Signal]) {
         let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for signal in signals {
             if pending.len() < OUTBOX_LIMIT || !matches!(signal, Signal::Execution(_)) {
                 pending.insert(*signal);
             }
         }
-        drop(pending);
-        self.posted.notify_one();
     }
 
     fn take(&self) -> Vec<Signal> {
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).drain().collect()
+        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.sending.store(!pending.is_empty(), Ordering::SeqCst);
+        pending.drain().collect()
+    }
+
+    /// The taken signals are sent.
+    fn settled(&self) {
+        self.sending.store(false, Ordering::SeqCst);
+    }
+
+    /// The taken signals could not be sent: they wait for the next send.
+    fn unsent(&self, signals: &[Signal]) {
+        self.keep(signals);
+        self.settled();
+    }
+
+    /// Nothing waits to be sent, and nothing is being sent.
+    fn is_empty(&self) -> bool {
+        let pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        pending.is_empty() && !self.sending.load(Ordering::SeqCst)
     }
 }
 
@@ -675,7 +717,10 @@ async fn listen(config: tokio_postgres::Config, signals: Arc<Signals>, outbox: A
 /// Until the listener's connection fails: delivers here what the other
 /// replicas notify, and notifies them of what gathered in the outbox, one
 /// transaction at a time. It does not wait for its flush, so it holds the
-/// server's notification lock only while it commits in memory.
+/// server's notification lock only while it commits in memory. Signals
+/// that could not be sent are kept for the next send, which the next
+/// commit asks for (or the next connection, at once): meanwhile the other
+/// replicas' workers and waiters find the changes at their rechecks.
 async fn relay(
     client: &Client,
     own: i32,
@@ -683,29 +728,49 @@ async fn relay(
     signals: &Signals,
     outbox: &Outbox,
 ) {
-    loop {
-        tokio::select! {
-            notification = received.recv() => {
-                let Some((sender, payload)) = notification else { return };
-                // This replica's own signals reached its waiters as they committed.
-                if sender != own {
-                    let decoded: Vec<Signal> = payload.split(',').filter_map(Signal::decode).collect();
-                    signals.deliver(&decoded);
-                }
+    let inbound = async {
+        while let Some((sender, payload)) = received.recv().await {
+            // This replica's own signals reached its waiters as they committed.
+            if sender != own {
+                let decoded: Vec<Signal> = payload.split(',').filter_map(Signal::decode).collect();
+                signals.deliver(&decoded);
             }
-            () = outbox.posted.notified() => {
-                let pending = outbox.take();
-                if pending.is_empty() {
-                    continue;
+        }
+    };
+    let outbound = async {
+        // Whatever a lost connection left in the outbox goes first.
+        outbox.posted.notify_one();
+        loop {
+            outbox.posted.notified().await;
+            let pending = outbox.take();
+            if pending.is_empty() {
+                continue;
+            }
+            let sql = format!("BEGIN; SET LOCAL synchronous_commit = off; {}COMMIT", notifications(&pending));
+            match tokio::time::timeout(NOTIFY_TIMEOUT, client.batch_execute(&sql)).await {
+                Ok(Ok(())) => outbox.settled(),
+                // The server refused it (a full notification queue, a read-only server): the connection stays.
+                Ok(Err(error)) if error.code().is_some() && !client.is_closed() => {
+                    outbox.unsent(&pending);
+                    tracing::warn!(error = %one_line(&error), "cannot notify the other replicas");
+                    let _ = client.batch_execute("ROLLBACK").await;
                 }
-                let sql = format!("BEGIN; SET LOCAL synchronous_commit = off; {}COMMIT", notifications(&pending));
-                if let Err(error) = client.batch_execute(&sql).await {
-                    tracing::warn!(error = %one_line(&error), "cannot notify the other replicas; connecting again");
-                    outbox.post(&pending);
+                failed => {
+                    outbox.unsent(&pending);
+                    let error = match failed {
+                        Ok(Err(error)) => one_line(&error),
+                        _ => format!("no answer within {} s", NOTIFY_TIMEOUT.as_secs()),
+                    };
+                    tracing::warn!(%error, "cannot notify the other replicas; connecting again");
                     return;
                 }
             }
         }
+    };
+    // Side by side, so a notification on its way out holds up none coming in.
+    tokio::select! {
+        () = inbound => {}
+        () = outbound => {}
     }
 }
 
@@ -725,6 +790,20 @@ mod tests {
         expected.sort_by_key(|signal| signal.encode());
         assert_eq!(taken, expected);
         assert!(outbox.take().is_empty());
+    }
+
+    #[test]
+    fn the_outbox_is_empty_only_once_what_it_gave_out_is_sent() {
+        let outbox = Outbox::default();
+        assert!(outbox.is_empty());
+        outbox.post(&[Signal::Jobs]);
+        let taken = outbox.take();
+        assert!(!outbox.is_empty(), "taken, not sent yet");
+        outbox.unsent(&taken);
+        assert!(!outbox.is_empty(), "kept for the next send");
+        assert_eq!(outbox.take(), [Signal::Jobs]);
+        outbox.settled();
+        assert!(outbox.is_empty());
     }
 
     #[test]
