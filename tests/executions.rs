@@ -534,8 +534,9 @@ async fn a_refused_token_holds_the_senders_sends_until_it_is_synced() {
 }
 
 #[tokio::test]
-async fn a_nul_character_in_any_text_is_a_400_naming_the_field_and_nothing_is_stored() {
-    // PostgreSQL cannot store U+0000 in text: on either database a request holding one means the same.
+async fn a_nul_character_anywhere_a_client_writes_is_a_4xx_and_nothing_is_stored() {
+    // PostgreSQL cannot store U+0000 in text: on either database a request holding one means the same
+    // (a 400 naming the field, a 404 for an id in the path, a 401 for a token's tenant).
     let (app, action) = app_with_seed_action().await;
     let execute = format!("/v2/_actions/{action}/_execute");
     let body = json!({"call_id": "call\u{0}1", "variables": {"customer_name": "A\u{0}na"}});
@@ -559,6 +560,12 @@ async fn a_nul_character_in_any_text_is_a_400_naming_the_field_and_nothing_is_st
     let listed = app.get("/v2/_executions?call_id=call%001").await;
     assert_eq!(listed.status, 400, "{}", listed.text);
     assert_eq!(listed.error_codes(), [("call_id".to_owned(), "invalid_character".to_owned())]);
+
+    let sender = app.get(&format!("/v2/_whatsapp/senders/{SENDER}%00")).await;
+    assert_eq!((sender.status, sender.error_codes()), (404, vec![("phone_number_id".to_owned(), "not_found".to_owned())]));
+    let token = app.token_for("tenant\u{0}", &[Scope::ActionsRead]);
+    let unnamed = app.send(Method::GET, "/v2/_actions", Some(&token), None).await;
+    assert_eq!((unnamed.status, unnamed.error_codes()[0].1.as_str()), (401, "invalid_token"), "{}", unnamed.text);
 
     let executions = app.get("/v2/_executions").await;
     assert_eq!(executions.body["data"]["data"], json!([]), "{}", executions.text);

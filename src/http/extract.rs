@@ -233,7 +233,8 @@ pub fn endpoint_not_found() -> ApiError {
     ApiError::not_found("endpoint_id", "no event endpoint with this id")
 }
 
-/// A WhatsApp phone-number ID from the path.
+/// A WhatsApp phone-number ID from the path; one holding NUL (`%00`), which
+/// no stored id can, names no sender.
 pub struct PhoneNumberId(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for PhoneNumberId {
@@ -241,6 +242,9 @@ impl<S: Send + Sync> FromRequestParts<S> for PhoneNumberId {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| sender_not_found())?;
+        if holds_nul(&raw) {
+            return Err(sender_not_found());
+        }
         Ok(Self(raw))
     }
 }

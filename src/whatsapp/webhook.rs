@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::errors::describe;
 use crate::clock;
-use crate::domain::ExecutionStatus;
+use crate::domain::{ExecutionStatus, holds_nul};
 use crate::store::{EventParties, ExecutionError, ExecutionReply, WebhookEvent};
 
 /// The HMAC an `X-Hub-Signature-256` value carries: `sha256=` and 64 hex
@@ -65,7 +65,29 @@ pub fn events(payload: &Value) -> Vec<WebhookEvent> {
             }
         }
     }
+    events.retain(storable);
     events
+}
+
+/// Meta's ids and names are stored and looked up as text, which on
+/// PostgreSQL cannot hold NUL: an event naming one with NUL names nothing
+/// actiond sent or knows, and is skipped (acknowledged, as any event that
+/// matches nothing), rather than failing the whole POST for Meta to retry.
+fn storable(event: &WebhookEvent) -> bool {
+    let texts: Vec<&str> = match event {
+        WebhookEvent::Status { key, parties, wamid, .. } => vec![key, &parties.phone_number_id, &parties.person, wamid],
+        WebhookEvent::Reply { key, parties, context_wamid, .. } => {
+            vec![key, &parties.phone_number_id, &parties.person, context_wamid.as_deref().unwrap_or_default()]
+        }
+        WebhookEvent::TemplateStatus { key, waba_id, name, language, event, reason } => {
+            vec![key, waba_id, name, language, event, reason.as_deref().unwrap_or_default()]
+        }
+    };
+    let storable = !texts.into_iter().any(holds_nul);
+    if !storable {
+        tracing::warn!("a webhook event names an id holding NUL; skipped");
+    }
+    storable
 }
 
 /// IDs and timestamps are strings in Meta's payloads, except where they are not.
@@ -244,6 +266,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn events_naming_an_id_with_nul_are_skipped() {
+        let payload = json!({"entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "metadata": {"phone_number_id": "650175178190170"},
+            "statuses": [
+                {"id": "wamid.A\u{0}", "status": "sent", "recipient_id": "12817126508"},
+                {"id": "wamid.B", "status": "sent", "recipient_id": "12817126508"}
+            ],
+            "messages": [{"id": "wamid.C", "from": "1281\u{0}", "type": "text", "text": {"body": "Yes"}, "context": {"id": "wamid.B"}}]
+        }}]}]});
+        let events = events(&payload);
+        assert!(matches!(events.as_slice(), [WebhookEvent::Status { wamid, .. }] if wamid == "wamid.B"), "{events:?}");
     }
 
     #[test]
