@@ -480,6 +480,10 @@ struct Outbox {
 }
 
 impl Outbox {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<Signal>> {
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn post(&self, signals: &[Signal]) {
         self.keep(signals);
         self.posted.notify_one();
@@ -487,7 +491,7 @@ impl Outbox {
 
     /// Keeps signals for the next send, without asking for one.
     fn keep(&self, signals: &[Signal]) {
-        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pending = self.pending();
         for signal in signals {
             if pending.len() < OUTBOX_LIMIT || !matches!(signal, Signal::Execution(_)) {
                 pending.insert(*signal);
@@ -496,7 +500,7 @@ impl Outbox {
     }
 
     fn take(&self) -> Vec<Signal> {
-        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pending = self.pending();
         self.sending.store(!pending.is_empty(), Ordering::SeqCst);
         pending.drain().collect()
     }
@@ -514,7 +518,7 @@ impl Outbox {
 
     /// Nothing waits to be sent, and nothing is being sent.
     fn is_empty(&self) -> bool {
-        let pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let pending = self.pending();
         pending.is_empty() && !self.sending.load(Ordering::SeqCst)
     }
 }
