@@ -307,9 +307,13 @@ async fn pacing_holds_for_all_replicas_together() {
     let mut times: Vec<Instant> = cluster.sandbox.sent().iter().map(|message| message.at).collect();
     times.sort();
     assert_eq!(times.len(), 20);
-    // GCRA at 4 a second, burst 4: by t seconds after the first, at most 4 + 4t sends.
+    // GCRA at 4 a second, burst 4: by t seconds after the first, at most 4 + 4t
+    // sends. The stand-in sees a send some time after its slot was taken, and on
+    // a loaded machine the first can arrive late against the rest: one slot
+    // (250 ms) of that is allowed. Paced per replica, three replicas would
+    // have sent 12 at once.
     for (index, at) in times.iter().enumerate() {
-        let allowed = 4.0 + 4.0 * at.duration_since(times[0]).as_secs_f64() + 0.5;
+        let allowed = 4.0 + 4.0 * at.duration_since(times[0]).as_secs_f64() + 1.0;
         assert!((index + 1) as f64 <= allowed, "send {} at {:?}: over 4 a second across replicas", index + 1, at.duration_since(times[0]));
     }
 
