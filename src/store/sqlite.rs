@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ToSql};
 use tokio::sync::oneshot;
@@ -124,6 +125,11 @@ fn connect(path: &str) -> rusqlite::Result<Connection> {
     // rusqlite keeps 16 prepared statements by default: fewer than the
     // writer's distinct statements, so each would be parsed again and again.
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Otherwise SQLite plans a `LIMIT $n` with the value bound, and a new
+    // binding expires the plan: the claims' statements were parsed again on
+    // every run. One plan whatever the values (the query planner stability
+    // guarantee) keeps them prepared; no plan here depends on a bound value.
+    connection.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(connection)
 }
 
@@ -316,38 +322,47 @@ fn commit_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Res
 /// One transaction over the batch; whether every job succeeded. Without
 /// savepoints, a job that fails rolls the whole transaction back.
 fn run_batch(connection: &Connection, batch: &mut [Box<dyn WriteJob>], savepoints: bool) -> Result<bool, String> {
-    connection.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    control(connection, "BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
     let result = (|| {
         for job in batch.iter_mut() {
             if savepoints {
-                connection.execute_batch("SAVEPOINT job")?;
+                control(connection, "SAVEPOINT job")?;
             }
             let succeeded = catch_unwind(AssertUnwindSafe(|| job.run(connection))).unwrap_or(false);
             match (succeeded, savepoints) {
                 (true, false) => {}
                 (false, false) => {
-                    connection.execute_batch("ROLLBACK")?;
+                    control(connection, "ROLLBACK")?;
                     return Ok(false);
                 }
-                (true, true) => connection.execute_batch("RELEASE job")?,
-                (false, true) => connection.execute_batch("ROLLBACK TO job; RELEASE job")?,
+                (true, true) => control(connection, "RELEASE job")?,
+                (false, true) => {
+                    control(connection, "ROLLBACK TO job")?;
+                    control(connection, "RELEASE job")?;
+                }
             }
         }
-        connection.execute_batch("COMMIT").map(|()| true)
+        control(connection, "COMMIT").map(|()| true)
     })();
     result.map_err(|error| {
-        let _ = connection.execute_batch("ROLLBACK");
+        let _ = control(connection, "ROLLBACK");
         error.to_string()
     })
 }
 
+/// Runs a transaction-control statement from the connection's statement
+/// cache: every transaction runs them, so they are parsed once, not each time.
+fn control(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
+    connection.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
-    use rusqlite::Connection;
+    use rusqlite::{Connection, StatementStatus};
 
     use tokio::sync::oneshot;
 
-    use super::{Job, WriteJob, commit_batch, migrate, sqlite_sql};
+    use super::{Job, WriteJob, commit_batch, connect, migrate, sqlite_sql};
     use crate::store::Page;
     use crate::store::actions::action_list_sql;
     use crate::store::db::{DbError, DbResult, Tx};
@@ -415,6 +430,18 @@ mod tests {
     }
 
     #[test]
+    fn a_statement_limited_by_a_parameter_stays_prepared_across_bindings() {
+        let connection = connect(":memory:").unwrap();
+        connection.execute_batch("CREATE TABLE t (v INTEGER NOT NULL); INSERT INTO t VALUES (1), (2), (3)").unwrap();
+        for limit in [1, 2, 3] {
+            let mut statement = connection.prepare_cached("SELECT v FROM t ORDER BY v LIMIT ?1").unwrap();
+            assert_eq!(statement.query_map([limit], |row| row.get::<_, i64>(0)).unwrap().count(), limit as usize);
+        }
+        let statement = connection.prepare_cached("SELECT v FROM t ORDER BY v LIMIT ?1").unwrap();
+        assert_eq!(statement.get_status(StatementStatus::RePrepare), 0, "a new LIMIT did not make SQLite parse it again");
+    }
+
+    #[test]
     fn placeholders_become_numbered_question_marks_outside_literals() {
         assert_eq!(sqlite_sql("SELECT $1, '$2', $10 WHERE a = $2"), "SELECT ?1, '$2', ?10 WHERE a = ?2");
         assert_eq!(sqlite_sql("SELECT 'é$1', $1 || 'ü'"), "SELECT 'é$1', ?1 || 'ü'");
@@ -437,7 +464,7 @@ mod tests {
     /// page costs what matches, not what the tenant has ever stored.
     #[test]
     fn every_list_is_answered_from_an_index() {
-        let connection = Connection::open_in_memory().unwrap();
+        let connection = connect(":memory:").unwrap();
         migrate(&connection).unwrap();
         let lists: [(&str, ListSql, &[&str]); 3] = [
             ("executions", execution_list_sql, &["action_id", "call_id", "status"]),
