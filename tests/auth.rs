@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actiond::auth;
 use axum::Router;
@@ -227,10 +227,10 @@ async fn a_fetch_for_an_unknown_kid_never_holds_up_known_kids_and_a_failing_key_
     while keys.fetches() < 2 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // The fetch is under way and takes 3 s: a known kid is answered without it.
-    let started = Instant::now();
+    // The fetch is under way and takes 3 s: a known kid is answered without
+    // it, while the unknown kid's request still waits for it.
     assert_status(&list(&app, &known()).await, 200, "known kid during the fetch");
-    assert!(started.elapsed() < TROUBLED_FETCH / 2, "a known kid waited {:?} for the fetch", started.elapsed());
+    assert!(!waiting.is_finished(), "a known kid was answered before the fetch ended");
     assert_invalid_token(&waiting.await.unwrap(), "the unknown kid, after the failed fetch");
     // The failed fetch left the last good keys serving, and the next unknown kid does not refetch.
     assert_status(&list(&app, &known()).await, 200, "known kid after the failed fetch");

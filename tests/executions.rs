@@ -325,8 +325,11 @@ async fn a_tenant_holds_at_most_its_share_of_open_waits() {
         let request = app.http.get(format!("{}/v2/_executions/{execution}?wait=20", app.base)).bearer_auth(app.token(&[]));
         tokio::spawn(async move { common::read(request.send().await.unwrap()).await })
     };
-    let (first, second) = (hold(), hold());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Three at once: whichever comes third is refused at once, the other two hold.
+    let (turned_away, _, held) = futures::future::select_all([hold(), hold(), hold()]).await;
+    let turned_away = turned_away.unwrap();
+    assert_eq!(turned_away.status, 429, "a third wait is refused while two hold: {}", turned_away.text);
+    let [first, second] = <[_; 2]>::try_from(held).unwrap();
 
     let refused = app.get(&format!("/v2/_executions/{execution}?wait=5")).await;
     assert_eq!((refused.status, refused.header("retry-after")), (429, Some("1")), "{}", refused.text);
@@ -492,19 +495,23 @@ async fn an_unknown_outcome_with_no_attempts_left_fails_after_the_reconcile_wind
     assert!(app.sandbox.sent().is_empty(), "not sent a second time");
 }
 
+/// Polls until the sandbox's sender is marked unhealthy (its token refused).
+async fn sender_marked_unhealthy(app: &TestApp) {
+    let started = Instant::now();
+    while app.get(&format!("/v2/_whatsapp/senders/{SENDER}")).await.body["data"]["healthy"] != false {
+        assert!(started.elapsed() < Duration::from_secs(30), "the sender is marked unhealthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn deleting_a_held_sender_fails_its_sends_instead_of_leaving_them_stuck() {
     let (app, action) = app_with_seed_action().await;
     app.sandbox.script("12817126508", [Scripted::Refuse { status: 401, code: 190, message: "Error validating access token".into() }]);
     let execution = id(&app.execute(&action, &json!({"variables": {"customer_name": "Ana"}})).await);
-    for _ in 0..200 {
-        if app.get(&format!("/v2/_whatsapp/senders/{SENDER}")).await.body["data"]["healthy"] == false {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    sender_marked_unhealthy(&app).await;
     assert_eq!(app.call(Method::DELETE, &format!("/v2/_whatsapp/senders/{SENDER}"), None).await.status, 200);
-    let failed = app.settled(&execution, 5).await;
+    let failed = app.settled(&execution, 30).await;
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["error"]["code"], "sender_removed");
 }
@@ -514,15 +521,7 @@ async fn a_refused_token_holds_the_senders_sends_until_it_is_synced() {
     let (app, action) = app_with_seed_action().await;
     app.sandbox.script("12817126508", [Scripted::Refuse { status: 401, code: 190, message: "Error validating access token".into() }]);
     let execution = id(&app.execute(&action, &json!({"variables": {"customer_name": "Ana"}})).await);
-    let mut sender = Value::Null;
-    for _ in 0..200 {
-        sender = app.get(&format!("/v2/_whatsapp/senders/{SENDER}")).await.body["data"].clone();
-        if sender["healthy"] == false {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(sender["healthy"], false, "the sender is marked unhealthy");
+    sender_marked_unhealthy(&app).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let held = app.get(&format!("/v2/_executions/{execution}")).await.body["data"].clone();
     assert_eq!(held["status"], "sending", "held, not failed: {held}");

@@ -268,10 +268,12 @@ impl TestApp {
         reply.body["data"].clone()
     }
 
-    /// Polls (briefly) until the execution reaches `status`; for statuses
-    /// that do not settle a wait, such as `read` of a mandatory execution.
+    /// Polls until the execution reaches `status`; for statuses that do not
+    /// settle a wait, such as `read` of a mandatory execution. A passing run
+    /// takes milliseconds; the 30 s are for a loaded machine.
     pub async fn reaches(&self, execution_id: &str, status: &str) -> Value {
-        for _ in 0..200 {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
             let execution = self.get(&format!("/v2/_executions/{execution_id}")).await.body["data"].clone();
             if execution["status"] == status {
                 return execution;
