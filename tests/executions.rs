@@ -497,11 +497,8 @@ async fn an_unknown_outcome_with_no_attempts_left_fails_after_the_reconcile_wind
 
 /// Polls until the sandbox's sender is marked unhealthy (its token refused).
 async fn sender_marked_unhealthy(app: &TestApp) {
-    let started = Instant::now();
-    while app.get(&format!("/v2/_whatsapp/senders/{SENDER}")).await.body["data"]["healthy"] != false {
-        assert!(started.elapsed() < Duration::from_secs(30), "the sender is marked unhealthy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let path = format!("/v2/_whatsapp/senders/{SENDER}");
+    common::eventually("the sender is marked unhealthy", async || app.get(&path).await.body["data"]["healthy"] == false).await;
 }
 
 #[tokio::test]

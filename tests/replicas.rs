@@ -17,7 +17,7 @@ use actiond::crypto::Sealer;
 use actiond::whatsapp::sandbox::{ReplyRequest, Sandbox};
 use common::database::{TestDatabase, all_postgres_migrations};
 use common::process::{Server, actiond, production_env, temp_dir, token};
-use common::{APP_SECRET, non_mandatory_body, seed_body, sender_body, spawn_sandbox};
+use common::{APP_SECRET, eventually, non_mandatory_body, seed_body, sender_body, spawn_sandbox};
 use futures::future::join_all;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -205,11 +205,8 @@ async fn a_wait_on_one_replica_answers_when_the_reply_lands_on_another() {
         let body = json!({"call_id": format!("call-{call}"), "variables": {"customer_name": "Ana"}});
         let (_, executed) = cluster.post(0, &format!("/v2/_actions/{action}/_execute"), &body, None).await.unwrap();
         let id = executed["data"]["execution_id"].as_str().unwrap().to_owned();
-        let polled = Instant::now();
-        while cluster.get(0, &format!("/v2/_executions/{id}")).await.1["data"]["status"] != "read" {
-            assert!(polled.elapsed() < Duration::from_secs(30), "execution {id} was read");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let path = format!("/v2/_executions/{id}");
+        eventually(&format!("execution {id} was read"), async || cluster.get(0, &path).await.1["data"]["status"] == "read").await;
         let wait_path = format!("/v2/_executions/{id}?wait=30");
         let waiter = cluster.get(0, &wait_path);
         let answer = async {
@@ -332,11 +329,7 @@ async fn pacing_holds_for_all_replicas_together() {
         async move { pair.post(index % 3, path, &body, None).await.unwrap().0 }
     });
     assert!(join_all(executes).await.iter().all(|status| *status == 202));
-    let started = Instant::now();
-    while pair.sandbox.sent().len() < 45 {
-        assert!(started.elapsed() < Duration::from_secs(30), "the burst of 45 was sent");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the burst of 45 was sent", async || pair.sandbox.sent().len() >= 45).await;
     // The 46th slot opens 6 s after the first was taken; counted up to 5 s
     // after the first arrived, one second is left for that one arriving late.
     let first = pair.sandbox.sent().iter().map(|message| message.at).min().expect("sends");

@@ -24,6 +24,16 @@ use uuid::Uuid;
 
 use self::database::TestDatabase;
 
+/// Polls `condition` every 20 ms until it holds, failing with `what` after
+/// 30 s: a passing run takes milliseconds, the rest is for a loaded machine.
+pub async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !condition().await {
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub const SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
 pub const APP_SECRET: &str = "integration-test-meta-app-secret";
 pub const SENDER: &str = SANDBOX_PHONE_NUMBER_ID;
@@ -269,18 +279,15 @@ impl TestApp {
     }
 
     /// Polls until the execution reaches `status`; for statuses that do not
-    /// settle a wait, such as `read` of a mandatory execution. A passing run
-    /// takes milliseconds; the 30 s are for a loaded machine.
+    /// settle a wait, such as `read` of a mandatory execution.
     pub async fn reaches(&self, execution_id: &str, status: &str) -> Value {
-        let started = std::time::Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            let execution = self.get(&format!("/v2/_executions/{execution_id}")).await.body["data"].clone();
-            if execution["status"] == status {
-                return execution;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("execution {execution_id} never reached {status}");
+        let mut execution = Value::Null;
+        eventually(&format!("execution {execution_id} reached {status}"), async || {
+            execution = self.get(&format!("/v2/_executions/{execution_id}")).await.body["data"].clone();
+            execution["status"] == status
+        })
+        .await;
+        execution
     }
 
     /// Creates an action from `body`, asserting the 201, and returns its id.
