@@ -6,6 +6,7 @@ mod common;
 use common::{app_with_seed_action, spawn_app, spawn_app_with};
 use reqwest::Method;
 use serde_json::json;
+use std::time::Instant;
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -156,10 +157,16 @@ async fn the_rate_limit_answers_429_with_retry_after_per_tenant() {
         s.rate_limit_burst = 3;
     })
     .await;
-    let statuses: Vec<u16> = futures::future::join_all((0..5).map(|_| app.get("/v2/_actions"))).await.iter().map(|r| r.status).collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
-    let limited = app.get("/v2/_actions").await;
-    assert_eq!(limited.status, 429);
+    // A token refills each second, so a slow machine may let one more through
+    // per second the eight took: the burst is the floor, the refills the slack.
+    let started = Instant::now();
+    let replies = futures::future::join_all((0..8).map(|_| app.get("/v2/_actions"))).await;
+    let refills = started.elapsed().as_secs() as usize;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    let allowed = statuses.iter().filter(|s| **s == 200).count();
+    assert!((3..=3 + refills).contains(&allowed), "{statuses:?} in {refills} s");
+    assert_eq!(allowed + statuses.iter().filter(|s| **s == 429).count(), 8, "{statuses:?}");
+    let limited = replies.iter().find(|r| r.status == 429).expect("the burst spent, a request is refused");
     limited.assert_ctx_id();
     assert_eq!(limited.error_codes()[0].1, "rate_limited");
     let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
