@@ -329,6 +329,32 @@ async fn put_replaces_patch_merges_and_both_apply_the_rules() {
 }
 
 #[tokio::test]
+async fn patches_racing_on_one_action_each_keep_their_change() {
+    let app = app_with_sender().await;
+    let id = app.create_action(&seed_body()).await;
+    let path = format!("/v2/_actions/{id}");
+    for round in 0..10 {
+        let mandatory = round % 2 == 0;
+        let patches = [
+            json!({"name": format!("name {round}")}),
+            json!({"description": format!("description {round}")}),
+            json!({"webhook": {"mandatory": mandatory}}),
+            json!({"phone_number": format!("+1 281 712 65{round:02}")}),
+        ];
+        let replies = futures::future::join_all(patches.iter().map(|patch| app.call(Method::PATCH, &path, Some(patch)))).await;
+        for reply in &replies {
+            assert_eq!(reply.status, 200, "{}", reply.text);
+        }
+        let action = app.get(&path).await.body["data"].clone();
+        assert_eq!(
+            (&action["name"], &action["description"], &action["webhook"]["mandatory"], &action["phone_number"]),
+            (&json!(format!("name {round}")), &json!(format!("description {round}")), &json!(mandatory), &json!(format!("128171265{round:02}"))),
+            "round {round}: no PATCH wrote over another's field"
+        );
+    }
+}
+
+#[tokio::test]
 async fn delete_removes_and_unknown_ids_are_404() {
     let app = app_with_sender().await;
     let id = app.create_action(&seed_body()).await;

@@ -12,7 +12,7 @@ use actiond::clock::now_ms;
 use actiond::delivery::pacing::Pacing;
 use actiond::domain::{ExecutionStatus, TenantId, parse_action_spec};
 use actiond::store::{
-    ClaimedJob, EventParties, Executed, ExecutionReply, NewExecution, NewSender, Outcome, Recorded, SendRequest, SenderSaved, Started,
+    ActionUpdate, ClaimedJob, EventParties, Executed, ExecutionReply, NewExecution, NewSender, Outcome, Recorded, SendRequest, SenderSaved, Started,
     Store, TemplateRecord, WebhookEvent,
 };
 use common::database::TestDatabase;
@@ -356,7 +356,7 @@ async fn an_action_change_on_one_replica_reaches_the_other_replicas_registry() {
         for store in [&replicas.a, &replicas.b] {
             assert_eq!(action_active_seen(store, &tenant, id, Some(true)).await, Some(true), "{}: read, and now remembered", replicas.name);
         }
-        replicas.a.update_action(&tenant, id, &spec(false)).await.unwrap().unwrap();
+        assert!(matches!(replicas.a.update_action(&tenant, id, &spec(false), None).await.unwrap(), ActionUpdate::Updated(_)));
         let on_a = replicas.a.action_to_run(&tenant, id).await.unwrap().unwrap();
         assert!(!on_a.is_active, "{}: the replica that changed it forgets at once", replicas.name);
         assert_eq!(
@@ -368,6 +368,29 @@ async fn an_action_change_on_one_replica_reaches_the_other_replicas_registry() {
         assert!(replicas.a.delete_action(&tenant, id).await.unwrap());
         assert!(replicas.a.action_to_run(&tenant, id).await.unwrap().is_none(), "{}", replicas.name);
         assert_eq!(action_active_seen(&replicas.b, &tenant, id, None).await, None, "{}: nor runs it once deleted", replicas.name);
+    }
+}
+
+#[tokio::test]
+async fn an_update_over_a_version_another_replica_passed_changes_nothing() {
+    let spec = |name: &str| {
+        let mut body = common::seed_body();
+        body["name"] = json!(name);
+        parse_action_spec(body.as_object().unwrap()).spec.expect("the seed body is a valid action")
+    };
+    for replicas in both_dialects().await {
+        let tenant = tenant("versions");
+        let id = Uuid::now_v7();
+        replicas.a.create_action(&tenant, id, &spec("first"), None).await.unwrap();
+        let read = replicas.a.get_action(&tenant, id).await.unwrap().unwrap();
+        let ActionUpdate::Updated(moved) = replicas.b.update_action(&tenant, id, &spec("second"), Some(read.version)).await.unwrap() else {
+            panic!("{}: an update over the current version is written", replicas.name);
+        };
+        assert!(moved.version > read.version, "{}", replicas.name);
+        let stale = replicas.a.update_action(&tenant, id, &spec("third"), Some(read.version)).await.unwrap();
+        assert!(matches!(stale, ActionUpdate::Changed), "{}", replicas.name);
+        assert_eq!(replicas.a.get_action(&tenant, id).await.unwrap().unwrap().name, "second", "{}", replicas.name);
+        assert!(matches!(replicas.a.update_action(&tenant, Uuid::now_v7(), &spec("x"), Some(1)).await.unwrap(), ActionUpdate::Missing));
     }
 }
 

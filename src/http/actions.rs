@@ -20,8 +20,11 @@ use super::response::{self, Envelope, Listing};
 use crate::domain::{ActionSpec, ActionType, TenantId, parse_action_spec};
 use crate::error_code::ErrorCode;
 use crate::openapi::fields;
-use crate::store::{ActionFilter, ActionRecord, Created, IdempotentResponse};
+use crate::store::{ActionFilter, ActionRecord, ActionUpdate, Created, IdempotentResponse};
 use crate::whatsapp::templates::check_template_use;
+
+/// Merges a PATCH makes before it gives up on an action other writes keep moving.
+const PATCH_ATTEMPTS: usize = 10;
 
 /// The 201 answer of the seed: the new action's id, name and type.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -276,8 +279,10 @@ pub async fn replace(
 ) -> Result<Response, ApiError> {
     state.store.get_action(&caller.tenant, id).await?.ok_or_else(action_not_found)?;
     let spec = validate(&state, &caller.tenant, &body).await?;
-    let action = state.store.update_action(&caller.tenant, id, &spec).await?.ok_or_else(action_not_found)?;
-    Ok(response::ok(action))
+    match state.store.update_action(&caller.tenant, id, &spec, None).await? {
+        ActionUpdate::Updated(action) => Ok(response::ok(action)),
+        ActionUpdate::Missing | ActionUpdate::Changed => Err(action_not_found()),
+    }
 }
 
 #[utoipa::path(patch, path = "/v2/_actions/{action_id}", tag = "actions", operation_id = "patch_action",
@@ -290,6 +295,7 @@ pub async fn replace(
         (status = 400, description = "Invalid field", body = ErrorBody),
         (status = 403, description = "The token lacks actions:write", body = ErrorBody),
         (status = 404, description = "No such action for this tenant", body = ErrorBody),
+        (status = 409, description = "Other writes to the action kept overtaking this one (action_changed); send it again", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn patch(
@@ -298,12 +304,20 @@ pub async fn patch(
     ActionId(id): ActionId,
     JsonObject(changes): JsonObject,
 ) -> Result<Response, ApiError> {
-    let current = state.store.get_action(&caller.tenant, id).await?.ok_or_else(action_not_found)?;
-    let mut body = as_body(&current);
-    merge_patch(&mut body, changes);
-    let spec = validate(&state, &caller.tenant, &body).await?;
-    let action = state.store.update_action(&caller.tenant, id, &spec).await?.ok_or_else(action_not_found)?;
-    Ok(response::ok(action))
+    // The merge is written only over the version it was made from; when another
+    // write came in between, it is made again from what that write left.
+    for _ in 0..PATCH_ATTEMPTS {
+        let current = state.store.get_action(&caller.tenant, id).await?.ok_or_else(action_not_found)?;
+        let mut body = as_body(&current);
+        merge_patch(&mut body, changes.clone());
+        let spec = validate(&state, &caller.tenant, &body).await?;
+        match state.store.update_action(&caller.tenant, id, &spec, Some(current.version)).await? {
+            ActionUpdate::Updated(action) => return Ok(response::ok(action)),
+            ActionUpdate::Missing => return Err(action_not_found()),
+            ActionUpdate::Changed => continue,
+        }
+    }
+    Err(ApiError::conflict("action_id", ErrorCode::ActionChanged, "the action kept changing under other writes; send the PATCH again"))
 }
 
 #[utoipa::path(delete, path = "/v2/_actions/{action_id}", tag = "actions", operation_id = "delete_action", summary = "Delete an action",

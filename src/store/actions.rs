@@ -5,7 +5,7 @@ use uuid::Uuid;
 use super::db::{DbError, DbResult, ListQuery, Row, Tx, Value, args, to_json};
 use super::executions::{advance, status_list};
 use super::remembered::Remembered;
-use super::{ActionFilter, ActionRecord, Created, IDEMPOTENCY_WINDOW_SECONDS, IdempotentResponse, Page, Store, StoreResult, WebhookRecord};
+use super::{ActionFilter, ActionRecord, ActionUpdate, Created, IDEMPOTENCY_WINDOW_SECONDS, IdempotentResponse, Page, Store, StoreResult, WebhookRecord};
 use crate::clock;
 use crate::domain::{ActionSpec, ExecutionStatus, TenantId};
 
@@ -13,7 +13,8 @@ use crate::domain::{ActionSpec, ExecutionStatus, TenantId};
 /// no action from the database.
 pub(super) type ActionRegistry = Remembered<(String, Uuid), Option<ActionRecord>>;
 
-const ACTION_COLUMNS: &str = "id, tenant, name, description, type, is_active, action_timing, phone_number, webhook, created_at, updated_at";
+const ACTION_COLUMNS: &str =
+    "id, tenant, name, description, type, is_active, action_timing, phone_number, webhook, created_at, updated_at, version";
 
 fn action_from_row(row: &Row) -> DbResult<ActionRecord> {
     Ok(ActionRecord {
@@ -28,6 +29,7 @@ fn action_from_row(row: &Row) -> DbResult<ActionRecord> {
         webhook: row.json(8)?,
         created_at: row.text(9)?,
         updated_at: row.text(10)?,
+        version: row.int(11)?,
     })
 }
 
@@ -35,7 +37,7 @@ fn action_from_row(row: &Row) -> DbResult<ActionRecord> {
 const INSERT_ACTION: &str = "INSERT INTO actions (id, tenant, name, description, type, is_active, action_timing, phone_number, webhook, \
      created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)";
 const UPDATE_ACTION: &str = "UPDATE actions SET name = $3, description = $4, type = $5, is_active = $6, action_timing = $7, \
-     phone_number = $8, webhook = $9, updated_at = $10 WHERE id = $1 AND tenant = $2";
+     phone_number = $8, webhook = $9, updated_at = $10, version = version + 1 WHERE id = $1 AND tenant = $2";
 
 /// What an INSERT or UPDATE of an action binds: the spec as it is stored.
 #[derive(Clone)]
@@ -178,12 +180,25 @@ impl Store {
         .await
     }
 
-    pub async fn update_action(&self, tenant: &TenantId, id: Uuid, spec: &ActionSpec) -> StoreResult<Option<ActionRecord>> {
+    /// Replaces the action's spec; with `over`, only while the action is still
+    /// at that version (a write in between answers `Changed`).
+    pub async fn update_action(&self, tenant: &TenantId, id: Uuid, spec: &ActionSpec, over: Option<i64>) -> StoreResult<ActionUpdate> {
         let tenant = tenant.as_str().to_owned();
         let action = StoredAction::of(spec)?;
         self.write_configuration(move |tx| {
-            let changed = tx.execute(UPDATE_ACTION, &action.args(&tenant, id, &clock::now()))?;
-            if changed == 0 { Ok(None) } else { select_action(tx, &tenant, id) }
+            let mut args = action.args(&tenant, id, &clock::now()).to_vec();
+            let changed = match over {
+                None => tx.execute(UPDATE_ACTION, &args)?,
+                Some(version) => {
+                    args.push(version.into());
+                    tx.execute(&format!("{UPDATE_ACTION} AND version = $11"), &args)?
+                }
+            };
+            Ok(match select_action(tx, &tenant, id)? {
+                None => ActionUpdate::Missing,
+                Some(action) if changed > 0 => ActionUpdate::Updated(action),
+                Some(_) => ActionUpdate::Changed,
+            })
         })
         .await
     }

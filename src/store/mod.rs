@@ -63,6 +63,17 @@ pub struct ActionRecord {
     pub created_at: String,
     /// RFC 3339, UTC.
     pub updated_at: String,
+    /// Raised by every write: what a merge writes over.
+    #[serde(skip)]
+    pub version: i64,
+}
+
+/// What an update of an action found.
+pub enum ActionUpdate {
+    Updated(ActionRecord),
+    Missing,
+    /// Another write moved the action past the version the update was made over.
+    Changed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

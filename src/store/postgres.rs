@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_events.sql")),
     (5, include_str!("../../migrations/postgres/0005_event_due_by_endpoint.sql")),
     (6, include_str!("../../migrations/postgres/0006_jobs_without_sender_index.sql")),
+    (7, include_str!("../../migrations/postgres/0007_action_versions.sql")),
 ];
 /// The channel every replica listens on.
 const CHANNEL: &str = "actiond";
