@@ -210,10 +210,10 @@ fn execution_result(execution: &ExecutionRecord) -> CallToolResult {
 
 impl ActionTools {
     /// The tenant's actions, oldest first (the order names are given in).
-    async fn actions(&self, tenant: &TenantId, is_active: Option<bool>) -> Result<Vec<ActionRecord>, ApiError> {
+    async fn actions(&self, tenant: &TenantId) -> Result<Vec<ActionRecord>, ApiError> {
         let mut actions = Vec::new();
         for number in 1.. {
-            let filter = ActionFilter { kind: None, is_active };
+            let filter = ActionFilter { kind: None, is_active: None };
             let (page, total) = self.state.store.list_actions(tenant, filter, Page { number, size: ACTIONS_PAGE }).await?;
             let last = page.len() < ACTIONS_PAGE as usize || (actions.len() + page.len()) as u64 >= total;
             actions.extend(page);
@@ -225,16 +225,18 @@ impl ActionTools {
         Ok(actions)
     }
 
-    /// The tenant's active actions with their tool names.
+    /// The tenant's active actions with their tool names. Inactive actions are
+    /// named too, so that switching one off or on never renames another's
+    /// tool: an agent holding an earlier list must not run a different action.
     async fn named_actions(&self, tenant: &TenantId) -> Result<Vec<(String, ActionRecord)>, ApiError> {
-        let actions = self.actions(tenant, Some(true)).await?;
+        let actions = self.actions(tenant).await?;
         let names = tool_names(actions.iter().map(|action| action.name.as_str()));
-        Ok(names.into_iter().zip(actions).collect())
+        Ok(names.into_iter().zip(actions).filter(|(_, action)| action.is_active).collect())
     }
 
     async fn list_actions(&self, caller: &Caller) -> Result<CallToolResult, ApiError> {
         require(caller, Scope::ActionsRead)?;
-        let actions = self.actions(&caller.tenant, None).await?;
+        let actions = self.actions(&caller.tenant).await?;
         let names: Vec<&str> = actions.iter().map(|action| action.name.as_str()).collect();
         let sentence = match names.len() {
             0 => "There are no WhatsApp actions yet.".to_owned(),

@@ -8,6 +8,7 @@ mod common;
 use actiond::auth::Scope;
 use actiond::whatsapp::sandbox::ReplyRequest;
 use common::{TestApp, app_with_seed_action, seed_body};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 /// One JSON-RPC request; the HTTP status and the JSON answer.
@@ -130,4 +131,16 @@ async fn only_active_actions_are_tools_and_clashing_names_are_numbered() {
     let ran = call(&app, &token, "my_whatsapp_action_2", json!({"customer_name": "Ana"})).await;
     assert_eq!(ran["structuredContent"]["action_id"], second.as_str(), "numbered in creation order");
     assert_ne!(second, first);
+
+    // Switching the older action off hides its tool but renames no other:
+    // an agent holding the earlier list never runs a different action.
+    let off = app.call(Method::PATCH, &format!("/v2/_actions/{first}"), Some(&json!({"is_active": false}))).await;
+    assert_eq!(off.status, 200, "{}", off.text);
+    let (_, listed) = rpc(&app, Some(&token), "tools/list", json!({})).await;
+    let names: Vec<&str> = listed["result"]["tools"].as_array().unwrap().iter().map(|tool| tool["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["my_whatsapp_action_2", "get_execution", "list_actions"]);
+    let gone = call(&app, &token, "my_whatsapp_action", json!({"customer_name": "Ana", "call_id": "after-off"})).await;
+    assert!(gone["isError"] == true && text(&gone).starts_with("not_found:"), "{gone}");
+    let ran = call(&app, &token, "my_whatsapp_action_2", json!({"customer_name": "Ana", "call_id": "after-off"})).await;
+    assert_eq!(ran["structuredContent"]["action_id"], second.as_str());
 }
