@@ -283,6 +283,30 @@ async fn the_same_call_id_or_key_executes_once_even_when_sent_at_once() {
 }
 
 #[tokio::test]
+async fn a_key_first_sent_with_a_repeated_call_id_then_answers_that_execution_alone() {
+    let (app, action) = app_with_seed_action().await;
+    let token = app.token(&[]);
+    let execute = |key: Option<&'static str>, body: Value| {
+        let mut request = app.http.post(format!("{}/v2/_actions/{action}/_execute", app.base)).bearer_auth(&token).json(&body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        async move { common::read(request.send().await.unwrap()).await }
+    };
+    let variables = json!({"customer_name": "Ana"});
+    let first = execute(None, json!({"call_id": "call-k", "variables": variables})).await;
+    assert_eq!(first.status, 202, "{}", first.text);
+    let keyed = execute(Some("k-late"), json!({"call_id": "call-k", "variables": variables})).await;
+    let alone = execute(Some("k-late"), json!({"variables": variables})).await;
+    for repeat in [&keyed, &alone] {
+        assert_eq!((repeat.status, repeat.header("idempotent-replayed")), (202, Some("true")), "{}", repeat.text);
+        assert_eq!(id(&repeat.body["data"]), id(&first.body["data"]));
+    }
+    app.reaches(&id(&first.body["data"]), "read").await;
+    assert_eq!(app.sandbox.sent().len(), 1, "one message for the call, whichever way it was repeated");
+}
+
+#[tokio::test]
 async fn an_idempotency_key_older_than_24_hours_executes_anew() {
     let (app, action) = app_with_seed_action().await;
     let other = app.create_action(&non_mandatory_body()).await;

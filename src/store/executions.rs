@@ -168,27 +168,45 @@ pub(super) fn select_executions(tx: &mut Tx<'_>, tenant: &str, ids: &[Uuid]) -> 
     executions_from_rows(&rows)
 }
 
-/// The execution that has this call id (for this action) or this
-/// idempotency key (within its 24 h).
-fn select_existing(tx: &mut Tx<'_>, tenant: &str, action_id: Uuid, call_id: Option<&str>, key: Option<&str>) -> DbResult<Option<Uuid>> {
-    if let Some(call_id) = call_id
+/// How a repeated execute was recognised.
+enum Repeat {
+    Key(Uuid),
+    Call(Uuid),
+}
+
+/// The execution this idempotency key (within its 24 h) or this call id (for
+/// this action) already started; the key first, as `create_execution` claims it.
+fn select_existing(tx: &mut Tx<'_>, tenant: &str, action_id: Uuid, call_id: Option<&str>, key: Option<&str>) -> DbResult<Option<Repeat>> {
+    if let Some(key) = key
         && let Some(row) = tx.query_opt(
-            "SELECT id FROM executions WHERE tenant = $1 AND action_id = $2 AND call_id = $3",
-            args![tenant, action_id, call_id],
+            "SELECT execution_id FROM execution_keys WHERE tenant = $1 AND key = $2 AND created_at > $3",
+            args![tenant, key, clock::seconds_ago(IDEMPOTENCY_WINDOW_SECONDS)],
         )?
     {
-        return row.uuid(0).map(Some);
+        return row.uuid(0).map(|id| Some(Repeat::Key(id)));
     }
-    match key {
-        Some(key) => tx
-            .query_opt(
-                "SELECT execution_id FROM execution_keys WHERE tenant = $1 AND key = $2 AND created_at > $3",
-                args![tenant, key, clock::seconds_ago(IDEMPOTENCY_WINDOW_SECONDS)],
-            )?
-            .map(|row| row.uuid(0))
+    match call_id {
+        Some(call_id) => tx
+            .query_opt("SELECT id FROM executions WHERE tenant = $1 AND action_id = $2 AND call_id = $3", args![tenant, action_id, call_id])?
+            .map(|row| row.uuid(0).map(Repeat::Call))
             .transpose(),
         None => Ok(None),
     }
+}
+
+/// Binds `key` to execution `id` unless a live one holds it (an expired one
+/// starts anew); `None` when bound, else the execution that holds it.
+fn claim_key(tx: &mut Tx<'_>, tenant: &str, key: &str, id: Uuid, now: &str) -> DbResult<Option<Uuid>> {
+    let claimed = tx.query_opt(
+        "INSERT INTO execution_keys (tenant, key, execution_id, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant, key) DO UPDATE SET execution_id = excluded.execution_id, created_at = excluded.created_at \
+         WHERE execution_keys.created_at <= $5 RETURNING execution_id",
+        args![tenant, key, id, now, clock::seconds_ago(IDEMPOTENCY_WINDOW_SECONDS)],
+    )?;
+    if claimed.is_some() {
+        return Ok(None);
+    }
+    tx.query_one("SELECT execution_id FROM execution_keys WHERE tenant = $1 AND key = $2", args![tenant, key])?.uuid(0).map(Some)
 }
 
 fn existing(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Executed> {
@@ -196,8 +214,8 @@ fn existing(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Executed> {
 }
 
 impl Store {
-    /// The execution that already has this call id (for this action) or this
-    /// idempotency key (used in the last 24 h), if any.
+    /// The execution that already has this idempotency key (used in the last
+    /// 24 h) or this call id (for this action), if any.
     pub async fn existing_execution(
         &self,
         tenant: &TenantId,
@@ -210,11 +228,24 @@ impl Store {
             return Ok(None);
         }
         let (tenant, call_id, key) = (tenant.as_str().to_owned(), call_id.map(str::to_owned), idempotency_key.map(str::to_owned));
-        self.lookup(move |tx| match select_existing(tx, &tenant, action_id, call_id.as_deref(), key.as_deref())? {
-            Some(id) => select_execution(tx, &tenant, id),
-            None => Ok(None),
-        })
-        .await
+        let found = {
+            let (tenant, key) = (tenant.clone(), key.clone());
+            self.lookup(move |tx| select_existing(tx, &tenant, action_id, call_id.as_deref(), key.as_deref())).await?
+        };
+        match (found, key) {
+            (None, _) => Ok(None),
+            // A key new to a repeat of the call is bound to the call's
+            // execution, as `create_execution` binds it: retried alone, it
+            // answers the same execution and sends nothing.
+            (Some(Repeat::Call(id)), Some(key)) => {
+                self.write(move |tx| {
+                    let holder = claim_key(tx, &tenant, &key, id, &clock::now())?.unwrap_or(id);
+                    select_execution(tx, &tenant, holder)
+                })
+                .await
+            }
+            (Some(Repeat::Key(id) | Repeat::Call(id)), _) => self.lookup(move |tx| select_execution(tx, &tenant, id)).await,
+        }
     }
 
     /// When each of these executions last changed (those that exist).
@@ -237,21 +268,10 @@ impl Store {
         self.write(move |tx| {
             let now = clock::now();
             let id = execution.id;
-            if let Some(key) = &execution.idempotency_key {
-                // Claims the key unless a live one holds it; an expired one starts anew.
-                let claimed = tx.query_opt(
-                    "INSERT INTO execution_keys (tenant, key, execution_id, created_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (tenant, key) DO UPDATE SET execution_id = excluded.execution_id, created_at = excluded.created_at \
-                     WHERE execution_keys.created_at <= $5 RETURNING execution_id",
-                    args![tenant.as_str(), key.as_str(), id, now.as_str(), clock::seconds_ago(IDEMPOTENCY_WINDOW_SECONDS)],
-                )?;
-                if claimed.is_none() {
-                    let first = tx.query_one(
-                        "SELECT execution_id FROM execution_keys WHERE tenant = $1 AND key = $2",
-                        args![tenant.as_str(), key.as_str()],
-                    )?;
-                    return existing(tx, &tenant, first.uuid(0)?);
-                }
+            if let Some(key) = &execution.idempotency_key
+                && let Some(first) = claim_key(tx, &tenant, key, id, &now)?
+            {
+                return existing(tx, &tenant, first);
             }
             let deadline = execution
                 .mandatory
