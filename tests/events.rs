@@ -131,6 +131,23 @@ async fn creation_refuses_bad_urls_forbidden_targets_and_unknown_types() {
 }
 
 #[tokio::test]
+async fn every_bad_event_type_is_reported_at_once() {
+    let app = spawn_app_with(|_| {}).await;
+    let id = endpoint(&app, "https://voice.example.com/", json!({})).await["id"].as_str().unwrap().to_owned();
+    let events = json!(["webhook.test", 1, "bogus", "execution.replied"]);
+    let created = app.post("/v2/_webhook_endpoints", &json!({"url": "https://voice.example.com/", "events": events})).await;
+    let patched = app.call(Method::PATCH, &format!("/v2/_webhook_endpoints/{id}"), Some(&json!({"events": events}))).await;
+    let expected = [("events[0]", "unknown_event_type"), ("events[1]", "invalid_type"), ("events[2]", "unknown_event_type")]
+        .map(|(field, code)| (field.to_owned(), code.to_owned()));
+    for reply in [created, patched] {
+        assert_eq!(reply.status, 400, "{}", reply.text);
+        let mut reported = reply.error_codes();
+        reported.sort();
+        assert_eq!(reported, expected);
+    }
+}
+
+#[tokio::test]
 async fn a_reply_reaches_the_receiver_as_a_signed_execution_replied_event() {
     let (app, action) = app_with_seed_action().await;
     let receiver = Receiver::start().await;

@@ -592,3 +592,26 @@ async fn a_nul_character_anywhere_a_client_writes_is_a_4xx_and_nothing_is_stored
     let actions = app.get("/v2/_actions?per_page=100").await;
     assert_eq!(actions.body["data"]["data"].as_array().map(Vec::len), Some(1), "{}", actions.text);
 }
+
+#[tokio::test]
+async fn an_empty_body_sent_as_json_runs_the_action_as_configured() {
+    let app = spawn_app().await;
+    app.register_sender().await;
+    let mut body = seed_body();
+    body["webhook"]["body_params"] = json!(["Ana"]);
+    let action = app.create_action(&body).await;
+    for (path, status) in [(format!("/v2/_actions/{action}/_execute"), 202), (format!("/v2/_actions/{action}/_preview"), 200)] {
+        let request = app.http.post(format!("{}{path}", app.base)).bearer_auth(app.token(&[])).header("content-type", "application/json");
+        let reply = common::read(request.send().await.unwrap()).await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.text);
+    }
+}
+
+#[tokio::test]
+async fn the_call_id_filter_is_trimmed_as_execute_trims_it() {
+    let (app, action) = app_with_seed_action().await;
+    let executed = app.execute(&action, &json!({"call_id": " sp1 ", "variables": {"customer_name": "Ana"}})).await;
+    assert_eq!(executed["call_id"], "sp1");
+    let listed = app.get("/v2/_executions?call_id=%20sp1%20").await;
+    assert_eq!(listed.body["data"]["pagination"]["total_records"], 1, "{}", listed.text);
+}

@@ -129,6 +129,14 @@ async fn a_phone_number_id_belongs_to_one_tenant() {
 }
 
 #[tokio::test]
+async fn an_unknown_sender_filter_is_named_as_the_client_sent_it() {
+    let app = spawn_app().await;
+    let reply = app.get("/v2/_whatsapp/templates?sender=999").await;
+    assert_eq!(reply.status, 404, "{}", reply.text);
+    assert_eq!(reply.error_codes(), [("sender".to_owned(), "not_found".to_owned())]);
+}
+
+#[tokio::test]
 async fn sync_picks_up_template_changes_and_delete_forgets_the_sender() {
     let app = spawn_app().await;
     app.register_sender().await;

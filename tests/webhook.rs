@@ -184,6 +184,18 @@ async fn the_verification_handshake_echoes_the_challenge() {
 }
 
 #[tokio::test]
+async fn the_handshake_refuses_a_missing_empty_or_nul_challenge() {
+    let app = spawn_app().await;
+    let handshake = "/v2/_whatsapp/webhook?hub.mode=subscribe&hub.verify_token=verify-me";
+    for (challenge, code) in [("", "missing_field"), ("&hub.challenge=", "missing_field"), ("&hub.challenge=a%00b", "invalid_character")] {
+        let reply = app.send(Method::GET, &format!("{handshake}{challenge}"), None, None).await;
+        assert_eq!(reply.status, 400, "{challenge}: {}", reply.text);
+        assert_eq!(reply.error_codes(), [("hub.challenge".to_owned(), code.to_owned())], "{challenge}");
+        reply.assert_ctx_id();
+    }
+}
+
+#[tokio::test]
 async fn a_paused_template_stops_its_pending_sends() {
     let app = spawn_app_stepwise().await;
     app.register_sender().await;

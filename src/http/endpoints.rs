@@ -13,7 +13,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ActionsRead, ActionsWrite, Authorized, EndpointId, JsonObject, PageParams, QueryParams, endpoint_not_found};
 use super::response::{self, Envelope, Listing};
-use crate::domain::{FieldError, Fields, char_len};
+use crate::domain::{FieldError, Fields, char_len, holds_nul};
 use crate::error_code::ErrorCode;
 use crate::events::signature::generate_secret;
 use crate::events::target::{self, TargetError};
@@ -100,16 +100,22 @@ async fn checked_url(fields: &mut Fields<'_, '_>, raw: &str, settings: EventSett
     }
 }
 
-/// The event types given, each known, in order without repeats.
-fn event_types(fields: &mut Fields<'_, '_>) -> Option<Vec<EventType>> {
-    let names = fields.optional_str_list("events")?;
-    if names.is_empty() {
+/// The event types in `events` (given, not null), each known, in order
+/// without repeats. Every item is judged: one of the wrong type does not hide
+/// an unknown name beside it.
+fn event_types(fields: &mut Fields<'_, '_>, given: &Value) -> Option<Vec<EventType>> {
+    // Records the list's type errors (the list's, each item's, a NUL); the
+    // names it accepts are judged below even when another item was refused.
+    let all_strings = fields.optional_str_list("events").is_some();
+    let Value::Array(items) = given else { return None };
+    if items.is_empty() {
         fields.error("events", ErrorCode::InvalidLength, "must name at least one event type, or be left out for every type");
         return None;
     }
-    let mut kinds = Vec::with_capacity(names.len());
+    let mut kinds = Vec::with_capacity(items.len());
     let mut unknown = false;
-    for (index, name) in names.iter().enumerate() {
+    for (index, item) in items.iter().enumerate() {
+        let Some(name) = item.as_str().filter(|name| !holds_nul(name)) else { continue };
         match EventType::parse_subscribable(name) {
             Some(kind) if !kinds.contains(&kind) => kinds.push(kind),
             Some(_) => {}
@@ -120,7 +126,7 @@ fn event_types(fields: &mut Fields<'_, '_>) -> Option<Vec<EventType>> {
             }
         }
     }
-    (!unknown).then_some(kinds)
+    (all_strings && !unknown).then_some(kinds)
 }
 
 fn description(fields: &mut Fields<'_, '_>) -> Option<String> {
@@ -162,7 +168,7 @@ pub async fn create(
         Some(raw) => checked_url(&mut fields, raw, state.events).await,
         None => None,
     };
-    let events = fields.object_has("events").then(|| event_types(&mut fields));
+    let events = body.get("events").filter(|given| !given.is_null()).map(|given| event_types(&mut fields, given));
     let description = description(&mut fields);
     let (Some(url), true) = (url, errors.is_empty()) else { return Err(ApiError::validation(errors)) };
     let events = events.flatten();
@@ -258,7 +264,7 @@ async fn read_patch(body: &Map<String, Value>, settings: EventSettings) -> Resul
     patch.events = match body.get("events") {
         None => None,
         Some(Value::Null) => Some(None),
-        Some(_) => event_types(&mut fields).map(Some),
+        Some(given) => event_types(&mut fields, given).map(Some),
     };
     patch.description = match body.get("description") {
         Some(Value::Null) => Some(String::new()),

@@ -429,7 +429,8 @@ pub async fn list(
         let known: Vec<&str> = ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect();
         format!("'{raw}' is not a status; use one of {}", known.join(", "))
     });
-    let call_id = query.get("call_id").map(str::to_owned);
+    // Trimmed as execute trims it before storing.
+    let call_id = query.get("call_id").map(str::trim).map(str::to_owned);
     query.finish()?;
     let filter = ExecutionFilter { action_id, call_id: call_id.as_deref(), status };
     let (executions, total) = state.store.list_executions(&caller.tenant, filter, page).await?;

@@ -67,20 +67,23 @@ impl<S: RequiredScope, St: Send + Sync> FromRequestParts<St> for Authorized<S> {
 /// at most 64 KiB. Its fields are read by the domain's collecting reader.
 pub struct JsonObject(pub Map<String, Value>);
 
-/// Like `JsonObject`, but a request with no body at all reads as `{}`.
+/// Like `JsonObject`, but an empty body reads as `{}`.
 pub struct OptionalJsonObject(pub Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _: &S) -> Result<Self, ApiError> {
-        let headers = request.headers();
-        let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-        let chunked = headers.contains_key(axum::http::header::TRANSFER_ENCODING);
-        if !headers.contains_key(CONTENT_TYPE) && !chunked && declared.unwrap_or(0) == 0 {
+        let media_type = json_media_type(request.headers());
+        let bytes = read_body(request, BODY_LIMIT).await?;
+        // Empty means zero bytes or JSON's whitespace alone: no value is sent,
+        // so it is no body whatever the Content-Type says (clients and
+        // proxies add `application/json` to bodiless requests).
+        if bytes.iter().all(|byte| matches!(byte, b' ' | b'\t' | b'\n' | b'\r')) {
             return Ok(Self(Map::new()));
         }
-        match json_body(request).await? {
+        media_type?;
+        match parse_json(&bytes)? {
             Value::Object(object) => Ok(Self(object)),
             // `null` says "nothing", as no body does (the document's body is optional).
             Value::Null => Ok(Self(Map::new())),
@@ -103,13 +106,25 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
 /// The body as JSON, sent as `application/json` (or `application/*+json`),
 /// at most 64 KiB.
 async fn json_body(request: Request) -> Result<Value, ApiError> {
-    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    if !(essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))) {
-        return Err(ApiError::unsupported_media_type());
-    }
+    json_media_type(request.headers())?;
     let bytes = read_body(request, BODY_LIMIT).await?;
-    serde_json::from_slice::<Value>(&bytes)
+    parse_json(&bytes)
+}
+
+/// 415 unless the Content-Type is JSON.
+fn json_media_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    if is_json(headers) { Ok(()) } else { Err(ApiError::unsupported_media_type()) }
+}
+
+/// Whether the Content-Type is `application/json` or `application/*+json`.
+pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice::<Value>(bytes)
         .map_err(|error| ApiError::bad_request("body", ErrorCode::InvalidJson, format!("the body is not valid JSON: {error}")))
 }
 
@@ -342,6 +357,18 @@ impl QueryParams {
         parsed
     }
 
+    /// A parameter that must be given, and not empty: `None` with a
+    /// `missing_field` violation, unless it was already refused for a NUL.
+    pub fn required(&mut self, name: &str) -> Option<String> {
+        if let Some(value) = self.get(name).filter(|value| !value.is_empty()) {
+            return Some(value.to_owned());
+        }
+        if !self.errors.iter().any(|error| error.field == name) {
+            self.errors.push(FieldError::new(name, ErrorCode::MissingField, "is required"));
+        }
+        None
+    }
+
     pub fn boolean(&mut self, name: &str) -> Option<bool> {
         let raw = self.get(name)?;
         match raw {
@@ -358,5 +385,36 @@ impl QueryParams {
     /// Fails with every collected violation, if any.
     pub fn finish(self) -> Result<(), ApiError> {
         if self.errors.is_empty() { Ok(()) } else { Err(ApiError::validation(self.errors)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    async fn optional(content_type: Option<&str>, body: &'static str) -> Result<Map<String, Value>, ApiError> {
+        let mut request = Request::builder().method("POST").uri("/");
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        let request = request.body(Body::from(body)).unwrap();
+        OptionalJsonObject::from_request(request, &()).await.map(|OptionalJsonObject(object)| object)
+    }
+
+    #[tokio::test]
+    async fn an_optional_body_that_is_empty_is_no_body_whatever_its_content_type() {
+        for content_type in [None, Some("application/json"), Some("text/plain")] {
+            for body in ["", " \r\n\t"] {
+                let read = optional(content_type, body).await;
+                assert!(read.is_ok_and(|object| object.is_empty()), "{content_type:?} {body:?}");
+            }
+        }
+        assert_eq!(optional(Some("application/json"), r#" {"a": 1} "#).await.unwrap()["a"], 1);
+        assert_eq!(optional(Some("application/json"), "null").await.unwrap(), Map::new());
+        assert_eq!(optional(None, "{}").await.unwrap_err().status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(optional(Some("application/json"), "[]").await.unwrap_err().status(), StatusCode::BAD_REQUEST);
     }
 }

@@ -259,7 +259,9 @@ pub async fn templates(
     let sender = query.get("sender").map(str::to_owned);
     query.finish()?;
     if let Some(sender) = &sender {
-        state.store.get_sender(&caller.tenant, sender).await?.ok_or_else(sender_not_found)?;
+        // Named as the client sent it: the query's `sender`, not a path's phone_number_id.
+        let unknown = || ApiError::not_found("sender", "no sender with this phone-number ID");
+        state.store.get_sender(&caller.tenant, sender).await?.ok_or_else(unknown)?;
     }
     let (templates, total) = state.store.list_templates(&caller.tenant, sender.as_deref(), page).await?;
     let views = templates.into_iter().map(|(sender, template)| TemplateView::new(sender, template)).collect();

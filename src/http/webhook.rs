@@ -30,21 +30,25 @@ pub struct Received {
     params(
         ("hub.mode" = String, Query, description = "subscribe"),
         ("hub.verify_token" = String, Query, description = "Must equal ACTIOND_WHATSAPP_VERIFY_TOKEN"),
-        ("hub.challenge" = String, Query, description = "Echoed back as plain text"),
+        ("hub.challenge" = String, Query, description = "Echoed back as plain text", min_length = 1, pattern = r"^[^\u0000]*$"),
     ),
     responses(
         (status = 200, description = "The challenge, as text/plain", content_type = "text/plain"),
+        (status = 400, description = "hub.challenge missing or empty, or a parameter holding NUL", body = ErrorBody),
         (status = 403, description = "Wrong mode or verify token", body = ErrorBody),
     ))]
-pub async fn verify(State(state): State<AppState>, query: QueryParams) -> Result<Response, ApiError> {
+pub async fn verify(State(state): State<AppState>, mut query: QueryParams) -> Result<Response, ApiError> {
     let expected = state.webhook.verify_token.as_deref();
     let matches = query.get("hub.mode") == Some("subscribe") && expected.is_some() && query.get("hub.verify_token") == expected;
     if !matches {
         let message = "hub.mode must be subscribe and hub.verify_token must equal ACTIOND_WHATSAPP_VERIFY_TOKEN";
         return Err(ApiError::forbidden_with("hub.verify_token", ErrorCode::VerificationFailed, message));
     }
-    let challenge = query.get("hub.challenge").unwrap_or_default().to_owned();
-    Ok(([(CONTENT_TYPE, "text/plain")], challenge).into_response())
+    // Read after the token is checked, so a caller without it learns nothing more.
+    let challenge = query.required("hub.challenge");
+    query.finish()?;
+    // `required` gives None only with a violation recorded, which `finish` answered.
+    Ok(([(CONTENT_TYPE, "text/plain")], challenge.unwrap_or_default()).into_response())
 }
 
 #[utoipa::path(post, path = "/v2/_whatsapp/webhook", tag = "whatsapp", operation_id = "receive_webhook",
