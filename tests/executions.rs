@@ -189,6 +189,9 @@ async fn bad_executes_are_refused_and_send_nothing() {
     assert_eq!(missing.status, 400);
     assert_eq!(missing.error_codes(), [("variables.customer_name".to_owned(), "missing_variable".to_owned())]);
     assert!(missing.body["errors"][0]["message"].as_str().unwrap().contains("webhook.body_params[0] uses {{customer_name}}"));
+    let timeout_too = app.post(&path, &json!({"reply_timeout": 5})).await;
+    let expected = [("reply_timeout", "invalid_reply_timeout"), ("variables.customer_name", "missing_variable")];
+    assert_eq!(timeout_too.error_codes(), expected.map(|(f, c)| (f.to_owned(), c.to_owned())), "every violation at once");
 
     let invalid = app.post(&path, &json!({"reply_timeout": 5, "to": "12", "call_id": "", "variables": {"customer_name": ["x"]}})).await;
     let fields: Vec<String> = invalid.error_codes().into_iter().map(|(f, c)| format!("{f}:{c}")).collect();
@@ -202,7 +205,7 @@ async fn bad_executes_are_refused_and_send_nothing() {
         ]
     );
     let newline = app.post(&path, &json!({"variables": {"customer_name": "two\nlines"}})).await;
-    assert_eq!(newline.error_codes(), [("variables".to_owned(), "invalid_parameter".to_owned())]);
+    assert_eq!(newline.error_codes(), [("variables.customer_name".to_owned(), "invalid_parameter".to_owned())]);
     let fractional = app.post(&path, &json!({"reply_timeout": 600.5, "variables": {"customer_name": "Ana"}})).await;
     assert_eq!(fractional.error_codes(), [("reply_timeout".to_owned(), "invalid_reply_timeout".to_owned())]);
     let wait = app.post(&format!("{path}?wait=61"), &json!({})).await;
@@ -430,7 +433,15 @@ async fn each_template_kind_is_sent_with_its_components() {
             "body_params": ["Ana", "10%"], "button_params": ["{{code}}"]})))
         .await;
     let too_long = app.post(&format!("/v2/_actions/{long_code}/_execute"), &json!({"variables": {"code": "SIXTEEN_CHARS_XX"}})).await;
-    assert_eq!((too_long.status, too_long.error_codes()[0].1.as_str()), (400, "invalid_parameter"), "{}", too_long.text);
+    assert_eq!(too_long.error_codes(), [("variables.code".to_owned(), "invalid_parameter".to_owned())], "{}", too_long.text);
+    let media_variable = app
+        .create_action(&action_for(json!({"template_name": "appointment_reminder", "header_params": ["{{image}}"],
+            "body_params": ["Ana", "May 3"]})))
+        .await;
+    let plain_http = app
+        .post(&format!("/v2/_actions/{media_variable}/_execute"), &json!({"variables": {"image": "http://cdn.example.com/c.jpg"}}))
+        .await;
+    assert_eq!(plain_http.error_codes(), [("variables.image".to_owned(), "invalid_media_parameter".to_owned())], "{}", plain_http.text);
     let coupon_parts = components(&coupon_run);
     assert_eq!(
         coupon_parts[1],

@@ -92,6 +92,13 @@ async fn an_invalid_body_is_refused_exactly_as_create_refuses_it() {
     assert_eq!((created.status, previewed.status), (400, 400));
     assert_eq!(previewed.body["errors"], created.body["errors"]);
     assert_eq!(previewed.body["detail"], created.body["detail"]);
+
+    // An invalid `to` beside them is named in the same answer, after create's.
+    body["to"] = json!("123");
+    let both = app.post("/v2/_actions/_preview", &body).await;
+    let mut expected = created.error_codes();
+    expected.push(("to".to_owned(), "invalid_phone_number".to_owned()));
+    assert_eq!(both.error_codes(), expected, "{}", both.text);
 }
 
 #[tokio::test]

@@ -66,6 +66,17 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, detail, errors)
     }
 
+    /// This 400 with `other`'s violations after its own, when both are 400s;
+    /// otherwise this error as it is.
+    pub fn and(self, other: ApiError) -> Self {
+        if self.status != StatusCode::BAD_REQUEST || other.status != StatusCode::BAD_REQUEST {
+            return self;
+        }
+        let mut errors = self.errors;
+        errors.extend(other.errors);
+        Self::validation(errors)
+    }
+
     pub fn bad_request(field: &str, code: ErrorCode, message: impl Into<String>) -> Self {
         Self::single(StatusCode::BAD_REQUEST, field, code, message)
     }

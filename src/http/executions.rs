@@ -55,6 +55,36 @@ pub struct ExecuteRequest {
 }
 
 pub fn parse_execute(body: &Map<String, Value>) -> Result<ExecuteRequest, ApiError> {
+    let (request, errors) = read_execute(body);
+    if errors.is_empty() { Ok(request) } else { Err(ApiError::validation(errors)) }
+}
+
+/// Execute's body for this action. One that breaks its own rules is also
+/// checked for the variables the action needs, so that one answer names
+/// every violation; one that keeps them is checked when the action runs.
+pub async fn parse_execute_for(
+    state: &AppState,
+    tenant: &TenantId,
+    action_id: Uuid,
+    body: &Map<String, Value>,
+) -> Result<ExecuteRequest, ApiError> {
+    let (request, mut errors) = read_execute(body);
+    if errors.is_empty() {
+        return Ok(request);
+    }
+    if let Some(action) = state.store.action_to_run(tenant, action_id).await?
+        && let Err(rendering) = render_params(&action.webhook, &request.variables)
+    {
+        // A variable refused above is missing from `request` too: said once.
+        let missing = rendering.errors().iter().filter(|e| e.code == ErrorCode::MissingVariable);
+        let new: Vec<FieldError> = missing.filter(|e| !errors.iter().any(|known| known.field == e.field)).cloned().collect();
+        errors.extend(new);
+    }
+    Err(ApiError::validation(errors))
+}
+
+/// An execute body as far as it could be read, and every rule it broke.
+fn read_execute(body: &Map<String, Value>) -> (ExecuteRequest, Vec<FieldError>) {
     let mut errors = Vec::new();
     let mut fields = Fields::new(body, &mut errors);
     let call_id = fields.optional_str("call_id").map(str::trim).and_then(|call_id| {
@@ -103,10 +133,7 @@ pub fn parse_execute(body: &Map<String, Value>) -> Result<ExecuteRequest, ApiErr
             }
         },
     };
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    Ok(ExecuteRequest { call_id, to, variables, reply_timeout })
+    (ExecuteRequest { call_id, to, variables, reply_timeout }, errors)
 }
 
 /// A JSON number with no fraction, written `950` or `950.0` alike (JSON
@@ -146,7 +173,7 @@ fn render_params(webhook: &WebhookRecord, variables: &HashMap<String, String>) -
                     Ok(text) => {
                         if let Err(reason) = Param::parse(&text) {
                             let message = format!("webhook.{list}[{index}] filled in is not a valid parameter: it {reason}");
-                            errors.push(FieldError::new("variables", ErrorCode::InvalidParameter, message));
+                            errors.extend(filled_in_errors(&param, ErrorCode::InvalidParameter, &message));
                         }
                         text
                     }
@@ -165,6 +192,25 @@ fn render_params(webhook: &WebhookRecord, variables: &HashMap<String, String>) -
             .collect::<Vec<String>>()
     });
     if errors.is_empty() { Ok(rendered) } else { Err(ApiError::validation(errors)) }
+}
+
+/// A parameter the call's variables filled in wrongly, reported on each of
+/// those variables (`variables.NAME`): the fields the client sent.
+fn filled_in_errors(param: &Param, code: ErrorCode, message: &str) -> Vec<FieldError> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    for name in param.variables() {
+        let field = format!("variables.{name}");
+        if !errors.iter().any(|error| error.field == field) {
+            errors.push(FieldError::new(field, code, message));
+        }
+    }
+    errors
+}
+
+/// `filled_in_errors` of a stored parameter, as a 400.
+fn filled_in_wrongly(stored: &str, code: ErrorCode, message: &str) -> ApiError {
+    let errors = Param::parse(stored).map(|param| filled_in_errors(&param, code, message)).unwrap_or_default();
+    if errors.is_empty() { ApiError::bad_request("variables", code, message) } else { ApiError::validation(errors) }
 }
 
 fn unavailable(message: String) -> ApiError {
@@ -205,18 +251,18 @@ impl Composed {
         if (counts.header_params, counts.body_params, counts.button_params) != (header.len(), body.len(), buttons.len()) {
             return Err(unavailable(format!("{label} changed since the action was saved; update the action's parameters")));
         }
-        let codes = shape.buttons.iter().filter(|b| b.takes_parameter()).zip(buttons.iter());
-        if let Some((_, code)) =
-            codes.into_iter().find(|(button, code)| **button == Button::CopyCode && code.chars().count() > COPY_CODE_MAX_CHARS)
+        let codes = shape.buttons.iter().filter(|b| b.takes_parameter()).zip(buttons.iter().zip(&webhook.button_params));
+        if let Some((_, (code, stored))) =
+            codes.into_iter().find(|(button, (code, _))| **button == Button::CopyCode && code.chars().count() > COPY_CODE_MAX_CHARS)
         {
             let message = format!("the COPY_CODE value, filled in, is '{code}'; Meta allows at most {COPY_CODE_MAX_CHARS} characters");
-            return Err(ApiError::bad_request("variables", ErrorCode::InvalidParameter, message));
+            return Err(filled_in_wrongly(stored, ErrorCode::InvalidParameter, &message));
         }
-        if let (Header::Media(_), Some(media)) = (&shape.header, header.first())
+        if let (Header::Media(_), Some(media), Some(stored)) = (&shape.header, header.first(), webhook.header_params.first())
             && !Param::parse(media).is_ok_and(|param| is_media_reference(&param))
         {
             let message = "the media header parameter, filled in, must be an https:// URL or a media id";
-            return Err(ApiError::bad_request("variables", ErrorCode::InvalidMediaParameter, message));
+            return Err(filled_in_wrongly(stored, ErrorCode::InvalidMediaParameter, message));
         }
         Ok(Self { template, shape, params })
     }
@@ -300,7 +346,7 @@ pub async fn execute(
     query.finish()?;
     let _open_wait = state.waits.hold(&caller.tenant, wait)?;
     let key = idempotency_key(&headers)?;
-    let request = parse_execute(&body)?;
+    let request = parse_execute_for(&state, &caller.tenant, action_id, &body).await?;
     let (execution, replayed) = start_execution(&state, &caller.tenant, action_id, key, request).await?;
     answer(&state, &caller.tenant, execution, replayed, wait).await
 }

@@ -13,7 +13,7 @@ use utoipa::openapi::{Ref, RefOr};
 use super::AppState;
 use super::actions::{ActionBody, validate};
 use super::error::{ApiError, ErrorBody};
-use super::executions::{Composed, ExecuteBody, ExecuteRequest, parse_execute, recipient};
+use super::executions::{Composed, ExecuteBody, ExecuteRequest, parse_execute, parse_execute_for, recipient};
 use super::extract::{ActionId, ActionsRead, Authorized, JsonObject, OptionalJsonObject, action_not_found};
 use super::response::{self, Envelope};
 use crate::domain::TenantId;
@@ -76,7 +76,7 @@ pub async fn preview_action(
     ActionId(id): ActionId,
     OptionalJsonObject(body): OptionalJsonObject,
 ) -> Result<Response, ApiError> {
-    let request = parse_execute(&body)?;
+    let request = parse_execute_for(&state, &caller.tenant, id, &body).await?;
     let action = state.store.get_action(&caller.tenant, id).await?.ok_or_else(action_not_found)?;
     let preview = preview(&state, &caller.tenant, &action.webhook, action.phone_number.as_deref(), &request).await?;
     Ok(response::ok(preview))
@@ -98,11 +98,15 @@ pub async fn preview_body(
     Authorized(caller, _): Authorized<ActionsRead>,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let spec = validate(&state, &caller.tenant, &body).await?;
     // Only execute's `to` and `variables` join create's fields; any other
     // execute field is, as for create, an unknown field and ignored.
     let run = ["to", "variables"].into_iter().filter_map(|name| Some((name.to_owned(), body.get(name)?.clone()))).collect();
-    let request = parse_execute(&run)?;
+    // Create's violations first, then those of `to` and `variables`, in one answer.
+    let (spec, request) = match (validate(&state, &caller.tenant, &body).await, parse_execute(&run)) {
+        (Ok(spec), Ok(request)) => (spec, request),
+        (Err(invalid), Ok(_)) | (Ok(_), Err(invalid)) => return Err(invalid),
+        (Err(invalid), Err(also)) => return Err(invalid.and(also)),
+    };
     let phone_number = spec.phone_number.as_ref().map(|phone| phone.digits());
     let preview = preview(&state, &caller.tenant, &WebhookRecord::from_spec(&spec), phone_number, &request).await?;
     Ok(response::ok(preview))
