@@ -9,23 +9,31 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ContentBlock, ErrorCode as JsonRpcCode, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::auth::{Caller, Scope};
 use crate::domain::{ExecutionStatus, Param, TenantId};
 use crate::error_code::ErrorCode;
 use crate::http::AppState;
+use crate::http::context::ctx_id;
 use crate::http::error::ApiError;
-use crate::http::executions::{WAIT_MAX_SECONDS, parse_execute, start_execution, wait_for};
-use crate::http::extract::{execution_not_found, parse_uuid};
+use crate::http::executions::{WAIT_MAX_SECONDS, parse_execute_for, start_execution, wait_for};
+use crate::http::extract::{BODY_LIMIT, execution_not_found, is_json, parse_uuid, read_body};
 use crate::store::{ActionFilter, ActionRecord, ExecutionRecord, Page};
 
 pub const GET_EXECUTION: &str = "get_execution";
@@ -33,6 +41,41 @@ pub const LIST_ACTIONS: &str = "list_actions";
 const TOOL_NAME_MAX: usize = 64;
 /// Actions read per page while the tool list is built.
 const ACTIONS_PAGE: u32 = 100;
+
+/// What `/mcp` checks of a POST before the transport reads it: the API's
+/// 64 KiB body limit (413, as on every route), and one JSON-RPC message per
+/// JSON body, else 400 with a JSON-RPC error carrying the API's error (the
+/// Streamable HTTP transport's answer; rmcp's own is a plain-text 415).
+/// Protocol 2025-06-18 has no batches. Other media types are left to the
+/// transport's 415.
+pub async fn gate(request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match read_body(Request::from_parts(parts.clone(), body), BODY_LIMIT).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error.into_response(),
+    };
+    if is_json(&parts.headers) {
+        let refused = match serde_json::from_slice::<Value>(&bytes) {
+            Err(error) => Some((JsonRpcCode::PARSE_ERROR, format!("the body is not JSON: {error}"))),
+            Ok(Value::Array(_)) => {
+                Some((JsonRpcCode::INVALID_REQUEST, "one JSON-RPC message per request: MCP 2025-06-18 has no batches".into()))
+            }
+            Ok(message) => ClientJsonRpcMessage::deserialize(message)
+                .err()
+                .map(|error| (JsonRpcCode::INVALID_REQUEST, format!("not a JSON-RPC 2.0 request or notification: {error}"))),
+        };
+        if let Some((code, message)) = refused {
+            let error = json!({"field": "body", "code": ErrorCode::InvalidJson.as_str(), "message": message});
+            let data = json!({"ctx_id": ctx_id(), "errors": [error]});
+            let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code.0, "message": message, "data": data}});
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
 
 /// The transport, mounted at `/mcp` behind the API's authentication.
 pub fn service(state: AppState) -> StreamableHttpService<ActionTools, NeverSessionManager> {
@@ -263,11 +306,13 @@ impl ActionTools {
         Ok(execution_result(&wait_for(&self.state, &caller.tenant, id, wait).await?))
     }
 
-    async fn run_action(&self, caller: &Caller, tool: &str, arguments: JsonObject) -> Result<CallToolResult, ApiError> {
+    /// The active action whose tool this is, if any.
+    async fn action_named(&self, caller: &Caller, tool: &str) -> Result<Option<ActionRecord>, ApiError> {
         let named = self.named_actions(&caller.tenant).await?;
-        let Some((_, action)) = named.into_iter().find(|(name, _)| name == tool) else {
-            return Err(ApiError::not_found("name", format!("no tool named '{tool}'; tools/list gives the active actions' tools")));
-        };
+        Ok(named.into_iter().find(|(name, _)| name == tool).map(|(_, action)| action))
+    }
+
+    async fn run_action(&self, caller: &Caller, action: ActionRecord, arguments: JsonObject) -> Result<CallToolResult, ApiError> {
         require(caller, Scope::ActionsExecute)?;
         // The tool's arguments as execute's body: `to` and `call_id` as they are, the rest variables.
         let mut body = Map::new();
@@ -279,7 +324,7 @@ impl ActionTools {
             }
         }
         body.insert("variables".into(), Value::Object(given));
-        let request = parse_execute(&body)?;
+        let request = parse_execute_for(&self.state, &caller.tenant, action.id, &body).await?;
         let (execution, _) = start_execution(&self.state, &caller.tenant, action.id, None, request).await?;
         Ok(execution_result(&execution))
     }
@@ -317,7 +362,17 @@ impl ServerHandler for ActionTools {
         let result = match request.name.as_ref() {
             LIST_ACTIONS => self.list_actions(&caller).await,
             GET_EXECUTION => self.get_execution(&caller, &arguments).await,
-            tool => self.run_action(&caller, tool, arguments).await,
+            tool => match self.action_named(&caller, tool).await {
+                Ok(Some(action)) => self.run_action(&caller, action, arguments).await,
+                // The MCP specification makes an unknown tool a protocol error.
+                Ok(None) => {
+                    return Err(ErrorData::invalid_params(
+                        format!("unknown tool '{tool}'; tools/list gives the active actions' tools"),
+                        None,
+                    ));
+                }
+                Err(error) => Err(error),
+            },
         };
         Ok(result.unwrap_or_else(failed).into())
     }

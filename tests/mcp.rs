@@ -13,12 +13,19 @@ use serde_json::{Value, json};
 
 /// One JSON-RPC request; the HTTP status and the JSON answer.
 async fn rpc(app: &TestApp, token: Option<&str>, method: &str, params: Value) -> (u16, Value) {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    post(app, token, body).await
+}
+
+/// A body as it is, sent as JSON to `/mcp`; the HTTP status and the JSON answer.
+async fn post(app: &TestApp, token: Option<&str>, body: String) -> (u16, Value) {
     let mut request = app
         .http
         .post(format!("{}/mcp", app.base))
         .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
         .header("mcp-protocol-version", "2025-06-18")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}));
+        .body(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -96,8 +103,9 @@ async fn errors_are_tool_results_with_the_apis_codes_and_scopes_hold() {
     assert!(text(&missing).starts_with("missing_variable:") && text(&missing).contains("variables.customer_name"), "{missing}");
     let bad_phone = call(&app, &token, "my_whatsapp_action", json!({"customer_name": "Ana", "to": "12"})).await;
     assert!(text(&bad_phone).starts_with("invalid_phone_number:"), "{bad_phone}");
-    let unknown = call(&app, &token, "no_such_tool", json!({})).await;
-    assert!(unknown["isError"] == true && text(&unknown).starts_with("not_found:"), "{unknown}");
+    // An unknown tool is a protocol error, as the MCP specification says.
+    let (status, unknown) = rpc(&app, Some(&token), "tools/call", json!({"name": "no_such_tool", "arguments": {}})).await;
+    assert_eq!((status, unknown["error"]["code"].as_i64()), (200, Some(-32602)), "{unknown}");
     let nothing = call(&app, &token, "get_execution", json!({"execution_id": "01a242cc-0000-7000-8000-000000000000"})).await;
     assert!(text(&nothing).starts_with("not_found:"), "{nothing}");
 
@@ -139,8 +147,34 @@ async fn only_active_actions_are_tools_and_clashing_names_are_numbered() {
     let (_, listed) = rpc(&app, Some(&token), "tools/list", json!({})).await;
     let names: Vec<&str> = listed["result"]["tools"].as_array().unwrap().iter().map(|tool| tool["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["my_whatsapp_action_2", "get_execution", "list_actions"]);
-    let gone = call(&app, &token, "my_whatsapp_action", json!({"customer_name": "Ana", "call_id": "after-off"})).await;
-    assert!(gone["isError"] == true && text(&gone).starts_with("not_found:"), "{gone}");
+    let (_, gone) =
+        rpc(&app, Some(&token), "tools/call", json!({"name": "my_whatsapp_action", "arguments": {"customer_name": "Ana"}})).await;
+    assert_eq!(gone["error"]["code"], -32602, "an inactive action's tool is unknown: {gone}");
     let ran = call(&app, &token, "my_whatsapp_action_2", json!({"customer_name": "Ana", "call_id": "after-off"})).await;
     assert_eq!(ran["structuredContent"]["action_id"], second.as_str());
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_one_json_rpc_message_is_a_400_with_a_json_rpc_error() {
+    let (app, _) = app_with_seed_action().await;
+    let token = app.token(&[]);
+    let batch = json!([{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, {"jsonrpc": "2.0", "id": 2, "method": "ping"}]);
+    for (body, code) in [
+        (r#"{"jsonrpc":"2.0","id":1,"#.to_owned(), -32700),
+        (r#"{"foo":1}"#.to_owned(), -32600),
+        (r#"{"jsonrpc":"1.0","id":1,"method":"tools/list"}"#.to_owned(), -32600),
+        (batch.to_string(), -32600),
+    ] {
+        let (status, answer) = post(&app, Some(&token), body.clone()).await;
+        assert_eq!((status, answer["error"]["code"].as_i64()), (400, Some(code)), "{body}: {answer}");
+        assert_eq!((answer["jsonrpc"].as_str(), &answer["id"]), (Some("2.0"), &Value::Null), "{answer}");
+        assert_eq!(answer["error"]["data"]["errors"][0]["code"], "invalid_json", "{answer}");
+        assert!(answer["error"]["data"]["ctx_id"].is_string(), "{answer}");
+    }
+    let padding = "x".repeat(70 * 1024);
+    let large = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"padding": padding}}});
+    let (status, answer) = post(&app, Some(&token), large.to_string()).await;
+    assert_eq!((status, answer["errors"][0]["code"].as_str()), (413, Some("payload_too_large")), "the API's 64 KiB limit: {answer}");
+    let (status, _) = rpc(&app, Some(&token), "tools/list", json!({})).await;
+    assert_eq!(status, 200, "a message within the limit still passes the gate");
 }

@@ -25,6 +25,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
+use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::Authenticator;
@@ -98,7 +99,7 @@ pub fn router(state: AppState, sandbox: Option<(&str, Sandbox)>) -> Router {
         .route("/v2/_webhook_endpoints/{endpoint_id}/attempts", get(endpoints::attempts))
         .route("/v2/_executions", get(executions::list))
         .route("/v2/_executions/{execution_id}", get(executions::get));
-    api = api.route_service("/mcp", crate::mcp::service(state.clone()));
+    api = api.route_service("/mcp", middleware::from_fn(crate::mcp::gate).layer(crate::mcp::service(state.clone())));
     if let Some((_, sandbox)) = &sandbox {
         api = api.route("/_sandbox/reply", post(sandbox::reply).layer(Extension(sandbox.clone())));
     }
