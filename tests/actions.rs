@@ -348,7 +348,12 @@ async fn patches_racing_on_one_action_each_keep_their_change() {
         let action = app.get(&path).await.body["data"].clone();
         assert_eq!(
             (&action["name"], &action["description"], &action["webhook"]["mandatory"], &action["phone_number"]),
-            (&json!(format!("name {round}")), &json!(format!("description {round}")), &json!(mandatory), &json!(format!("128171265{round:02}"))),
+            (
+                &json!(format!("name {round}")),
+                &json!(format!("description {round}")),
+                &json!(mandatory),
+                &json!(format!("128171265{round:02}"))
+            ),
             "round {round}: no PATCH wrote over another's field"
         );
     }

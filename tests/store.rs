@@ -12,8 +12,8 @@ use actiond::clock::now_ms;
 use actiond::delivery::pacing::Pacing;
 use actiond::domain::{ExecutionStatus, TenantId, parse_action_spec};
 use actiond::store::{
-    ActionUpdate, ClaimedJob, EventParties, Executed, ExecutionReply, NewExecution, NewSender, Outcome, Recorded, SendRequest, SenderSaved, Started,
-    Store, TemplateRecord, WebhookEvent,
+    ActionUpdate, ClaimedJob, EventParties, Executed, ExecutionReply, NewExecution, NewSender, Outcome, Recorded, SendRequest, SenderSaved,
+    Started, Store, TemplateRecord, WebhookEvent,
 };
 use common::database::TestDatabase;
 use futures::future::join_all;

@@ -5,7 +5,10 @@ use uuid::Uuid;
 use super::db::{DbError, DbResult, ListQuery, Row, Tx, Value, args, to_json};
 use super::executions::{advance, status_list};
 use super::remembered::Remembered;
-use super::{ActionFilter, ActionRecord, ActionUpdate, Created, IDEMPOTENCY_WINDOW_SECONDS, IdempotentResponse, Page, Store, StoreResult, WebhookRecord};
+use super::{
+    ActionFilter, ActionRecord, ActionUpdate, Created, IDEMPOTENCY_WINDOW_SECONDS, IdempotentResponse, Page, Store, StoreResult,
+    WebhookRecord,
+};
 use crate::clock;
 use crate::domain::{ActionSpec, ExecutionStatus, TenantId};
 
@@ -196,7 +199,7 @@ impl Store {
             };
             Ok(match select_action(tx, &tenant, id)? {
                 None => ActionUpdate::Missing,
-                Some(action) if changed > 0 => ActionUpdate::Updated(action),
+                Some(action) if changed > 0 => ActionUpdate::Updated(Box::new(action)),
                 Some(_) => ActionUpdate::Changed,
             })
         })

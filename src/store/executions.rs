@@ -187,7 +187,10 @@ fn select_existing(tx: &mut Tx<'_>, tenant: &str, action_id: Uuid, call_id: Opti
     }
     match call_id {
         Some(call_id) => tx
-            .query_opt("SELECT id FROM executions WHERE tenant = $1 AND action_id = $2 AND call_id = $3", args![tenant, action_id, call_id])?
+            .query_opt(
+                "SELECT id FROM executions WHERE tenant = $1 AND action_id = $2 AND call_id = $3",
+                args![tenant, action_id, call_id],
+            )?
             .map(|row| row.uuid(0).map(Repeat::Call))
             .transpose(),
         None => Ok(None),

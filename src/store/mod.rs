@@ -70,7 +70,7 @@ pub struct ActionRecord {
 
 /// What an update of an action found.
 pub enum ActionUpdate {
-    Updated(ActionRecord),
+    Updated(Box<ActionRecord>),
     Missing,
     /// Another write moved the action past the version the update was made over.
     Changed,
