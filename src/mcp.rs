@@ -16,8 +16,9 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ContentBlock, ErrorCode as JsonRpcCode, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ClientRequest, ContentBlock, ErrorCode as JsonRpcCode,
+    Implementation, JsonObject, JsonRpcRequest, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
@@ -39,6 +40,8 @@ use crate::store::{ActionFilter, ActionRecord, ExecutionRecord, Page};
 pub const GET_EXECUTION: &str = "get_execution";
 pub const LIST_ACTIONS: &str = "list_actions";
 const TOOL_NAME_MAX: usize = 64;
+/// The requests this server answers.
+const SERVED_METHODS: [&str; 4] = ["initialize", "ping", "tools/list", "tools/call"];
 /// Actions read per page while the tool list is built.
 const ACTIONS_PAGE: u32 = 100;
 
@@ -46,8 +49,9 @@ const ACTIONS_PAGE: u32 = 100;
 /// 64 KiB body limit (413, as on every route), and one JSON-RPC message per
 /// JSON body, else 400 with a JSON-RPC error carrying the API's error (the
 /// Streamable HTTP transport's answer; rmcp's own is a plain-text 415).
-/// Protocol 2025-06-18 has no batches. Other media types are left to the
-/// transport's 415.
+/// Protocol 2025-06-18 has no batches. A request for a served method whose
+/// params are not what it takes is answered -32602 (invalid params). Other
+/// media types are left to the transport's 415.
 pub async fn gate(request: Request, next: Next) -> Response {
     if request.method() != Method::POST {
         return next.run(request).await;
@@ -58,23 +62,40 @@ pub async fn gate(request: Request, next: Next) -> Response {
         Err(error) => return error.into_response(),
     };
     if is_json(&parts.headers) {
-        let refused = match serde_json::from_slice::<Value>(&bytes) {
-            Err(error) => Some((JsonRpcCode::PARSE_ERROR, format!("the body is not JSON: {error}"))),
+        let not_one_message =
+            |code: JsonRpcCode, message: String| json_rpc_error(StatusCode::BAD_REQUEST, Value::Null, code, "body", message);
+        match serde_json::from_slice::<Value>(&bytes) {
+            Err(error) => return not_one_message(JsonRpcCode::PARSE_ERROR, format!("the body is not JSON: {error}")),
             Ok(Value::Array(_)) => {
-                Some((JsonRpcCode::INVALID_REQUEST, "one JSON-RPC message per request: MCP 2025-06-18 has no batches".into()))
+                let message = "one JSON-RPC message per request: MCP 2025-06-18 has no batches".to_owned();
+                return not_one_message(JsonRpcCode::INVALID_REQUEST, message);
             }
-            Ok(message) => ClientJsonRpcMessage::deserialize(message)
-                .err()
-                .map(|error| (JsonRpcCode::INVALID_REQUEST, format!("not a JSON-RPC 2.0 request or notification: {error}"))),
-        };
-        if let Some((code, message)) = refused {
-            let error = json!({"field": "body", "code": ErrorCode::InvalidJson.as_str(), "message": message});
-            let data = json!({"ctx_id": ctx_id(), "errors": [error]});
-            let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code.0, "message": message, "data": data}});
-            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+            Ok(message) => match ClientJsonRpcMessage::deserialize(message) {
+                Err(error) => {
+                    return not_one_message(JsonRpcCode::INVALID_REQUEST, format!("not a JSON-RPC 2.0 request or notification: {error}"));
+                }
+                // rmcp reads a served method whose params it cannot read as a
+                // custom request, and would answer "method not found".
+                Ok(ClientJsonRpcMessage::Request(JsonRpcRequest { id, request: ClientRequest::CustomRequest(custom), .. }))
+                    if SERVED_METHODS.contains(&custom.method.as_str()) =>
+                {
+                    let id = serde_json::to_value(&id).unwrap_or(Value::Null);
+                    let message = format!("the params are not those {} takes", custom.method);
+                    return json_rpc_error(StatusCode::OK, id, JsonRpcCode::INVALID_PARAMS, "params", message);
+                }
+                Ok(_) => {}
+            },
         }
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// A JSON-RPC error answer whose `data` carries the ctx_id and the API's error on `field`.
+fn json_rpc_error(status: StatusCode, id: Value, code: JsonRpcCode, field: &str, message: String) -> Response {
+    let api_code = if field == "body" { ErrorCode::InvalidJson } else { ErrorCode::InvalidType };
+    let data = json!({"ctx_id": ctx_id(), "errors": [{"field": field, "code": api_code.as_str(), "message": message}]});
+    let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code.0, "message": message, "data": data}});
+    (status, Json(body)).into_response()
 }
 
 /// The transport, mounted at `/mcp` behind the API's authentication.

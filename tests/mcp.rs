@@ -155,7 +155,7 @@ async fn only_active_actions_are_tools_and_clashing_names_are_numbered() {
 }
 
 #[tokio::test]
-async fn a_body_that_is_not_one_json_rpc_message_is_a_400_with_a_json_rpc_error() {
+async fn a_body_not_one_json_rpc_message_or_params_a_method_cannot_take_get_json_rpc_errors() {
     let (app, _) = app_with_seed_action().await;
     let token = app.token(&[]);
     let batch = json!([{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, {"jsonrpc": "2.0", "id": 2, "method": "ping"}]);
@@ -170,6 +170,18 @@ async fn a_body_that_is_not_one_json_rpc_message_is_a_400_with_a_json_rpc_error(
         assert_eq!((answer["jsonrpc"].as_str(), &answer["id"]), (Some("2.0"), &Value::Null), "{answer}");
         assert_eq!(answer["error"]["data"]["errors"][0]["code"], "invalid_json", "{answer}");
         assert!(answer["error"]["data"]["ctx_id"].is_string(), "{answer}");
+    }
+    // A served method whose params it cannot take is invalid params, not "method not found".
+    for (method, params) in
+        [("tools/call", json!({})), ("tools/call", json!({"name": "list_actions", "arguments": [1]})), ("initialize", json!({}))]
+    {
+        let (status, answer) = rpc(&app, Some(&token), method, params.clone()).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_i64(), answer["id"].as_i64()),
+            (200, Some(-32602), Some(1)),
+            "{method} {params}: {answer}"
+        );
+        assert_eq!(answer["error"]["data"]["errors"][0]["field"], "params", "{answer}");
     }
     let padding = "x".repeat(70 * 1024);
     let large = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"padding": padding}}});
