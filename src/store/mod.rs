@@ -616,7 +616,7 @@ mod tests {
     use super::Store;
     use super::db::{DbError, Value};
 
-    /// A store on a database of its own, removed by `discard`: on
+    /// A store on a database of its own, removed when dropped: on
     /// PostgreSQL's test server when `ACTIOND_TEST_DATABASE=postgres`, as for
     /// the black-box suite, else in a SQLite file.
     struct Scratch {
@@ -647,11 +647,16 @@ mod tests {
             drop(client);
             let _ = driver.await;
         }
+    }
 
-        async fn discard(self) {
-            drop(self.store);
-            if let Some((admin, name)) = &self.postgres {
-                Self::admin(admin, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+    /// Removed however its test ends: a failed assertion unwinds through here too.
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            if let Some((admin, name)) = self.postgres.take() {
+                let sql = format!("DROP DATABASE {name} WITH (FORCE)");
+                // A runtime of its own: `drop` cannot await the test's.
+                let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+                let _ = std::thread::spawn(move || runtime().block_on(Self::admin(&admin, &sql))).join();
             }
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -699,7 +704,6 @@ mod tests {
         let kept: Vec<(String, i64)> =
             kept.iter().map(|row| Ok::<_, DbError>((row.text(0)?, row.int(1)?))).collect::<Result<_, _>>().unwrap();
         assert_eq!(kept, [("a".to_owned(), 1)], "nothing of a failed write is kept");
-        scratch.discard().await;
     }
 
     #[test]
