@@ -408,14 +408,14 @@ enum Db {
 impl Store {
     /// Opens the store the URL names, `sqlite://PATH` or `postgres://…`, and
     /// applies its migrations (on PostgreSQL under a lock, once for all
-    /// replicas). Errors name ACTIOND_DATABASE_URL and never its password.
+    /// replicas). Errors name ACTIOND_DATABASE_URL and never its value.
     pub async fn open(database_url: &str, max_connections: usize) -> Result<Self, String> {
         let signals = Arc::new(Signals::default());
         let db = if let Some(path) = database_url.strip_prefix("sqlite://") {
             let signals = Arc::clone(&signals);
             let path = path.to_owned();
             let opened = tokio::task::spawn_blocking(move || SqliteDb::open(&path, signals)).await.map_err(|e| e.to_string())?;
-            Db::Sqlite(opened.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot open {database_url}: {e}"))?)
+            Db::Sqlite(opened.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot open the SQLite file: {e}"))?)
         } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
             Db::Postgres(PgDb::open(database_url, max_connections, Arc::clone(&signals)).await?)
         } else {
@@ -599,14 +599,19 @@ const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 /// Meta resends a webhook event for up to 7 days; its key is kept a day longer.
 const WEBHOOK_EVENT_RETENTION_SECONDS: i64 = 8 * 24 * 60 * 60;
 
-/// The URL with its password replaced, fit for an error message or a log.
+/// The URL with its password, and its query (`?password=` is a password
+/// too), replaced by `***`: fit for a log.
 pub fn redacted(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            if parsed.query().is_some() {
+                parsed.set_query(Some("***"));
+            }
             parsed.to_string()
         }
-        Ok(_) => url.to_owned(),
         Err(_) => "(an unreadable URL)".to_owned(),
     }
 }
@@ -711,5 +716,6 @@ mod tests {
         assert_eq!(super::redacted("postgres://app:s3cret@db:5432/actiond"), "postgres://app:***@db:5432/actiond");
         assert_eq!(super::redacted("postgres://app@db/actiond"), "postgres://app@db/actiond");
         assert_eq!(super::redacted("postgres://app:s3cret@[bad"), "(an unreadable URL)");
+        assert_eq!(super::redacted("postgres://app@db/actiond?password=s3cret&sslmode=disable"), "postgres://app@db/actiond?***");
     }
 }

@@ -24,7 +24,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
 use super::db::{DbError, DbResult, Row, Tx, Value};
 use super::signals::{Signal, Signals};
-use super::{StoreError, StoreResult, redacted};
+use super::{StoreError, StoreResult};
 use crate::clock;
 
 pub const MIGRATIONS: &[(i64, &str)] = &[
@@ -112,14 +112,13 @@ impl Drop for PgDb {
 impl PgDb {
     /// Connects, applies migrations under the lock, starts the sessions and listens.
     pub async fn open(url: &str, max_connections: usize, signals: Arc<Signals>) -> Result<Self, String> {
-        let shown = redacted(url);
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e| format!("ACTIOND_DATABASE_URL: {shown} is not a PostgreSQL URL: {e}"))?;
+        // Errors never show the URL: any part of it may hold a credential.
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("ACTIOND_DATABASE_URL: not a PostgreSQL URL: {e}"))?;
         config.connect_timeout(CONNECT_TIMEOUT).application_name("actiond").keepalives_idle(Duration::from_secs(30));
         let (client, connection) =
-            config.connect(NoTls).await.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot connect to {shown}: {}", one_line(&e)))?;
+            config.connect(NoTls).await.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot connect: {}", one_line(&e)))?;
         let driver = tokio::spawn(connection);
-        migrate(&client).await.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot migrate {shown}: {}", one_line(&e)))?;
+        migrate(&client).await.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot migrate: {}", one_line(&e)))?;
         drop(client);
         let _ = driver.await;
         let (jobs, queue) = mpsc::channel::<Job>();

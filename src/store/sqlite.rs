@@ -60,7 +60,7 @@ impl SqliteDb {
         }
         let lock =
             std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(format!("{path}.lock")).map_err(|e| e.to_string())?;
-        lock.try_lock().map_err(|_| format!("another actiond process is using {path}; one process per SQLite file"))?;
+        lock.try_lock().map_err(|_| "another actiond process is using this SQLite file; one process per file".to_owned())?;
         let writer = connect(path).map_err(|e| e.to_string())?;
         writer.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
         migrate(&writer).map_err(|e| e.to_string())?;
