@@ -118,6 +118,12 @@ impl fmt::Debug for Settings {
     }
 }
 
+/// A text setting's value, taken as written. From TOML only a string: a bare
+/// `1_000` reads as the number 1000, not as the text written.
+fn text(key: &str, value: &str, quoted: bool) -> Result<String, String> {
+    if quoted { Ok(value.to_owned()) } else { Err(format!("{}: is text; in --config, write it as a quoted string", variable(key))) }
+}
+
 /// An optional setting: empty (`ACTIOND_JWT_SECRET=`) means "not set".
 fn optional(value: &str) -> Option<String> {
     Some(value.to_owned()).filter(|value| !value.trim().is_empty())
@@ -149,42 +155,50 @@ impl Settings {
         let mut settings = Settings::default();
         if let Some(path) = config_file {
             let text = std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
-            let table: toml::Table = text.parse().map_err(|e| format!("--config {}: {e}", path.display()))?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                // Only the parser's message and the line: its full text quotes
+                // the line, which may hold a secret.
+                let line = e.span().map(|span| text[..span.start].matches('\n').count() + 1).unwrap_or(1);
+                format!("--config {}: line {line}: {}", path.display(), e.message().trim_end())
+            })?;
             for (key, value) in table {
                 let key = key.to_ascii_lowercase();
                 let key = key.strip_prefix("actiond_").unwrap_or(&key);
-                let value = match value {
-                    toml::Value::String(text) => text,
-                    toml::Value::Integer(number) => number.to_string(),
-                    toml::Value::Boolean(flag) => flag.to_string(),
-                    _ => return Err(format!("--config {}: {} must be a string or a number", path.display(), variable(key))),
+                let (value, quoted) = match value {
+                    toml::Value::String(text) => (text, true),
+                    toml::Value::Integer(number) => (number.to_string(), false),
+                    toml::Value::Float(number) => (number.to_string(), false),
+                    toml::Value::Boolean(flag) => (flag.to_string(), false),
+                    _ => return Err(format!("--config {}: {} must be a string, a number or a boolean", path.display(), variable(key))),
                 };
-                settings.set(key, &value)?;
+                settings.set(key, &value, quoted)?;
             }
         }
         for (name, value) in std::env::vars_os() {
             let Some(key) = name.to_str().and_then(|name| name.strip_prefix("ACTIOND_")) else { continue };
             let value = value.into_string().map_err(|_| format!("ACTIOND_{key}: is not valid UTF-8"))?;
-            settings.set(&key.to_ascii_lowercase(), &value)?;
+            settings.set(&key.to_ascii_lowercase(), &value, true)?;
         }
         Ok(settings)
     }
 
-    /// Sets one setting from its text. Keys that name no setting are left
-    /// alone: other tools share the prefix (`ACTIOND_LOG`).
-    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    /// Sets one setting from its text, `quoted` when it was given as text (an
+    /// environment variable, a TOML string) rather than a TOML number or
+    /// boolean. Keys that name no setting are left alone: other tools share
+    /// the prefix (`ACTIOND_LOG`).
+    fn set(&mut self, key: &str, value: &str, quoted: bool) -> Result<(), String> {
         match key {
-            "listen" => self.listen = value.to_owned(),
-            "database_url" => self.database_url = value.to_owned(),
-            "whatsapp_graph_url" => self.whatsapp_graph_url = value.to_owned(),
-            "whatsapp_api_version" => self.whatsapp_api_version = value.to_owned(),
-            "jwt_secret" => self.jwt_secret = optional(value),
-            "jwt_jwks_url" => self.jwt_jwks_url = optional(value),
-            "jwt_issuer" => self.jwt_issuer = optional(value),
-            "jwt_audience" => self.jwt_audience = optional(value),
-            "encryption_key" => self.encryption_key = optional(value),
-            "whatsapp_app_secret" => self.whatsapp_app_secret = optional(value),
-            "whatsapp_verify_token" => self.whatsapp_verify_token = optional(value),
+            "listen" => self.listen = text(key, value, quoted)?,
+            "database_url" => self.database_url = text(key, value, quoted)?,
+            "whatsapp_graph_url" => self.whatsapp_graph_url = text(key, value, quoted)?,
+            "whatsapp_api_version" => self.whatsapp_api_version = text(key, value, quoted)?,
+            "jwt_secret" => self.jwt_secret = optional(&text(key, value, quoted)?),
+            "jwt_jwks_url" => self.jwt_jwks_url = optional(&text(key, value, quoted)?),
+            "jwt_issuer" => self.jwt_issuer = optional(&text(key, value, quoted)?),
+            "jwt_audience" => self.jwt_audience = optional(&text(key, value, quoted)?),
+            "encryption_key" => self.encryption_key = optional(&text(key, value, quoted)?),
+            "whatsapp_app_secret" => self.whatsapp_app_secret = optional(&text(key, value, quoted)?),
+            "whatsapp_verify_token" => self.whatsapp_verify_token = optional(&text(key, value, quoted)?),
             "rate_limit_per_second" => self.rate_limit_per_second = number(key, value)?,
             "rate_limit_burst" => self.rate_limit_burst = number(key, value)?,
             "delivery_max_attempts" => self.delivery_max_attempts = number(key, value)?,

@@ -53,12 +53,29 @@ fn serve_refuses_missing_or_bad_settings_and_names_them() {
         assert!(stderr.contains(setting) && !stderr.contains("s3cr3t"), "{setting} named, its value not shown: {stderr}");
     }
 
-    std::fs::write(dir.join("actiond.toml"), "jwt_secret = 42\n").unwrap();
+    std::fs::write(dir.join("actiond.toml"), "jwt_secret = \"42\"\n").unwrap();
     let output = actiond(&dir, &["--config", "actiond.toml", "serve"]).output().unwrap();
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("ACTIOND_JWT_SECRET must be at least 32 bytes"),
         "the file's bad key is named"
     );
+    // In the file too: a text setting written as a number is refused (a bare
+    // 1_000 would read back as 1000), and a file that is not TOML is named
+    // with its line, not quoted, since the line may hold a secret.
+    for (file, expected) in [
+        ("whatsapp_verify_token = 1_000\n", "ACTIOND_WHATSAPP_VERIFY_TOKEN: is text; in --config, write it as a quoted string"),
+        ("listen = \"127.0.0.1:0\"\ndatabase_url = \"postgres://app:s3cr3t@db/actiond\n", "--config actiond.toml: line 2:"),
+        ("jwt_secret = 1234567890123456789012345678901234567890\n", "--config actiond.toml: line 1:"),
+    ] {
+        std::fs::write(dir.join("actiond.toml"), file).unwrap();
+        let output = actiond(&dir, &["--config", "actiond.toml", "token", "--tenant", "t"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(expected), "{file}: {stderr}");
+        assert!(!stderr.contains("s3cr3t") && !stderr.contains("1234567890") && !stderr.contains("1_000"), "{stderr}");
+    }
+    std::fs::write(dir.join("actiond.toml"), format!("jwt_secret = \"{SECRET}\"\nevents_retry_scale = 0.5\n")).unwrap();
+    let output = actiond(&dir, &["--config", "actiond.toml", "token", "--tenant", "t"]).output().unwrap();
+    assert!(output.status.success(), "a TOML decimal for the decimal setting: {}", String::from_utf8_lossy(&output.stderr));
     let _ = std::fs::remove_dir_all(dir);
 }
 
