@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use actiond::auth::{Scope, mint, parse_ttl};
+use actiond::domain::TenantId;
 use actiond::settings::{JWT_SECRET_MIN_BYTES, Settings};
 use actiond::store::{Store, redacted};
 use actiond::whatsapp::sandbox::{SANDBOX_ACCESS_TOKEN, SANDBOX_WABA_ID, Sandbox};
@@ -138,7 +139,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let ttl = parse_ttl(&ttl).map_err(|e| format!("--ttl {e}"))?;
-            println!("{}", mint(secret, &tenant, &scopes, ttl, settings.jwt_issuer.as_deref(), settings.jwt_audience.as_deref()));
+            // The server's own rule: a token naming a blank tenant would be refused.
+            let tenant = TenantId::new(tenant).ok_or("--tenant: must name a tenant (not blank, no NUL)")?;
+            println!("{}", mint(secret, tenant.as_str(), &scopes, ttl, settings.jwt_issuer.as_deref(), settings.jwt_audience.as_deref()));
             Ok(())
         }
         Command::Sandbox { listen, phone_numbers } => {

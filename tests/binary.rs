@@ -376,6 +376,13 @@ async fn token_migrate_and_openapi_commands() {
         actiond(&dir, &["token", "--tenant", "acme", "--scope", "everything"]).env("ACTIOND_JWT_SECRET", SECRET).output().unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--scope everything"));
+    for blank in ["", "  "] {
+        let nameless = actiond(&dir, &["token", "--tenant", blank]).env("ACTIOND_JWT_SECRET", SECRET).output().unwrap();
+        assert!(
+            !nameless.status.success() && String::from_utf8_lossy(&nameless.stderr).contains("--tenant"),
+            "a token the server would refuse"
+        );
+    }
     let unsigned = actiond(&dir, &["token", "--tenant", "acme"]).output().unwrap();
     assert!(String::from_utf8_lossy(&unsigned.stderr).contains("ACTIOND_JWT_SECRET"));
 
