@@ -95,8 +95,20 @@ pub async fn register_sandbox_sender(app_state: &crate::http::AppState) -> Resul
 
 /// What `serve --dev` prints once it is ready: a token and a curl line that works.
 pub fn banner(app: &App, settings: &Settings, data_dir: &Path) -> String {
-    let secret = settings.jwt_secret.as_deref().unwrap_or_default();
-    let token = mint(secret, DEV_TENANT, &[], DEV_TOKEN_TTL, settings.jwt_issuer.as_deref(), settings.jwt_audience.as_deref());
+    // With JWKS keys and no secret set, only the keys' issuer can sign a
+    // token this server takes: none is printed, and the curl line reads one.
+    let (token_text, authorization) = match settings.jwt_secret.as_deref() {
+        Some(secret) => {
+            let token = mint(secret, DEV_TENANT, &[], DEV_TOKEN_TTL, settings.jwt_issuer.as_deref(), settings.jwt_audience.as_deref());
+            (format!("Bearer token for tenant '{DEV_TENANT}' (valid 30 days):\n{token}"), format!("'Authorization: Bearer {token}'"))
+        }
+        None => (
+            "No token printed: ACTIOND_JWT_JWKS_URL is set and ACTIOND_JWT_SECRET is not, so tokens come from the issuer of those \
+             keys; export one as TOKEN"
+                .to_owned(),
+            "\"Authorization: Bearer $TOKEN\"".to_owned(),
+        ),
+    };
     let base = format!("http://{}", app.address());
     let body = format!(
         r#"{{"name":"My Whatsapp Action","description":"Send WhatsApp when user requests messaging","type":"SEND_WHATSAPP","is_active":true,"action_timing":"during","webhook":{{"to":"12817126508","from":"{SANDBOX_PHONE_NUMBER_ID}","template_name":"call_permission_request","body_params":["{{{{customer_name}}}}"],"language_code":"en","mandatory":true}}}}"#
@@ -106,9 +118,9 @@ pub fn banner(app: &App, settings: &Settings, data_dir: &Path) -> String {
          data directory: {dir} (SQLite database, signing secret, encryption key)\n\
          sandbox sender: {SANDBOX_PHONE_NUMBER_ID} (templates: {base}/v2/_whatsapp/templates)\n\
          API reference:  {base}/docs\n\n\
-         Bearer token for tenant '{DEV_TENANT}' (valid 30 days):\n{token}\n\n\
+         {token_text}\n\n\
          Create an action:\n\
-         curl -s -X POST {base}/v2/_actions -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{body}'\n",
+         curl -s -X POST {base}/v2/_actions -H {authorization} -H 'Content-Type: application/json' -d '{body}'\n",
         dir = data_dir.display(),
     )
 }

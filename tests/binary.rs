@@ -137,6 +137,19 @@ fn dev_mode_prints_a_token_and_a_curl_line_that_works_and_keeps_its_secrets() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn dev_mode_with_jwks_keys_and_no_secret_prints_no_token_it_cannot_sign() {
+    let dir = temp_dir();
+    let mut command = actiond(&dir, &["serve", "--dev", "--log-format", "json"]);
+    command.env("ACTIOND_LISTEN", "127.0.0.1:0").env("ACTIOND_JWT_JWKS_URL", "http://127.0.0.1:9/jwks.json");
+    let mut server = Server::start(command);
+    server.stdout_line(|line| line.starts_with("No token printed: ACTIOND_JWT_JWKS_URL is set"));
+    let curl = server.stdout_line(|line| line.starts_with("curl "));
+    assert!(curl.contains(r#"-H "Authorization: Bearer $TOKEN""#), "{curl}");
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `serve --dev` on a free port in `dir`: the server, the curl line it
 /// printed, its base URL and the dev tenant's token from that line.
 fn dev_server(dir: &std::path::Path) -> (Server, String, String, String) {
