@@ -215,6 +215,9 @@ async fn the_dev_sandbox_answers_only_the_tenant_that_owns_the_execution() {
     }
     let (status, answer) = reply(Some(owner.clone()), json!({"execution_id": execution})).await;
     assert_eq!((status, answer["errors"][0]["field"].as_str()), (400, Some("text")), "no answer given: {answer}");
+    let (status, answer) = reply(Some(owner.clone()), json!({"execution_id": execution, "button": "Maybe"})).await;
+    let refused = (answer["errors"][0]["field"].as_str(), answer["errors"][0]["code"].as_str());
+    assert_eq!((status, refused), (400, (Some("button"), Some("sandbox_reply_refused"))), "no such button: {answer}");
     let (status, answer) = reply(Some(owner.clone()), by_wamid).await;
     assert_eq!((status, answer["data"]["context"].as_str()), (200, Some(wamid.as_str())), "{answer}");
     let settled: Value =

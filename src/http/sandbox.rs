@@ -12,7 +12,7 @@ use super::extract::{ActionsExecute, Authorized, JsonObject};
 use super::response::respond;
 use crate::domain::{FieldError, Fields};
 use crate::error_code::ErrorCode;
-use crate::whatsapp::sandbox::{ReplyRequest, Sandbox};
+use crate::whatsapp::sandbox::{ReplyRefused, ReplyRequest, Sandbox};
 
 /// Posts Meta's signed reply webhook for the message of one of the caller's
 /// executions, named by `execution_id` or `wamid`: a `text`, or a tap on the
@@ -47,6 +47,13 @@ pub async fn reply(
     state.store.get_execution(&caller.tenant, id).await?.ok_or_else(not_found)?;
     let request =
         ReplyRequest { wamid: None, execution_id: Some(id.to_string()), text: text.map(str::to_owned), button: button.map(str::to_owned) };
-    let answer = sandbox.reply(request).await.map_err(|reason| ApiError::bad_request(field, ErrorCode::SandboxReplyRefused, reason))?;
+    let answer = sandbox.reply(request).await.map_err(|refused| {
+        let (field, reason) = match refused {
+            ReplyRefused::Message(reason) => (field, reason),
+            ReplyRefused::Button(reason) => ("button", reason),
+            ReplyRefused::Text(reason) => ("text", reason),
+        };
+        ApiError::bad_request(field, ErrorCode::SandboxReplyRefused, reason)
+    })?;
     Ok(respond(axum::http::StatusCode::OK, answer, None, &[]))
 }

@@ -235,7 +235,7 @@ impl Sandbox {
 
     /// Answers a sent message as its recipient would: a text, or a tap on the
     /// quick-reply button with this label. The reply webhook is posted signed.
-    pub async fn reply(&self, request: ReplyRequest) -> Result<Value, String> {
+    pub async fn reply(&self, request: ReplyRequest) -> Result<Value, ReplyRefused> {
         let (configured, message, templates) = self.with_state(|s| {
             let message = s.sent.iter().rev().find(|m| {
                 request.wamid.as_deref() == Some(m.wamid.as_str())
@@ -244,16 +244,18 @@ impl Sandbox {
             (s.webhook.is_some(), message.cloned(), s.templates.clone())
         });
         if !configured {
-            return Err("the sandbox has no webhook target to answer through".into());
+            return Err(ReplyRefused::Message("the sandbox has no webhook target to answer through".into()));
         }
-        let message = message.ok_or("no message the sandbox accepted has that wamid or execution_id")?;
+        let message =
+            message.ok_or_else(|| ReplyRefused::Message("no message the sandbox accepted has that wamid or execution_id".into()))?;
         let reply_id = wamid();
         let mut inbound = json!({"from": message.wa_id, "id": reply_id, "timestamp": unix_now().to_string(),
                                  "context": {"from": SANDBOX_DISPLAY_NUMBER, "id": message.wamid}});
         match (&request.button, &request.text) {
             (Some(label), _) => {
-                let index = quick_reply_index(&templates, &message.payload, label)
-                    .ok_or_else(|| format!("the template of that message has no quick-reply button labelled '{label}'"))?;
+                let index = quick_reply_index(&templates, &message.payload, label).ok_or_else(|| {
+                    ReplyRefused::Button(format!("the template of that message has no quick-reply button labelled '{label}'"))
+                })?;
                 let payload = message.payload["template"]["components"]
                     .as_array()
                     .into_iter()
@@ -269,10 +271,10 @@ impl Sandbox {
                 inbound["type"] = json!("text");
                 inbound["text"] = json!({"body": text});
             }
-            (None, None) => return Err("give text or button".into()),
+            (None, None) => return Err(ReplyRefused::Text("give text or button".into())),
         }
         let value = json!({"contacts": [{"profile": {"name": "Sandbox Recipient"}, "wa_id": message.wa_id}], "messages": [inbound]});
-        self.post_webhook(&message.from, value).await?;
+        self.post_webhook(&message.from, value).await.map_err(ReplyRefused::Message)?;
         Ok(json!({"message_id": reply_id, "context": message.wamid}))
     }
 
@@ -340,6 +342,17 @@ impl Sandbox {
             }
         });
     }
+}
+
+/// Why the sandbox could not answer, by the request field it concerns.
+#[derive(Debug)]
+pub enum ReplyRefused {
+    /// The message named (by execution_id or wamid) cannot be answered.
+    Message(String),
+    /// Its template has no quick-reply button of that label.
+    Button(String),
+    /// Neither a text nor a button was given.
+    Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
