@@ -307,6 +307,12 @@ async fn a_key_first_sent_with_a_repeated_call_id_then_answers_that_execution_al
     }
     app.reaches(&id(&first.body["data"]), "read").await;
     assert_eq!(app.sandbox.sent().len(), 1, "one message for the call, whichever way it was repeated");
+
+    // Bound late, the key can outlive the execution retention deletes: it then starts anew.
+    app.database.execute(&format!("DELETE FROM executions WHERE id = '{}'", id(&first.body["data"])));
+    let after = execute(Some("k-late"), json!({"variables": variables})).await;
+    assert_eq!((after.status, after.header("idempotent-replayed")), (202, None), "{}", after.text);
+    assert_ne!(id(&after.body["data"]), id(&first.body["data"]));
 }
 
 #[tokio::test]

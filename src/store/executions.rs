@@ -168,10 +168,18 @@ pub(super) fn select_executions(tx: &mut Tx<'_>, tenant: &str, ids: &[Uuid]) -> 
     executions_from_rows(&rows)
 }
 
-/// How a repeated execute was recognised.
+/// How a repeated execute was recognised, and the execution it repeats.
 enum Repeat {
     Key(Uuid),
     Call(Uuid),
+}
+
+impl Repeat {
+    fn execution_id(&self) -> Uuid {
+        match self {
+            Repeat::Key(id) | Repeat::Call(id) => *id,
+        }
+    }
 }
 
 /// The execution this idempotency key (within its 24 h) or this call id (for
@@ -197,8 +205,8 @@ fn select_existing(tx: &mut Tx<'_>, tenant: &str, action_id: Uuid, call_id: Opti
     }
 }
 
-/// Binds `key` to execution `id` unless a live one holds it (an expired one
-/// starts anew); `None` when bound, else the execution that holds it.
+/// Binds `key` to execution `id` unless a live one holds it; `None` when
+/// bound, else the execution that holds it. A key past its 24 h starts anew.
 fn claim_key(tx: &mut Tx<'_>, tenant: &str, key: &str, id: Uuid, now: &str) -> DbResult<Option<Uuid>> {
     let claimed = tx.query_opt(
         "INSERT INTO execution_keys (tenant, key, execution_id, created_at) VALUES ($1, $2, $3, $4) \
@@ -209,7 +217,23 @@ fn claim_key(tx: &mut Tx<'_>, tenant: &str, key: &str, id: Uuid, now: &str) -> D
     if claimed.is_some() {
         return Ok(None);
     }
-    tx.query_one("SELECT execution_id FROM execution_keys WHERE tenant = $1 AND key = $2", args![tenant, key])?.uuid(0).map(Some)
+    let holder = key_holder(tx, tenant, key)?;
+    // A key bound late to an old execution can outlive it (retention deletes
+    // executions, not keys): then it starts anew. Read by a statement of its
+    // own, which sees what a racing claim committed, and taken over only
+    // while it still names the execution found gone.
+    if tx.query_opt("SELECT 1 FROM executions WHERE id = $1", args![holder])?.is_none() {
+        let taken = tx.execute(
+            "UPDATE execution_keys SET execution_id = $3, created_at = $4 WHERE tenant = $1 AND key = $2 AND execution_id = $5",
+            args![tenant, key, id, now, holder],
+        )?;
+        return if taken == 1 { Ok(None) } else { key_holder(tx, tenant, key).map(Some) };
+    }
+    Ok(Some(holder))
+}
+
+fn key_holder(tx: &mut Tx<'_>, tenant: &str, key: &str) -> DbResult<Uuid> {
+    tx.query_one("SELECT execution_id FROM execution_keys WHERE tenant = $1 AND key = $2", args![tenant, key])?.uuid(0)
 }
 
 fn existing(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Executed> {
@@ -218,7 +242,8 @@ fn existing(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Executed> {
 
 impl Store {
     /// The execution that already has this idempotency key (used in the last
-    /// 24 h) or this call id (for this action), if any.
+    /// 24 h) or this call id (for this action), if any, in one read; a key
+    /// new to a repeat of the call is then bound to its execution (a write).
     pub async fn existing_execution(
         &self,
         tenant: &TenantId,
@@ -233,21 +258,24 @@ impl Store {
         let (tenant, call_id, key) = (tenant.as_str().to_owned(), call_id.map(str::to_owned), idempotency_key.map(str::to_owned));
         let found = {
             let (tenant, key) = (tenant.clone(), key.clone());
-            self.lookup(move |tx| select_existing(tx, &tenant, action_id, call_id.as_deref(), key.as_deref())).await?
+            self.lookup(move |tx| match select_existing(tx, &tenant, action_id, call_id.as_deref(), key.as_deref())? {
+                Some(repeat) => Ok(select_execution(tx, &tenant, repeat.execution_id())?.map(|execution| (repeat, execution))),
+                None => Ok(None),
+            })
+            .await?
         };
         match (found, key) {
-            (None, _) => Ok(None),
             // A key new to a repeat of the call is bound to the call's
             // execution, as `create_execution` binds it: retried alone, it
             // answers the same execution and sends nothing.
-            (Some(Repeat::Call(id)), Some(key)) => {
+            (Some((Repeat::Call(id), _)), Some(key)) => {
                 self.write(move |tx| {
                     let holder = claim_key(tx, &tenant, &key, id, &clock::now())?.unwrap_or(id);
                     select_execution(tx, &tenant, holder)
                 })
                 .await
             }
-            (Some(Repeat::Key(id) | Repeat::Call(id)), _) => self.lookup(move |tx| select_execution(tx, &tenant, id)).await,
+            (found, _) => Ok(found.map(|(_, execution)| execution)),
         }
     }
 
