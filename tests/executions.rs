@@ -192,6 +192,9 @@ async fn bad_executes_are_refused_and_send_nothing() {
     let timeout_too = app.post(&path, &json!({"reply_timeout": 5})).await;
     let expected = [("reply_timeout", "invalid_reply_timeout"), ("variables.customer_name", "missing_variable")];
     assert_eq!(timeout_too.error_codes(), expected.map(|(f, c)| (f.to_owned(), c.to_owned())), "every violation at once");
+    let two_lines = app.post(&path, &json!({"reply_timeout": 5, "variables": {"customer_name": "two\nlines"}})).await;
+    let expected = [("reply_timeout", "invalid_reply_timeout"), ("variables.customer_name", "invalid_parameter")];
+    assert_eq!(two_lines.error_codes(), expected.map(|(f, c)| (f.to_owned(), c.to_owned())), "{}", two_lines.text);
 
     let invalid = app.post(&path, &json!({"reply_timeout": 5, "to": "12", "call_id": "", "variables": {"customer_name": ["x"]}})).await;
     let fields: Vec<String> = invalid.error_codes().into_iter().map(|(f, c)| format!("{f}:{c}")).collect();

@@ -60,8 +60,9 @@ pub fn parse_execute(body: &Map<String, Value>) -> Result<ExecuteRequest, ApiErr
 }
 
 /// Execute's body for this action. One that breaks its own rules is also
-/// checked for the variables the action needs, so that one answer names
-/// every violation; one that keeps them is checked when the action runs.
+/// checked against the action's parameters (variables missing or filling one
+/// wrongly), so that one answer names every violation; one that keeps them
+/// is checked when the action runs.
 pub async fn parse_execute_for(
     state: &AppState,
     tenant: &TenantId,
@@ -76,8 +77,8 @@ pub async fn parse_execute_for(
         && let Err(rendering) = render_params(&action.webhook, &request.variables)
     {
         // A variable refused above is missing from `request` too: said once.
-        let missing = rendering.errors().iter().filter(|e| e.code == ErrorCode::MissingVariable);
-        let new: Vec<FieldError> = missing.filter(|e| !errors.iter().any(|known| known.field == e.field)).cloned().collect();
+        let new: Vec<FieldError> =
+            rendering.errors().iter().filter(|e| !errors.iter().any(|known| known.field == e.field)).cloned().collect();
         errors.extend(new);
     }
     Err(ApiError::validation(errors))
@@ -173,7 +174,11 @@ fn render_params(webhook: &WebhookRecord, variables: &HashMap<String, String>) -
                     Ok(text) => {
                         if let Err(reason) = Param::parse(&text) {
                             let message = format!("webhook.{list}[{index}] filled in is not a valid parameter: it {reason}");
-                            errors.extend(filled_in_errors(&param, ErrorCode::InvalidParameter, &message));
+                            for error in filled_in_errors(&param, ErrorCode::InvalidParameter, &message) {
+                                if !errors.iter().any(|e| e.field == error.field) {
+                                    errors.push(error);
+                                }
+                            }
                         }
                         text
                     }
