@@ -26,6 +26,7 @@ macro_rules! error_codes {
 
 error_codes! {
     InvalidJson => "invalid_json": "400: the body is not valid JSON, or not a JSON object.",
+    InvalidJsonRpc => "invalid_json_rpc": "400 on /mcp: the body is JSON but not one JSON-RPC 2.0 request or notification (a batch, another version, no method); or, in a JSON-RPC error answered 200, a served method's params are not what it takes.",
     InvalidType => "invalid_type": "400: a field has the wrong JSON type.",
     MissingField => "missing_field": "400: a required field is absent or null.",
     InvalidLength => "invalid_length": "400: a text field is empty or longer than allowed.",

@@ -45,54 +45,56 @@ const SERVED_METHODS: [&str; 4] = ["initialize", "ping", "tools/list", "tools/ca
 /// Actions read per page while the tool list is built.
 const ACTIONS_PAGE: u32 = 100;
 
-/// What `/mcp` checks of a POST before the transport reads it: the API's
-/// 64 KiB body limit (413, as on every route), and one JSON-RPC message per
-/// JSON body, else 400 with a JSON-RPC error carrying the API's error (the
-/// Streamable HTTP transport's answer; rmcp's own is a plain-text 415).
-/// Protocol 2025-06-18 has no batches. A request for a served method whose
-/// params are not what it takes is answered -32602 (invalid params). Other
-/// media types are left to the transport's 415.
+/// What `/mcp` checks of a POST before the transport reads it, answered as
+/// the API answers (rmcp's own answers are plain text): a body sent as JSON
+/// (415) of at most 64 KiB (413), and one JSON-RPC message, else 400 with a
+/// JSON-RPC error carrying the API's error, as the Streamable HTTP transport
+/// asks. Protocol 2025-06-18 has no batches. A request for a served method
+/// whose params are not what it takes is answered -32602 (invalid params).
 pub async fn gate(request: Request, next: Next) -> Response {
     if request.method() != Method::POST {
         return next.run(request).await;
+    }
+    if !is_json(request.headers()) {
+        return ApiError::unsupported_media_type().into_response();
     }
     let (parts, body) = request.into_parts();
     let bytes = match read_body(Request::from_parts(parts.clone(), body), BODY_LIMIT).await {
         Ok(bytes) => bytes,
         Err(error) => return error.into_response(),
     };
-    if is_json(&parts.headers) {
-        let not_one_message =
-            |code: JsonRpcCode, message: String| json_rpc_error(StatusCode::BAD_REQUEST, Value::Null, code, "body", message);
-        match serde_json::from_slice::<Value>(&bytes) {
-            Err(error) => return not_one_message(JsonRpcCode::PARSE_ERROR, format!("the body is not JSON: {error}")),
-            Ok(Value::Array(_)) => {
-                let message = "one JSON-RPC message per request: MCP 2025-06-18 has no batches".to_owned();
-                return not_one_message(JsonRpcCode::INVALID_REQUEST, message);
-            }
-            Ok(message) => match ClientJsonRpcMessage::deserialize(message) {
-                Err(error) => {
-                    return not_one_message(JsonRpcCode::INVALID_REQUEST, format!("not a JSON-RPC 2.0 request or notification: {error}"));
-                }
-                // rmcp reads a served method whose params it cannot read as a
-                // custom request, and would answer "method not found".
-                Ok(ClientJsonRpcMessage::Request(JsonRpcRequest { id, request: ClientRequest::CustomRequest(custom), .. }))
-                    if SERVED_METHODS.contains(&custom.method.as_str()) =>
-                {
-                    let id = serde_json::to_value(&id).unwrap_or(Value::Null);
-                    let message = format!("the params are not those {} takes", custom.method);
-                    return json_rpc_error(StatusCode::OK, id, JsonRpcCode::INVALID_PARAMS, "params", message);
-                }
-                Ok(_) => {}
-            },
+    let not_one_message = |code: JsonRpcCode, api_code: ErrorCode, message: String| {
+        json_rpc_error(StatusCode::BAD_REQUEST, Value::Null, (code, api_code), "body", message)
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Err(error) => return not_one_message(JsonRpcCode::PARSE_ERROR, ErrorCode::InvalidJson, format!("the body is not JSON: {error}")),
+        Ok(Value::Array(_)) => {
+            let message = "one JSON-RPC message per request: MCP 2025-06-18 has no batches".to_owned();
+            return not_one_message(JsonRpcCode::INVALID_REQUEST, ErrorCode::InvalidJsonRpc, message);
         }
+        Ok(message) => match ClientJsonRpcMessage::deserialize(message) {
+            Err(error) => {
+                let message = format!("not a JSON-RPC 2.0 request or notification: {error}");
+                return not_one_message(JsonRpcCode::INVALID_REQUEST, ErrorCode::InvalidJsonRpc, message);
+            }
+            // rmcp reads a served method whose params it cannot read as a
+            // custom request, and would answer "method not found".
+            Ok(ClientJsonRpcMessage::Request(JsonRpcRequest { id, request: ClientRequest::CustomRequest(custom), .. }))
+                if SERVED_METHODS.contains(&custom.method.as_str()) =>
+            {
+                let id = serde_json::to_value(&id).unwrap_or(Value::Null);
+                let message = format!("the params are not those {} takes", custom.method);
+                let codes = (JsonRpcCode::INVALID_PARAMS, ErrorCode::InvalidJsonRpc);
+                return json_rpc_error(StatusCode::OK, id, codes, "params", message);
+            }
+            Ok(_) => {}
+        },
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
 /// A JSON-RPC error answer whose `data` carries the ctx_id and the API's error on `field`.
-fn json_rpc_error(status: StatusCode, id: Value, code: JsonRpcCode, field: &str, message: String) -> Response {
-    let api_code = if field == "body" { ErrorCode::InvalidJson } else { ErrorCode::InvalidType };
+fn json_rpc_error(status: StatusCode, id: Value, (code, api_code): (JsonRpcCode, ErrorCode), field: &str, message: String) -> Response {
     let data = json!({"ctx_id": ctx_id(), "errors": [{"field": field, "code": api_code.as_str(), "message": message}]});
     let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code.0, "message": message, "data": data}});
     (status, Json(body)).into_response()
@@ -289,13 +291,13 @@ impl ActionTools {
         Ok(actions)
     }
 
-    /// The tenant's active actions with their tool names. Inactive actions are
-    /// named too, so that switching one off or on never renames another's
-    /// tool: an agent holding an earlier list must not run a different action.
+    /// The tenant's actions with their tool names. Inactive actions keep
+    /// theirs (unlisted), so that switching one off or on never renames
+    /// another's tool under an agent holding an earlier list.
     async fn named_actions(&self, tenant: &TenantId) -> Result<Vec<(String, ActionRecord)>, ApiError> {
         let actions = self.actions(tenant).await?;
         let names = tool_names(actions.iter().map(|action| action.name.as_str()));
-        Ok(names.into_iter().zip(actions).filter(|(_, action)| action.is_active).collect())
+        Ok(names.into_iter().zip(actions).collect())
     }
 
     async fn list_actions(&self, caller: &Caller) -> Result<CallToolResult, ApiError> {
@@ -327,7 +329,8 @@ impl ActionTools {
         Ok(execution_result(&wait_for(&self.state, &caller.tenant, id, wait).await?))
     }
 
-    /// The active action whose tool this is, if any.
+    /// The action whose tool this is, if any: an inactive one's answers
+    /// `action_inactive` when called, as its execute does.
     async fn action_named(&self, caller: &Caller, tool: &str) -> Result<Option<ActionRecord>, ApiError> {
         let named = self.named_actions(&caller.tenant).await?;
         Ok(named.into_iter().find(|(name, _)| name == tool).map(|(_, action)| action))
@@ -372,7 +375,8 @@ impl ServerHandler for ActionTools {
             return Err(ErrorData::invalid_request("insufficient_scope: the token lacks actions:read", None));
         }
         let named = self.named_actions(&caller.tenant).await.map_err(|error| ErrorData::internal_error(error.detail().to_owned(), None))?;
-        let mut tools: Vec<Tool> = named.iter().map(|(name, action)| action_tool(name, action)).collect();
+        let mut tools: Vec<Tool> =
+            named.iter().filter(|(_, action)| action.is_active).map(|(name, action)| action_tool(name, action)).collect();
         tools.extend(fixed_tools());
         Ok(ListToolsResult::with_all_items(tools))
     }

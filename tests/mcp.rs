@@ -147,9 +147,8 @@ async fn only_active_actions_are_tools_and_clashing_names_are_numbered() {
     let (_, listed) = rpc(&app, Some(&token), "tools/list", json!({})).await;
     let names: Vec<&str> = listed["result"]["tools"].as_array().unwrap().iter().map(|tool| tool["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["my_whatsapp_action_2", "get_execution", "list_actions"]);
-    let (_, gone) =
-        rpc(&app, Some(&token), "tools/call", json!({"name": "my_whatsapp_action", "arguments": {"customer_name": "Ana"}})).await;
-    assert_eq!(gone["error"]["code"], -32602, "an inactive action's tool is unknown: {gone}");
+    let inactive = call(&app, &token, "my_whatsapp_action", json!({"customer_name": "Ana", "call_id": "after-off"})).await;
+    assert!(inactive["isError"] == true && text(&inactive).starts_with("action_inactive:"), "its name stays its own: {inactive}");
     let ran = call(&app, &token, "my_whatsapp_action_2", json!({"customer_name": "Ana", "call_id": "after-off"})).await;
     assert_eq!(ran["structuredContent"]["action_id"], second.as_str());
 }
@@ -159,18 +158,27 @@ async fn a_body_not_one_json_rpc_message_or_params_a_method_cannot_take_get_json
     let (app, _) = app_with_seed_action().await;
     let token = app.token(&[]);
     let batch = json!([{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, {"jsonrpc": "2.0", "id": 2, "method": "ping"}]);
-    for (body, code) in [
-        (r#"{"jsonrpc":"2.0","id":1,"#.to_owned(), -32700),
-        (r#"{"foo":1}"#.to_owned(), -32600),
-        (r#"{"jsonrpc":"1.0","id":1,"method":"tools/list"}"#.to_owned(), -32600),
-        (batch.to_string(), -32600),
+    for (body, code, api_code) in [
+        (r#"{"jsonrpc":"2.0","id":1,"#.to_owned(), -32700, "invalid_json"),
+        (r#"{"foo":1}"#.to_owned(), -32600, "invalid_json_rpc"),
+        (r#"{"jsonrpc":"1.0","id":1,"method":"tools/list"}"#.to_owned(), -32600, "invalid_json_rpc"),
+        (batch.to_string(), -32600, "invalid_json_rpc"),
     ] {
         let (status, answer) = post(&app, Some(&token), body.clone()).await;
         assert_eq!((status, answer["error"]["code"].as_i64()), (400, Some(code)), "{body}: {answer}");
         assert_eq!((answer["jsonrpc"].as_str(), &answer["id"]), (Some("2.0"), &Value::Null), "{answer}");
-        assert_eq!(answer["error"]["data"]["errors"][0]["code"], "invalid_json", "{answer}");
+        assert_eq!(answer["error"]["data"]["errors"][0]["code"], api_code, "{answer}");
         assert!(answer["error"]["data"]["ctx_id"].is_string(), "{answer}");
     }
+    let as_text = app
+        .http
+        .post(format!("{}/mcp", app.base))
+        .bearer_auth(&token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "text/plain")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+    let as_text = common::read(as_text.send().await.unwrap()).await;
+    assert_eq!((as_text.status, as_text.error_codes()[0].1.as_str()), (415, "unsupported_media_type"), "{}", as_text.text);
     // A served method whose params it cannot take is invalid params, not "method not found".
     for (method, params) in
         [("tools/call", json!({})), ("tools/call", json!({"name": "list_actions", "arguments": [1]})), ("initialize", json!({}))]
