@@ -158,7 +158,7 @@ impl Settings {
             let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
                 // Only the parser's message and the line: its full text quotes
                 // the line, which may hold a secret.
-                let line = e.span().map(|span| text[..span.start].matches('\n').count() + 1).unwrap_or(1);
+                let line = e.span().map(|span| text.bytes().take(span.start).filter(|&byte| byte == b'\n').count() + 1).unwrap_or(1);
                 format!("--config {}: line {line}: {}", path.display(), e.message().trim_end())
             })?;
             for (key, value) in table {

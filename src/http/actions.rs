@@ -281,6 +281,7 @@ pub async fn replace(
     let spec = validate(&state, &caller.tenant, &body).await?;
     match state.store.update_action(&caller.tenant, id, &spec, None).await? {
         ActionUpdate::Updated(action) => Ok(response::ok(action)),
+        // Written over no version, it is never `Changed`: only gone.
         ActionUpdate::Missing | ActionUpdate::Changed => Err(action_not_found()),
     }
 }
