@@ -185,6 +185,39 @@ async fn templates_are_checked_against_the_registry() {
         let text = reply.body["errors"][0]["message"].as_str().unwrap();
         assert!(text.contains(message), "{changes}: {text}");
     }
+
+    // One violation hides no other: an unknown sender beside a name or language that does not
+    // parse, and the other lists' counts beside a list of the wrong type.
+    let together = [
+        (
+            json!({"from": "999999", "template_name": "Bad-Name"}),
+            vec![("webhook.from", "unknown_sender"), ("webhook.template_name", "invalid_template_name")],
+        ),
+        (
+            json!({"from": "999999", "language_code": "xx_YY"}),
+            vec![("webhook.from", "unknown_sender"), ("webhook.language_code", "invalid_language_code")],
+        ),
+        (
+            json!({"body_params": "zz", "button_params": ["b"]}),
+            vec![("webhook.body_params", "invalid_type"), ("webhook.button_params", "param_count_mismatch")],
+        ),
+        (
+            json!({"template_name": "order_update", "header_params": [5], "body_params": ["a"]}),
+            vec![
+                ("webhook.header_params[0]", "invalid_type"),
+                ("webhook.body_params", "param_count_mismatch"),
+                ("webhook.button_params", "param_count_mismatch"),
+            ],
+        ),
+    ];
+    for (changes, expected) in together {
+        let reply = app.post("/v2/_actions", &with_webhook(changes.clone())).await;
+        let mut found = reply.error_codes();
+        found.sort();
+        let mut expected: Vec<(String, String)> = expected.into_iter().map(|(f, c)| (f.to_owned(), c.to_owned())).collect();
+        expected.sort();
+        assert_eq!(found, expected, "{changes}: {}", reply.text);
+    }
 }
 
 #[tokio::test]

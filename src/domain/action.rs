@@ -68,16 +68,17 @@ pub struct WhatsappTarget {
     pub mandatory: bool,
 }
 
-/// What the template registry must confirm: available as soon as these fields
-/// parse, so its findings join the other violations in one answer.
+/// What the template registry must confirm: available as soon as `from`
+/// parses, so its findings join the other violations in one answer. The
+/// sender is checked alone when the template's name or language does not
+/// parse; a parameter list that does not is left out of the count checks.
 #[derive(Debug, Clone)]
 pub struct TemplateUse<'a> {
     pub from: &'a str,
-    pub template_name: TemplateName,
-    pub language_code: LanguageCode,
-    pub header_params: Vec<&'a str>,
-    pub body_params: Vec<&'a str>,
-    pub button_params: Vec<&'a str>,
+    pub template: Option<(TemplateName, LanguageCode)>,
+    pub header_params: Option<Vec<&'a str>>,
+    pub body_params: Option<Vec<&'a str>>,
+    pub button_params: Option<Vec<&'a str>>,
 }
 
 /// The outcome of reading an action body: the spec when every field is valid,
@@ -168,19 +169,13 @@ fn parse_webhook<'a>(fields: &mut Fields<'a, '_>) -> (Option<WhatsappTarget>, Op
     let mandatory = fields.optional_bool("mandatory");
     let [(header_raw, header), (body_raw, body), (button_raw, button)] = lists;
 
-    let template_use = match (from, &template_name, &language_code, header_raw, body_raw, button_raw) {
-        (Some(from), Some(template_name), Some(language_code), Some(header_params), Some(body_params), Some(button_params)) => {
-            Some(TemplateUse {
-                from,
-                template_name: template_name.clone(),
-                language_code: language_code.clone(),
-                header_params,
-                body_params,
-                button_params,
-            })
-        }
-        _ => None,
-    };
+    let template_use = from.map(|from| TemplateUse {
+        from,
+        template: template_name.clone().zip(language_code.clone()),
+        header_params: header_raw,
+        body_params: body_raw,
+        button_params: button_raw,
+    });
     let target = match (to, from, template_name, language_code, header.flatten(), body.flatten(), button.flatten()) {
         (Some(to), Some(from), Some(template_name), Some(language_code), Some(header_params), Some(body_params), Some(button_params)) => {
             Some(WhatsappTarget {
@@ -273,7 +268,7 @@ mod tests {
         assert!(!spec.whatsapp.mandatory);
         assert_eq!(spec.whatsapp.header_params, vec![]);
         let template_use = parsed.template_use.unwrap();
-        assert_eq!(template_use.body_params, vec!["{{customer_name}}"]);
+        assert_eq!(template_use.body_params, Some(vec!["{{customer_name}}"]));
     }
 
     #[test]
@@ -307,7 +302,10 @@ mod tests {
             ]
         );
         assert!(parsed.spec.is_none());
-        assert!(parsed.template_use.is_none());
+        // The sender can still be checked, alone: neither the template nor its language parsed.
+        let template_use = parsed.template_use.unwrap();
+        assert_eq!((template_use.from, template_use.template.is_none(), template_use.header_params), ("1", true, None));
+        assert_eq!(template_use.body_params, Some(vec!["ok", "tab\there"]));
     }
 
     #[test]
@@ -316,7 +314,7 @@ mod tests {
         body["name"] = json!("");
         let parsed = parse(&body);
         assert!(parsed.spec.is_none());
-        assert_eq!(parsed.template_use.unwrap().template_name.as_str(), "call_permission_request");
+        assert_eq!(parsed.template_use.unwrap().template.unwrap().0.as_str(), "call_permission_request");
     }
 
     #[test]

@@ -222,17 +222,20 @@ fn plural(count: usize, noun: &str) -> String {
 /// Checks the template the action names against the sender's registry:
 /// the sender, the template in that language, its status and its parameters.
 pub async fn check_template_use(store: &Store, tenant: &TenantId, template_use: &TemplateUse<'_>) -> StoreResult<Vec<FieldError>> {
-    let name = template_use.template_name.as_str();
-    let language = template_use.language_code.as_str();
+    let unknown_sender = || {
+        let message = format!(
+            "'{}' is not a WhatsApp sender registered for this tenant; register it with POST /v2/_whatsapp/senders",
+            template_use.from
+        );
+        vec![FieldError::new("webhook.from", ErrorCode::UnknownSender, message)]
+    };
+    let Some((name, language)) = &template_use.template else {
+        // No template to look up: the sender is checked alone.
+        return Ok(if store.get_sender(tenant, template_use.from).await?.is_none() { unknown_sender() } else { Vec::new() });
+    };
+    let (name, language) = (name.as_str(), language.as_str());
     let Some(versions) = store.templates_named(tenant, template_use.from, name).await? else {
-        return Ok(vec![FieldError::new(
-            "webhook.from",
-            ErrorCode::UnknownSender,
-            format!(
-                "'{}' is not a WhatsApp sender registered for this tenant; register it with POST /v2/_whatsapp/senders",
-                template_use.from
-            ),
-        )]);
+        return Ok(unknown_sender());
     };
     let Some(template) = versions.iter().find(|t| t.language == language) else {
         let message = if versions.is_empty() {
@@ -260,7 +263,6 @@ pub fn check_against(template: &TemplateRecord, template_use: &TemplateUse<'_>) 
     let shape = TemplateShape::of(template);
     let counts = shape.counts();
 
-    let header_given = template_use.header_params.len();
     if !shape.unsupported.is_empty() {
         errors.push(FieldError::new(
             "webhook.template_name",
@@ -268,7 +270,11 @@ pub fn check_against(template: &TemplateRecord, template_use: &TemplateUse<'_>) 
             format!("{label} has {}, which actiond cannot fill from string parameters", shape.unsupported.join(" and ")),
         ));
     }
+    // A list that did not parse was reported as it is; its count is not checked.
+    let header = template_use.header_params.as_deref();
+    let header_given = header.map_or(0, <[&str]>::len);
     match &shape.header {
+        _ if header.is_none() => {}
         Header::Media(kind) => {
             if header_given != 1 {
                 errors.push(mismatch(
@@ -277,7 +283,8 @@ pub fn check_against(template: &TemplateRecord, template_use: &TemplateUse<'_>) 
                     1,
                     header_given,
                 ));
-            } else if let Ok(param) = Param::parse(template_use.header_params[0])
+            } else if let Some(media) = header.and_then(<[&str]>::first)
+                && let Ok(param) = Param::parse(media)
                 && !is_media_reference(&param)
             {
                 errors.push(FieldError::new(
@@ -301,8 +308,10 @@ pub fn check_against(template: &TemplateRecord, template_use: &TemplateUse<'_>) 
         Header::Text(_) | Header::None => {}
     }
 
-    let body_given = template_use.body_params.len();
-    if body_given != counts.body_params {
+    if let Some(body) = &template_use.body_params
+        && body.len() != counts.body_params
+    {
+        let body_given = body.len();
         let what = if shape.body.is_empty() {
             "has no body placeholder".to_owned()
         } else if shape.named {
@@ -313,7 +322,8 @@ pub fn check_against(template: &TemplateRecord, template_use: &TemplateUse<'_>) 
         errors.push(mismatch("webhook.body_params", format!("{label} {what}"), counts.body_params, body_given));
     }
 
-    let button_given = template_use.button_params.len();
+    let Some(buttons) = &template_use.button_params else { return errors };
+    let button_given = buttons.len();
     if button_given != counts.button_params {
         let taking: Vec<String> = shape
             .buttons
@@ -331,7 +341,7 @@ pub fn check_against(template: &TemplateRecord, template_use: &TemplateUse<'_>) 
         errors.push(mismatch("webhook.button_params", format!("{label} {what}"), counts.button_params, button_given));
     } else {
         let parameterised = shape.buttons.iter().filter(|b| b.takes_parameter());
-        for (index, (button, value)) in parameterised.zip(&template_use.button_params).enumerate() {
+        for (index, (button, value)) in parameterised.zip(buttons).enumerate() {
             if matches!(button, Button::CopyCode) && value.chars().count() > COPY_CODE_MAX_CHARS && !value.contains("{{") {
                 errors.push(FieldError::new(
                     format!("webhook.button_params[{index}]"),
@@ -390,11 +400,10 @@ mod tests {
     fn usage<'a>(header: Vec<&'a str>, body: Vec<&'a str>, buttons: Vec<&'a str>) -> TemplateUse<'a> {
         TemplateUse {
             from: "1",
-            template_name: TemplateName::parse("order_update").unwrap(),
-            language_code: LanguageCode::parse("en").unwrap(),
-            header_params: header,
-            body_params: body,
-            button_params: buttons,
+            template: Some((TemplateName::parse("order_update").unwrap(), LanguageCode::parse("en").unwrap())),
+            header_params: Some(header),
+            body_params: Some(body),
+            button_params: Some(buttons),
         }
     }
 
