@@ -463,6 +463,11 @@ async fn idempotency_key_replays_the_first_answer_for_the_same_body() {
 
     let bad = create("has space", seed_body()).await;
     assert_eq!(bad.error_codes(), [("Idempotency-Key".to_owned(), "invalid_idempotency_key".to_owned())]);
+    let mut unnamed = seed_body();
+    unnamed["name"] = json!("");
+    let both = create("has space", unnamed).await;
+    let expected = [("Idempotency-Key", "invalid_idempotency_key"), ("name", "invalid_length")];
+    assert_eq!(both.error_codes(), expected.map(|(f, c)| (f.to_owned(), c.to_owned())), "the body's violations beside the key's");
     assert_eq!(app.get("/v2/_actions").await.body["data"]["pagination"]["total_records"], 1);
 
     // Keys belong to a tenant: another tenant's same key does not replay this

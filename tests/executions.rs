@@ -192,6 +192,15 @@ async fn bad_executes_are_refused_and_send_nothing() {
     let timeout_too = app.post(&path, &json!({"reply_timeout": 5})).await;
     let expected = [("reply_timeout", "invalid_reply_timeout"), ("variables.customer_name", "missing_variable")];
     assert_eq!(timeout_too.error_codes(), expected.map(|(f, c)| (f.to_owned(), c.to_owned())), "every violation at once");
+    let keyed_badly = app
+        .http
+        .post(format!("{}{path}?wait=99", app.base))
+        .bearer_auth(app.token(&[]))
+        .header("idempotency-key", "a b")
+        .json(&json!({"to": "12", "variables": {"customer_name": "Ana"}}));
+    let everything = common::read(keyed_badly.send().await.unwrap()).await;
+    let expected = [("wait", "invalid_query_parameter"), ("Idempotency-Key", "invalid_idempotency_key"), ("to", "invalid_phone_number")];
+    assert_eq!(everything.error_codes(), expected.map(|(f, c)| (f.to_owned(), c.to_owned())), "query, header and body in one answer");
     let two_lines = app.post(&path, &json!({"reply_timeout": 5, "variables": {"customer_name": "two\nlines"}})).await;
     let expected = [("reply_timeout", "invalid_reply_timeout"), ("variables.customer_name", "invalid_parameter")];
     assert_eq!(two_lines.error_codes(), expected.map(|(f, c)| (f.to_owned(), c.to_owned())), "{}", two_lines.text);

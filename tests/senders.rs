@@ -68,6 +68,10 @@ async fn credentials_meta_refuses_are_a_400_and_an_unreachable_graph_a_502() {
     let wrong_waba = json!({"phone_number_id": SENDER, "waba_id": "777", "access_token": SANDBOX_ACCESS_TOKEN});
     let reply = app.post("/v2/_whatsapp/senders", &wrong_waba).await;
     assert_eq!(reply.error_codes(), [("waba_id".to_owned(), "invalid_sender_credentials".to_owned())]);
+    let both_wrong = json!({"phone_number_id": "111", "waba_id": "777", "access_token": SANDBOX_ACCESS_TOKEN});
+    let reply = app.post("/v2/_whatsapp/senders", &both_wrong).await;
+    let refused = [("phone_number_id", "invalid_sender_credentials"), ("waba_id", "invalid_sender_credentials")];
+    assert_eq!(reply.error_codes(), refused.map(|(f, c)| (f.to_owned(), c.to_owned())), "both ids named in one answer");
 
     let invalid = app.post("/v2/_whatsapp/senders", &json!({"phone_number_id": "abc", "waba_id": 5, "access_token": ""})).await;
     assert_eq!(invalid.status, 400);

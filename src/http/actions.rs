@@ -194,8 +194,13 @@ pub async fn create(
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key,
+        // Answered with the body's violations, not instead of them.
+        Err(invalid) => return Err(validate(&state, &caller.tenant, &body).await.err().into_iter().fold(invalid, ApiError::and)),
+    };
     // The key, and the hash of the request it promises to repeat.
-    let keyed = idempotency_key(&headers)?.map(|key| (key, request_hash("POST /v2/_actions", &body)));
+    let keyed = key.map(|key| (key, request_hash("POST /v2/_actions", &body)));
     if let Some((key, hash)) = &keyed
         && let Some(first) = state.store.idempotent_response(&caller.tenant, key).await?
     {

@@ -66,14 +66,15 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, detail, errors)
     }
 
-    /// This 400 with `other`'s violations after its own, when both are 400s;
-    /// otherwise this error as it is.
+    /// This 400 with `other`'s violations of fields it does not name after
+    /// its own, when both are 400s; otherwise this error as it is.
     pub fn and(self, other: ApiError) -> Self {
         if self.status != StatusCode::BAD_REQUEST || other.status != StatusCode::BAD_REQUEST {
             return self;
         }
         let mut errors = self.errors;
-        errors.extend(other.errors);
+        let new: Vec<FieldError> = other.errors.into_iter().filter(|e| !errors.iter().any(|known| known.field == e.field)).collect();
+        errors.extend(new);
         Self::validation(errors)
     }
 
@@ -191,6 +192,16 @@ impl ApiError {
             ErrorCode::InternalError,
             "an internal error occurred; quote the ctx_id when you report it",
         )
+    }
+}
+
+/// Two independent checks as one: both values, or every failure in one
+/// answer (`ApiError::and`), so that one mistake hides no other.
+pub fn join<A, B>(a: Result<A, ApiError>, b: Result<B, ApiError>) -> Result<(A, B), ApiError> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(failed), Ok(_)) | (Ok(_), Err(failed)) => Err(failed),
+        (Err(failed), Err(also)) => Err(failed.and(also)),
     }
 }
 

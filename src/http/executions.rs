@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, join};
 use super::extract::{
     ActionId, ActionsExecute, ActionsRead, Authorized, ExecutionId, IdempotencyKeyHeader, OptionalJsonObject, PageParams, QueryParams,
     WaitParams, action_not_found, execution_not_found, idempotency_key, parse_uuid, whole_number,
@@ -348,10 +348,10 @@ pub async fn execute(
     OptionalJsonObject(body): OptionalJsonObject,
 ) -> Result<Response, ApiError> {
     let wait = wait_parameter(&mut query);
-    query.finish()?;
+    // The query, the key and the body are checked apart and answered together.
+    let checked = join(query.finish(), idempotency_key(&headers));
+    let ((_, key), request) = join(checked, parse_execute_for(&state, &caller.tenant, action_id, &body).await)?;
     let _open_wait = state.waits.hold(&caller.tenant, wait)?;
-    let key = idempotency_key(&headers)?;
-    let request = parse_execute_for(&state, &caller.tenant, action_id, &body).await?;
     let (execution, replayed) = start_execution(&state, &caller.tenant, action_id, key, request).await?;
     answer(&state, &caller.tenant, execution, replayed, wait).await
 }

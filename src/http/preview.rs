@@ -12,7 +12,7 @@ use utoipa::openapi::{Ref, RefOr};
 
 use super::AppState;
 use super::actions::{ActionBody, validate};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, join};
 use super::executions::{Composed, ExecuteBody, ExecuteRequest, parse_execute, parse_execute_for, recipient};
 use super::extract::{ActionId, ActionsRead, Authorized, JsonObject, OptionalJsonObject, action_not_found};
 use super::response::{self, Envelope};
@@ -102,11 +102,7 @@ pub async fn preview_body(
     // execute field is, as for create, an unknown field and ignored.
     let run = ["to", "variables"].into_iter().filter_map(|name| Some((name.to_owned(), body.get(name)?.clone()))).collect();
     // Create's violations first, then those of `to` and `variables`, in one answer.
-    let (spec, request) = match (validate(&state, &caller.tenant, &body).await, parse_execute(&run)) {
-        (Ok(spec), Ok(request)) => (spec, request),
-        (Err(invalid), Ok(_)) | (Ok(_), Err(invalid)) => return Err(invalid),
-        (Err(invalid), Err(also)) => return Err(invalid.and(also)),
-    };
+    let (spec, request) = join(validate(&state, &caller.tenant, &body).await, parse_execute(&run))?;
     let phone_number = spec.phone_number.as_ref().map(|phone| phone.digits());
     let preview = preview(&state, &caller.tenant, &WebhookRecord::from_spec(&spec), phone_number, &request).await?;
     Ok(response::ok(preview))

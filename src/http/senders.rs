@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::AppState;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, join};
 use super::extract::{ActionsRead, Authorized, JsonObject, PageParams, PhoneNumberId, QueryParams, WhatsappAdmin, sender_not_found};
 use super::response::{self, Envelope, Listing};
 use crate::domain::{FieldError, Fields, TenantId};
@@ -151,8 +151,11 @@ pub async fn save_sender(
     waba_id: &str,
     access_token: &str,
 ) -> Result<SenderSaved, ApiError> {
-    let number = state.graph.phone_number(phone_number_id, access_token).await.map_err(|e| graph_failure("phone_number_id", e))?;
-    let templates = state.graph.templates(waba_id, access_token).await.map_err(|e| graph_failure("waba_id", e))?;
+    // Asked together, so that Meta refusing both ids is one answer naming both.
+    let (number, templates) =
+        tokio::join!(state.graph.phone_number(phone_number_id, access_token), state.graph.templates(waba_id, access_token));
+    let (number, templates) =
+        join(number.map_err(|e| graph_failure("phone_number_id", e)), templates.map_err(|e| graph_failure("waba_id", e)))?;
     let sender = NewSender {
         phone_number_id: phone_number_id.to_owned(),
         waba_id: waba_id.to_owned(),
