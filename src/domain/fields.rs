@@ -21,6 +21,14 @@ impl FieldError {
     pub fn new(field: impl Into<String>, code: ErrorCode, message: impl Into<String>) -> Self {
         Self { field: field.into(), code, message: message.into() }
     }
+
+    /// Adds this violation to `errors` unless its field is already named
+    /// there: a field is reported once, by the first check that refused it.
+    pub fn add_once(self, errors: &mut Vec<FieldError>) {
+        if !errors.iter().any(|known| known.field == self.field) {
+            errors.push(self);
+        }
+    }
 }
 
 /// A cursor over one JSON object that records violations as it reads.

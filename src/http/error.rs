@@ -73,8 +73,9 @@ impl ApiError {
             return self;
         }
         let mut errors = self.errors;
-        let new: Vec<FieldError> = other.errors.into_iter().filter(|e| !errors.iter().any(|known| known.field == e.field)).collect();
-        errors.extend(new);
+        for error in other.errors {
+            error.add_once(&mut errors);
+        }
         Self::validation(errors)
     }
 

@@ -69,19 +69,16 @@ pub async fn parse_execute_for(
     action_id: Uuid,
     body: &Map<String, Value>,
 ) -> Result<ExecuteRequest, ApiError> {
-    let (request, mut errors) = read_execute(body);
+    let (request, errors) = read_execute(body);
     if errors.is_empty() {
         return Ok(request);
     }
-    if let Some(action) = state.store.action_to_run(tenant, action_id).await?
-        && let Err(rendering) = render_params(&action.webhook, &request.variables)
-    {
-        // A variable refused above is missing from `request` too: said once.
-        let new: Vec<FieldError> =
-            rendering.errors().iter().filter(|e| !errors.iter().any(|known| known.field == e.field)).cloned().collect();
-        errors.extend(new);
+    let invalid = ApiError::validation(errors);
+    match state.store.action_to_run(tenant, action_id).await? {
+        // A variable refused above is missing from `request` too: `and` names it once.
+        Some(action) => Err(render_params(&action.webhook, &request.variables).err().into_iter().fold(invalid, ApiError::and)),
+        None => Err(invalid),
     }
-    Err(ApiError::validation(errors))
 }
 
 /// An execute body as far as it could be read, and every rule it broke.
@@ -175,20 +172,15 @@ fn render_params(webhook: &WebhookRecord, variables: &HashMap<String, String>) -
                         if let Err(reason) = Param::parse(&text) {
                             let message = format!("webhook.{list}[{index}] filled in is not a valid parameter: it {reason}");
                             for error in filled_in_errors(&param, ErrorCode::InvalidParameter, &message) {
-                                if !errors.iter().any(|e| e.field == error.field) {
-                                    errors.push(error);
-                                }
+                                error.add_once(&mut errors);
                             }
                         }
                         text
                     }
                     Err(missing) => {
                         for name in missing {
-                            let field = format!("variables.{name}");
-                            if !errors.iter().any(|e| e.field == field) {
-                                let message = format!("webhook.{list}[{index}] uses {{{{{name}}}}}; give its value in variables");
-                                errors.push(FieldError::new(field, ErrorCode::MissingVariable, message));
-                            }
+                            let message = format!("webhook.{list}[{index}] uses {{{{{name}}}}}; give its value in variables");
+                            FieldError::new(format!("variables.{name}"), ErrorCode::MissingVariable, message).add_once(&mut errors);
                         }
                         String::new()
                     }
@@ -204,10 +196,7 @@ fn render_params(webhook: &WebhookRecord, variables: &HashMap<String, String>) -
 fn filled_in_errors(param: &Param, code: ErrorCode, message: &str) -> Vec<FieldError> {
     let mut errors: Vec<FieldError> = Vec::new();
     for name in param.variables() {
-        let field = format!("variables.{name}");
-        if !errors.iter().any(|error| error.field == field) {
-            errors.push(FieldError::new(field, code, message));
-        }
+        FieldError::new(format!("variables.{name}"), code, message).add_once(&mut errors);
     }
     errors
 }

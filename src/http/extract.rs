@@ -363,9 +363,7 @@ impl QueryParams {
         if let Some(value) = self.get(name).filter(|value| !value.is_empty()) {
             return Some(value.to_owned());
         }
-        if !self.errors.iter().any(|error| error.field == name) {
-            self.errors.push(FieldError::new(name, ErrorCode::MissingField, "is required"));
-        }
+        FieldError::new(name, ErrorCode::MissingField, "is required").add_once(&mut self.errors);
         None
     }
 
