@@ -31,6 +31,9 @@ impl FieldError {
     }
 }
 
+/// Why one item of a list was refused: its code and message.
+pub type ItemError = (ErrorCode, String);
+
 /// A cursor over one JSON object that records violations as it reads.
 pub struct Fields<'a, 'e> {
     object: &'a Map<String, Value>,
@@ -103,19 +106,28 @@ impl<'a, 'e> Fields<'a, 'e> {
     /// A list of strings; `None` when absent, or when it or any item has the
     /// wrong type (each error recorded), so no count is taken of a partial list.
     pub fn optional_str_list(&mut self, name: &str) -> Option<Vec<&'a str>> {
+        self.optional_list(name, Ok)
+    }
+
+    /// A list of strings, each judged by `item`: `None` when absent, or when
+    /// the list or any item is refused. Every refusal is recorded at
+    /// `name[index]`, in the items' order.
+    pub fn optional_list<T>(&mut self, name: &str, mut item: impl FnMut(&'a str) -> Result<T, ItemError>) -> Option<Vec<T>> {
         match self.present(name)? {
             Value::Array(items) => {
-                let mut strings = Vec::with_capacity(items.len());
-                for (index, item) in items.iter().enumerate() {
-                    match item {
-                        Value::String(text) if holds_nul(text) => {
-                            self.error(&format!("{name}[{index}]"), ErrorCode::InvalidCharacter, NUL_MESSAGE)
-                        }
-                        Value::String(text) => strings.push(text.as_str()),
-                        _ => self.error(&format!("{name}[{index}]"), ErrorCode::InvalidType, "must be a string"),
+                let mut accepted = Vec::with_capacity(items.len());
+                for (index, value) in items.iter().enumerate() {
+                    let judged = match value {
+                        Value::String(text) if holds_nul(text) => Err((ErrorCode::InvalidCharacter, NUL_MESSAGE.to_owned())),
+                        Value::String(text) => item(text),
+                        _ => Err((ErrorCode::InvalidType, "must be a string".to_owned())),
+                    };
+                    match judged {
+                        Ok(value) => accepted.push(value),
+                        Err((code, message)) => self.error(&format!("{name}[{index}]"), code, message),
                     }
                 }
-                (strings.len() == items.len()).then_some(strings)
+                (accepted.len() == items.len()).then_some(accepted)
             }
             _ => {
                 self.wrong_type(name, "an array of strings");

@@ -13,7 +13,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ActionsRead, ActionsWrite, Authorized, EndpointId, JsonObject, PageParams, QueryParams, endpoint_not_found};
 use super::response::{self, Envelope, Listing};
-use crate::domain::{FieldError, Fields, char_len, holds_nul};
+use crate::domain::{FieldError, Fields, char_len};
 use crate::error_code::ErrorCode;
 use crate::events::signature::generate_secret;
 use crate::events::target::{self, TargetError};
@@ -101,32 +101,26 @@ async fn checked_url(fields: &mut Fields<'_, '_>, raw: &str, settings: EventSett
 }
 
 /// The event types in `events` (given, not null), each known, in order
-/// without repeats. Every item is judged: one of the wrong type does not hide
-/// an unknown name beside it.
-fn event_types(fields: &mut Fields<'_, '_>, given: &Value) -> Option<Vec<EventType>> {
-    // Records the list's type errors (the list's, each item's, a NUL); the
-    // names it accepts are judged below even when another item was refused.
-    let all_strings = fields.optional_str_list("events").is_some();
-    let Value::Array(items) = given else { return None };
-    if items.is_empty() {
+/// without repeats. Every item is judged and its refusal reported in the
+/// list's order: one of the wrong type does not hide an unknown name beside it.
+fn event_types(fields: &mut Fields<'_, '_>) -> Option<Vec<EventType>> {
+    let named = fields.optional_list("events", |name| {
+        EventType::parse_subscribable(name).ok_or_else(|| {
+            let known: Vec<&str> = EventType::SUBSCRIBABLE.iter().map(|kind| kind.as_str()).collect();
+            (ErrorCode::UnknownEventType, format!("must be one of {}", known.join(", ")))
+        })
+    })?;
+    if named.is_empty() {
         fields.error("events", ErrorCode::InvalidLength, "must name at least one event type, or be left out for every type");
         return None;
     }
-    let mut kinds = Vec::with_capacity(items.len());
-    let mut unknown = false;
-    for (index, item) in items.iter().enumerate() {
-        let Some(name) = item.as_str().filter(|name| !holds_nul(name)) else { continue };
-        match EventType::parse_subscribable(name) {
-            Some(kind) if !kinds.contains(&kind) => kinds.push(kind),
-            Some(_) => {}
-            None => {
-                unknown = true;
-                let known: Vec<&str> = EventType::SUBSCRIBABLE.iter().map(|kind| kind.as_str()).collect();
-                fields.error(&format!("events[{index}]"), ErrorCode::UnknownEventType, format!("must be one of {}", known.join(", ")));
-            }
+    let mut kinds = Vec::with_capacity(named.len());
+    for kind in named {
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
         }
     }
-    (all_strings && !unknown).then_some(kinds)
+    Some(kinds)
 }
 
 fn description(fields: &mut Fields<'_, '_>) -> Option<String> {
@@ -168,10 +162,11 @@ pub async fn create(
         Some(raw) => checked_url(&mut fields, raw, state.events).await,
         None => None,
     };
-    let events = body.get("events").filter(|given| !given.is_null()).map(|given| event_types(&mut fields, given));
+    // `None` is every type when `events` is left out; when it was refused, the
+    // error recorded answers the request before `events` is used.
+    let events = if fields.object_has("events") { event_types(&mut fields) } else { None };
     let description = description(&mut fields);
     let (Some(url), true) = (url, errors.is_empty()) else { return Err(ApiError::validation(errors)) };
-    let events = events.flatten();
     let id = Uuid::now_v7();
     let secret = generate_secret();
     let endpoint = NewEndpoint {
@@ -264,7 +259,7 @@ async fn read_patch(body: &Map<String, Value>, settings: EventSettings) -> Resul
     patch.events = match body.get("events") {
         None => None,
         Some(Value::Null) => Some(None),
-        Some(given) => event_types(&mut fields, given).map(Some),
+        Some(_) => event_types(&mut fields).map(Some),
     };
     patch.description = match body.get("description") {
         Some(Value::Null) => Some(String::new()),
