@@ -194,15 +194,16 @@ fn select_existing(tx: &mut Tx<'_>, tenant: &str, action_id: Uuid, call_id: Opti
         return row.uuid(0).map(|id| Some(Repeat::Key(id)));
     }
     match call_id {
-        Some(call_id) => tx
-            .query_opt(
-                "SELECT id FROM executions WHERE tenant = $1 AND action_id = $2 AND call_id = $3",
-                args![tenant, action_id, call_id],
-            )?
-            .map(|row| row.uuid(0).map(Repeat::Call))
-            .transpose(),
+        Some(call_id) => Ok(call_execution(tx, tenant, action_id, call_id)?.map(Repeat::Call)),
         None => Ok(None),
     }
+}
+
+/// The execution of this action that has this call id, if any.
+fn call_execution(tx: &mut Tx<'_>, tenant: &str, action_id: Uuid, call_id: &str) -> DbResult<Option<Uuid>> {
+    tx.query_opt("SELECT id FROM executions WHERE tenant = $1 AND action_id = $2 AND call_id = $3", args![tenant, action_id, call_id])?
+        .map(|row| row.uuid(0))
+        .transpose()
 }
 
 /// Binds `key` to execution `id` unless a live one holds it; `None` when
@@ -330,11 +331,8 @@ impl Store {
             if inserted == 0 {
                 // The call id was executed before: this request, and its key, answer with that execution.
                 let call_id = execution.call_id.as_deref().unwrap_or_default();
-                let first = tx.query_one(
-                    "SELECT id FROM executions WHERE tenant = $1 AND action_id = $2 AND call_id = $3",
-                    args![tenant.as_str(), execution.action_id, call_id],
-                )?;
-                let first = first.uuid(0)?;
+                let first = call_execution(tx, &tenant, execution.action_id, call_id)?
+                    .ok_or_else(|| DbError::Internal(format!("no execution holds call id {call_id}, yet the insert conflicted")))?;
                 if let Some(key) = &execution.idempotency_key {
                     tx.execute(
                         "UPDATE execution_keys SET execution_id = $3 WHERE tenant = $1 AND key = $2",
