@@ -96,7 +96,6 @@ async fn every_violation_is_reported_at_once_and_nothing_is_stored() {
         ("webhook.body_params[1]", "invalid_parameter"),
         ("webhook.mandatory", "invalid_type"),
     ];
-    let expected: Vec<(String, String)> = expected.iter().map(|(f, c)| (f.to_string(), c.to_string())).collect();
     assert_eq!(reply.error_codes(), expected);
     assert!(reply.body["detail"].as_str().unwrap().starts_with("11 problems"), "{}", reply.body["detail"]);
     assert!(reply.body["errors"][4]["message"].as_str().unwrap().contains("during"), "names the accepted values");
@@ -126,7 +125,7 @@ async fn missing_fields_and_wrong_types_name_their_path() {
     }
     let reply =
         app.post("/v2/_actions", &json!({"name": "n", "description": "d", "type": "SEND_WHATSAPP", "action_timing": "during"})).await;
-    assert_eq!(reply.error_codes(), [("webhook".to_owned(), "missing_field".to_owned())]);
+    assert_eq!(reply.error_codes(), [("webhook", "missing_field")]);
 }
 
 #[tokio::test]
@@ -139,16 +138,16 @@ async fn bodies_that_are_not_json_objects_are_refused_cleanly() {
     };
 
     let reply = common::read(send("application/json", b"{\"name\": ".to_vec()).await.unwrap()).await;
-    assert_eq!((reply.status, reply.error_codes()[0].1.as_str()), (400, "invalid_json"));
+    assert_eq!((reply.status, reply.error_codes()[0].1), (400, "invalid_json"));
     reply.assert_ctx_id();
     let reply = common::read(send("application/json", b"[1, 2]".to_vec()).await.unwrap()).await;
-    assert_eq!((reply.status, reply.error_codes()[0].1.as_str()), (400, "invalid_json"));
+    assert_eq!((reply.status, reply.error_codes()[0].1), (400, "invalid_json"));
     let reply = common::read(send("text/plain", serde_json::to_vec(&seed_body()).unwrap()).await.unwrap()).await;
-    assert_eq!((reply.status, reply.error_codes()[0].1.as_str()), (415, "unsupported_media_type"));
+    assert_eq!((reply.status, reply.error_codes()[0].1), (415, "unsupported_media_type"));
     let mut huge = seed_body();
     huge["description"] = json!("x".repeat(70 * 1024));
     let reply = common::read(send("application/json", serde_json::to_vec(&huge).unwrap()).await.unwrap()).await;
-    assert_eq!((reply.status, reply.error_codes()[0].1.as_str()), (413, "payload_too_large"));
+    assert_eq!((reply.status, reply.error_codes()[0].1), (413, "payload_too_large"));
     reply.assert_ctx_id();
     // The same oversized body streamed without a Content-Length.
     let chunks = vec![Ok::<_, std::io::Error>(serde_json::to_vec(&huge).unwrap())];
@@ -181,7 +180,7 @@ async fn templates_are_checked_against_the_registry() {
     for (changes, field, code, message) in cases {
         let reply = app.post("/v2/_actions", &with_webhook(changes.clone())).await;
         assert_eq!(reply.status, 400, "{changes}: {}", reply.text);
-        assert_eq!(reply.error_codes(), [(field.to_owned(), code.to_owned())], "{changes}");
+        assert_eq!(reply.error_codes(), [(field, code)], "{changes}");
         let text = reply.body["errors"][0]["message"].as_str().unwrap();
         assert!(text.contains(message), "{changes}: {text}");
     }
@@ -214,7 +213,7 @@ async fn templates_are_checked_against_the_registry() {
         let reply = app.post("/v2/_actions", &with_webhook(changes.clone())).await;
         let mut found = reply.error_codes();
         found.sort();
-        let mut expected: Vec<(String, String)> = expected.into_iter().map(|(f, c)| (f.to_owned(), c.to_owned())).collect();
+        let mut expected = expected;
         expected.sort();
         assert_eq!(found, expected, "{changes}: {}", reply.text);
     }
@@ -233,7 +232,7 @@ async fn each_template_shape_takes_exactly_its_parameters() {
             &with_webhook(json!({"template_name": "order_update", "header_params": [], "body_params": ["a"], "button_params": []})),
         )
         .await;
-    let codes: Vec<String> = short.error_codes().into_iter().map(|(field, _)| field).collect();
+    let codes: Vec<&str> = short.error_codes().into_iter().map(|(field, _)| field).collect();
     assert_eq!(codes, ["webhook.header_params", "webhook.body_params", "webhook.button_params"]);
     let body_message = short.body["errors"][1]["message"].as_str().unwrap();
     assert_eq!(
@@ -251,7 +250,7 @@ async fn each_template_shape_takes_exactly_its_parameters() {
     let http_image = app
         .post("/v2/_actions", &with_webhook(json!({"template_name": "appointment_reminder", "header_params": ["http://x.example/c.jpg"], "body_params": ["Ana", "May 3"]})))
         .await;
-    assert_eq!(http_image.error_codes(), [("webhook.header_params[0]".to_owned(), "invalid_media_parameter".to_owned())]);
+    assert_eq!(http_image.error_codes(), [("webhook.header_params[0]", "invalid_media_parameter")]);
     let named_short = app
         .post(
             "/v2/_actions",
@@ -296,7 +295,7 @@ async fn list_pages_newest_first_and_filters() {
     let last_page = app.get("/v2/_actions?page=2147483647").await;
     assert_eq!(last_page.status, 200, "the document's int32 maximum is a page");
     let past_int32 = app.get("/v2/_actions?page=2147483648").await;
-    assert_eq!(past_int32.error_codes(), [("page".to_owned(), "invalid_query_parameter".to_owned())]);
+    assert_eq!(past_int32.error_codes(), [("page", "invalid_query_parameter")]);
     // As the document writes them: decimal digits, lower-case booleans, hyphenated UUIDs.
     let loose = app.get("/v2/_actions?page=+2&is_active=TRUE").await;
     let fields: Vec<String> = loose.error_codes().into_iter().map(|(field, code)| format!("{field}:{code}")).collect();
@@ -304,7 +303,7 @@ async fn list_pages_newest_first_and_filters() {
     let bare_hex = ids[0].replace('-', "");
     assert_eq!(app.get(&format!("/v2/_actions/{bare_hex}")).await.status, 404, "only the hyphenated form names an action");
     let filtered = app.get(&format!("/v2/_executions?action_id={bare_hex}")).await;
-    assert_eq!(filtered.error_codes(), [("action_id".to_owned(), "invalid_query_parameter".to_owned())]);
+    assert_eq!(filtered.error_codes(), [("action_id", "invalid_query_parameter")]);
 
     let bad = app.get("/v2/_actions?page=0&per_page=101&is_active=maybe&type=CALL").await;
     assert_eq!(bad.status, 400);
@@ -353,9 +352,9 @@ async fn put_replaces_patch_merges_and_both_apply_the_rules() {
     // A patch that breaks the template's parameter count is refused and changes nothing.
     let broken = app.call(Method::PATCH, &path, Some(&json!({"webhook": {"body_params": ["only one"]}}))).await;
     assert_eq!(broken.status, 400);
-    assert_eq!(broken.error_codes(), [("webhook.body_params".to_owned(), "param_count_mismatch".to_owned())]);
+    assert_eq!(broken.error_codes(), [("webhook.body_params", "param_count_mismatch")]);
     let removed = app.call(Method::PATCH, &path, Some(&json!({"name": null}))).await;
-    assert_eq!(removed.error_codes(), [("name".to_owned(), "missing_field".to_owned())]);
+    assert_eq!(removed.error_codes(), [("name", "missing_field")]);
     let invalid_put = app.call(Method::PUT, &path, Some(&json!({"name": "x"}))).await;
     assert_eq!(invalid_put.status, 400);
     assert_eq!(app.get(&path).await.body["data"]["webhook"]["body_params"], json!(["Ana", "10%"]));
@@ -404,7 +403,7 @@ async fn delete_removes_and_unknown_ids_are_404() {
     for method in [Method::GET, Method::DELETE] {
         let reply = app.call(method, &path, None).await;
         assert_eq!(reply.status, 404);
-        assert_eq!(reply.error_codes(), [("action_id".to_owned(), "not_found".to_owned())]);
+        assert_eq!(reply.error_codes(), [("action_id", "not_found")]);
     }
     assert_eq!(app.call(Method::PUT, &path, Some(&seed_body())).await.status, 404);
     assert_eq!(app.call(Method::PATCH, &path, Some(&json!({}))).await.status, 404);
@@ -434,7 +433,7 @@ async fn another_tenants_action_is_exactly_like_a_missing_one() {
     assert_eq!(app.get(&theirs).await.body["data"]["name"], "My Whatsapp Action", "untouched by the other tenant");
     // The other tenant cannot use this tenant's sender either.
     let borrowed = app.send(Method::POST, "/v2/_actions", Some(&intruder), Some(&seed_body())).await;
-    assert_eq!(borrowed.error_codes(), [("webhook.from".to_owned(), "unknown_sender".to_owned())]);
+    assert_eq!(borrowed.error_codes(), [("webhook.from", "unknown_sender")]);
 }
 
 #[tokio::test]
@@ -459,15 +458,15 @@ async fn idempotency_key_replays_the_first_answer_for_the_same_body() {
     different["name"] = json!("Another name");
     let reused = create("order-42", different).await;
     assert_eq!(reused.status, 409);
-    assert_eq!(reused.error_codes(), [("Idempotency-Key".to_owned(), "idempotency_key_reused".to_owned())]);
+    assert_eq!(reused.error_codes(), [("Idempotency-Key", "idempotency_key_reused")]);
 
     let bad = create("has space", seed_body()).await;
-    assert_eq!(bad.error_codes(), [("Idempotency-Key".to_owned(), "invalid_idempotency_key".to_owned())]);
+    assert_eq!(bad.error_codes(), [("Idempotency-Key", "invalid_idempotency_key")]);
     let mut unnamed = seed_body();
     unnamed["name"] = json!("");
     let both = create("has space", unnamed).await;
     let expected = [("Idempotency-Key", "invalid_idempotency_key"), ("name", "invalid_length")];
-    assert_eq!(both.error_codes(), expected.map(|(f, c)| (f.to_owned(), c.to_owned())), "the body's violations beside the key's");
+    assert_eq!(both.error_codes(), expected, "the body's violations beside the key's");
     assert_eq!(app.get("/v2/_actions").await.body["data"]["pagination"]["total_records"], 1);
 
     // Keys belong to a tenant: another tenant's same key does not replay this
@@ -484,7 +483,7 @@ async fn idempotency_key_replays_the_first_answer_for_the_same_body() {
             .unwrap(),
     )
     .await;
-    assert_eq!(theirs.error_codes(), [("webhook.from".to_owned(), "unknown_sender".to_owned())]);
+    assert_eq!(theirs.error_codes(), [("webhook.from", "unknown_sender")]);
 }
 
 #[tokio::test]
@@ -540,7 +539,7 @@ async fn scopes_guard_each_route() {
     assert_eq!(app.send(Method::GET, &format!("/v2/_actions/{id}"), Some(&reader), None).await.status, 200);
     let denied = app.send(Method::DELETE, &format!("/v2/_actions/{id}"), Some(&reader), None).await;
     assert_eq!(denied.status, 403);
-    assert_eq!(denied.error_codes(), [("Authorization".to_owned(), "insufficient_scope".to_owned())]);
+    assert_eq!(denied.error_codes(), [("Authorization", "insufficient_scope")]);
     assert!(denied.body["detail"].as_str().unwrap().contains("actions:write"));
     assert_eq!(app.send(Method::GET, "/v2/_actions", Some(&writer), None).await.status, 403);
     assert_eq!(app.send(Method::POST, "/v2/_actions", Some(&writer), Some(&seed_body())).await.status, 201);

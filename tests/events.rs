@@ -70,14 +70,7 @@ async fn endpoints_are_managed_and_their_secret_is_shown_once() {
     assert_eq!(refused.status, 400);
     let mut codes = refused.error_codes();
     codes.sort();
-    assert_eq!(
-        codes,
-        [
-            ("disabled".into(), "invalid_type".into()),
-            ("events[0]".into(), "unknown_event_type".into()),
-            ("url".into(), "missing_field".into())
-        ]
-    );
+    assert_eq!(codes, [("disabled", "invalid_type"), ("events[0]", "unknown_event_type"), ("url", "missing_field")]);
 
     let rotated = app.post(&format!("/v2/_webhook_endpoints/{id}/_rotate_secret"), &json!({})).await;
     assert_eq!(rotated.status, 200, "{}", rotated.text);
@@ -115,35 +108,32 @@ async fn creation_refuses_bad_urls_forbidden_targets_and_unknown_types() {
     ] {
         let reply = app.post("/v2/_webhook_endpoints", &json!({"url": url})).await;
         assert_eq!(reply.status, 400, "{url}: {}", reply.text);
-        assert_eq!(reply.error_codes(), [("url".to_owned(), code.to_owned())], "{url}");
+        assert_eq!(reply.error_codes(), [("url", code)], "{url}");
     }
     let unknown = app
         .post("/v2/_webhook_endpoints", &json!({"url": "https://voice.example.com/", "events": ["execution.replied", "sms.sent"]}))
         .await;
-    assert_eq!(unknown.error_codes(), [("events[1]".to_owned(), "unknown_event_type".to_owned())]);
+    assert_eq!(unknown.error_codes(), [("events[1]", "unknown_event_type")]);
     let empty = app.post("/v2/_webhook_endpoints", &json!({"url": "https://voice.example.com/", "events": []})).await;
-    assert_eq!(empty.error_codes(), [("events".to_owned(), "invalid_length".to_owned())]);
+    assert_eq!(empty.error_codes(), [("events", "invalid_length")]);
 
     let public = endpoint(&app, "https://93.184.216.34/hooks", json!({})).await;
     let id = public["id"].as_str().unwrap();
     let moved = app.call(Method::PATCH, &format!("/v2/_webhook_endpoints/{id}"), Some(&json!({"url": "https://127.0.0.2/"}))).await;
-    assert_eq!(moved.error_codes(), [("url".to_owned(), "forbidden_webhook_target".to_owned())]);
+    assert_eq!(moved.error_codes(), [("url", "forbidden_webhook_target")]);
 }
 
 #[tokio::test]
-async fn every_bad_event_type_is_reported_at_once() {
+async fn every_bad_event_type_is_reported_at_once_in_the_lists_order() {
     let app = spawn_app_with(|_| {}).await;
     let id = endpoint(&app, "https://voice.example.com/", json!({})).await["id"].as_str().unwrap().to_owned();
     let events = json!(["webhook.test", 1, "bogus", "execution.replied"]);
     let created = app.post("/v2/_webhook_endpoints", &json!({"url": "https://voice.example.com/", "events": events})).await;
     let patched = app.call(Method::PATCH, &format!("/v2/_webhook_endpoints/{id}"), Some(&json!({"events": events}))).await;
-    let expected = [("events[0]", "unknown_event_type"), ("events[1]", "invalid_type"), ("events[2]", "unknown_event_type")]
-        .map(|(field, code)| (field.to_owned(), code.to_owned()));
+    let expected = [("events[0]", "unknown_event_type"), ("events[1]", "invalid_type"), ("events[2]", "unknown_event_type")];
     for reply in [created, patched] {
         assert_eq!(reply.status, 400, "{}", reply.text);
-        let mut reported = reply.error_codes();
-        reported.sort();
-        assert_eq!(reported, expected);
+        assert_eq!(reply.error_codes(), expected);
     }
 }
 

@@ -113,7 +113,7 @@ async fn each_of_a_wabas_numbers_sends_its_own_messages_and_hears_their_replies(
     unknown["phone_number_id"] = json!((SANDBOX_PHONE_NUMBER_ID.parse::<u64>().unwrap() + 2).to_string());
     let refused = app.post("/v2/_whatsapp/senders", &unknown).await;
     assert_eq!(refused.status, 400, "Meta knows no number after the WABA's: {}", refused.text);
-    assert_eq!(refused.error_codes(), [("phone_number_id".to_owned(), "invalid_sender_credentials".to_owned())], "Meta's code 100");
+    assert_eq!(refused.error_codes(), [("phone_number_id", "invalid_sender_credentials")], "Meta's code 100");
 }
 
 #[tokio::test]
@@ -178,7 +178,7 @@ async fn a_reply_timeout_written_with_a_zero_fraction_is_a_whole_number() {
     let longest = app.post(&path, &json!({"call_id": "float", "reply_timeout": 86400.0, "variables": variables})).await;
     assert_eq!(longest.status, 202, "{}", longest.text);
     let beyond = app.post(&path, &json!({"call_id": "beyond", "reply_timeout": 86401.0, "variables": variables})).await;
-    assert_eq!(beyond.error_codes(), [("reply_timeout".to_owned(), "invalid_reply_timeout".to_owned())]);
+    assert_eq!(beyond.error_codes(), [("reply_timeout", "invalid_reply_timeout")]);
 }
 
 #[tokio::test]
@@ -187,11 +187,11 @@ async fn bad_executes_are_refused_and_send_nothing() {
     let path = format!("/v2/_actions/{action}/_execute");
     let missing = app.post(&path, &json!({"call_id": "c"})).await;
     assert_eq!(missing.status, 400);
-    assert_eq!(missing.error_codes(), [("variables.customer_name".to_owned(), "missing_variable".to_owned())]);
+    assert_eq!(missing.error_codes(), [("variables.customer_name", "missing_variable")]);
     assert!(missing.body["errors"][0]["message"].as_str().unwrap().contains("webhook.body_params[0] uses {{customer_name}}"));
     let timeout_too = app.post(&path, &json!({"reply_timeout": 5})).await;
     let expected = [("reply_timeout", "invalid_reply_timeout"), ("variables.customer_name", "missing_variable")];
-    assert_eq!(timeout_too.error_codes(), expected.map(|(f, c)| (f.to_owned(), c.to_owned())), "every violation at once");
+    assert_eq!(timeout_too.error_codes(), expected, "every violation at once");
     let keyed_badly = app
         .http
         .post(format!("{}{path}?wait=99", app.base))
@@ -200,10 +200,10 @@ async fn bad_executes_are_refused_and_send_nothing() {
         .json(&json!({"to": "12", "variables": {"customer_name": "Ana"}}));
     let everything = common::read(keyed_badly.send().await.unwrap()).await;
     let expected = [("wait", "invalid_query_parameter"), ("Idempotency-Key", "invalid_idempotency_key"), ("to", "invalid_phone_number")];
-    assert_eq!(everything.error_codes(), expected.map(|(f, c)| (f.to_owned(), c.to_owned())), "query, header and body in one answer");
+    assert_eq!(everything.error_codes(), expected, "query, header and body in one answer");
     let two_lines = app.post(&path, &json!({"reply_timeout": 5, "variables": {"customer_name": "two\nlines"}})).await;
     let expected = [("reply_timeout", "invalid_reply_timeout"), ("variables.customer_name", "invalid_parameter")];
-    assert_eq!(two_lines.error_codes(), expected.map(|(f, c)| (f.to_owned(), c.to_owned())), "{}", two_lines.text);
+    assert_eq!(two_lines.error_codes(), expected, "{}", two_lines.text);
 
     let invalid = app.post(&path, &json!({"reply_timeout": 5, "to": "12", "call_id": "", "variables": {"customer_name": ["x"]}})).await;
     let fields: Vec<String> = invalid.error_codes().into_iter().map(|(f, c)| format!("{f}:{c}")).collect();
@@ -217,16 +217,16 @@ async fn bad_executes_are_refused_and_send_nothing() {
         ]
     );
     let newline = app.post(&path, &json!({"variables": {"customer_name": "two\nlines"}})).await;
-    assert_eq!(newline.error_codes(), [("variables.customer_name".to_owned(), "invalid_parameter".to_owned())]);
+    assert_eq!(newline.error_codes(), [("variables.customer_name", "invalid_parameter")]);
     let fractional = app.post(&path, &json!({"reply_timeout": 600.5, "variables": {"customer_name": "Ana"}})).await;
-    assert_eq!(fractional.error_codes(), [("reply_timeout".to_owned(), "invalid_reply_timeout".to_owned())]);
+    assert_eq!(fractional.error_codes(), [("reply_timeout", "invalid_reply_timeout")]);
     let wait = app.post(&format!("{path}?wait=61"), &json!({})).await;
-    assert_eq!(wait.error_codes(), [("wait".to_owned(), "invalid_query_parameter".to_owned())]);
+    assert_eq!(wait.error_codes(), [("wait", "invalid_query_parameter")]);
 
     app.call(Method::PATCH, &format!("/v2/_actions/{action}"), Some(&json!({"is_active": false}))).await;
     let inactive = app.post(&path, &json!({"variables": {"customer_name": "Ana"}})).await;
     assert_eq!(inactive.status, 409);
-    assert_eq!(inactive.error_codes(), [("action_id".to_owned(), "action_inactive".to_owned())]);
+    assert_eq!(inactive.error_codes(), [("action_id", "action_inactive")]);
 
     let unknown = app.post(&format!("/v2/_actions/{}/_execute", uuid::Uuid::now_v7()), &json!({})).await;
     assert_eq!(unknown.status, 404);
@@ -286,7 +286,7 @@ async fn the_same_call_id_or_key_executes_once_even_when_sent_at_once() {
             .unwrap(),
     )
     .await;
-    assert_eq!((crossed.status, crossed.error_codes()), (409, vec![("Idempotency-Key".to_owned(), "idempotency_key_reused".to_owned())]));
+    assert_eq!((crossed.status, crossed.error_codes()), (409, vec![("Idempotency-Key", "idempotency_key_reused")]));
 
     let execution_id = ids.into_iter().next().unwrap();
     app.reaches(&execution_id, "read").await;
@@ -378,7 +378,7 @@ async fn a_tenant_holds_at_most_its_share_of_open_waits() {
 
     let refused = app.get(&format!("/v2/_executions/{execution}?wait=5")).await;
     assert_eq!((refused.status, refused.header("retry-after")), (429, Some("1")), "{}", refused.text);
-    assert_eq!(refused.error_codes(), [("wait".to_owned(), "too_many_waits".to_owned())]);
+    assert_eq!(refused.error_codes(), [("wait", "too_many_waits")]);
     refused.assert_ctx_id();
     let executes =
         app.post(&format!("/v2/_actions/{action}/_execute?wait=5"), &json!({"call_id": "c-2", "variables": {"customer_name": "Bo"}})).await;
@@ -451,7 +451,7 @@ async fn each_template_kind_is_sent_with_its_components() {
             "body_params": ["Ana", "10%"], "button_params": ["{{code}}"]})))
         .await;
     let too_long = app.post(&format!("/v2/_actions/{long_code}/_execute"), &json!({"variables": {"code": "SIXTEEN_CHARS_XX"}})).await;
-    assert_eq!(too_long.error_codes(), [("variables.code".to_owned(), "invalid_parameter".to_owned())], "{}", too_long.text);
+    assert_eq!(too_long.error_codes(), [("variables.code", "invalid_parameter")], "{}", too_long.text);
     let media_variable = app
         .create_action(&action_for(json!({"template_name": "appointment_reminder", "header_params": ["{{image}}"],
             "body_params": ["Ana", "May 3"]})))
@@ -459,7 +459,7 @@ async fn each_template_kind_is_sent_with_its_components() {
     let plain_http = app
         .post(&format!("/v2/_actions/{media_variable}/_execute"), &json!({"variables": {"image": "http://cdn.example.com/c.jpg"}}))
         .await;
-    assert_eq!(plain_http.error_codes(), [("variables.image".to_owned(), "invalid_media_parameter".to_owned())], "{}", plain_http.text);
+    assert_eq!(plain_http.error_codes(), [("variables.image", "invalid_media_parameter")], "{}", plain_http.text);
     let coupon_parts = components(&coupon_run);
     assert_eq!(
         coupon_parts[1],
@@ -594,7 +594,7 @@ async fn a_nul_character_anywhere_a_client_writes_is_a_4xx_and_nothing_is_stored
     let mut codes = refused.error_codes();
     codes.sort();
     let expected = [("call_id", "invalid_character"), ("variables.customer_name", "invalid_character")];
-    assert_eq!(codes, expected.map(|(field, code)| (field.to_owned(), code.to_owned())));
+    assert_eq!(codes, expected);
 
     let mut action_body = seed_body();
     action_body["name"] = json!("Call\u{0}permission");
@@ -604,17 +604,17 @@ async fn a_nul_character_anywhere_a_client_writes_is_a_4xx_and_nothing_is_stored
     let mut codes = refused.error_codes();
     codes.sort();
     let expected = [("name", "invalid_character"), ("webhook.body_params[0]", "invalid_character")];
-    assert_eq!(codes, expected.map(|(field, code)| (field.to_owned(), code.to_owned())));
+    assert_eq!(codes, expected);
 
     let listed = app.get("/v2/_executions?call_id=call%001").await;
     assert_eq!(listed.status, 400, "{}", listed.text);
-    assert_eq!(listed.error_codes(), [("call_id".to_owned(), "invalid_character".to_owned())]);
+    assert_eq!(listed.error_codes(), [("call_id", "invalid_character")]);
 
     let sender = app.get(&format!("/v2/_whatsapp/senders/{SENDER}%00")).await;
-    assert_eq!((sender.status, sender.error_codes()), (404, vec![("phone_number_id".to_owned(), "not_found".to_owned())]));
+    assert_eq!((sender.status, sender.error_codes()), (404, vec![("phone_number_id", "not_found")]));
     let token = app.token_for("tenant\u{0}", &[Scope::ActionsRead]);
     let unnamed = app.send(Method::GET, "/v2/_actions", Some(&token), None).await;
-    assert_eq!((unnamed.status, unnamed.error_codes()[0].1.as_str()), (401, "invalid_token"), "{}", unnamed.text);
+    assert_eq!((unnamed.status, unnamed.error_codes()[0].1), (401, "invalid_token"), "{}", unnamed.text);
 
     let executions = app.get("/v2/_executions").await;
     assert_eq!(executions.body["data"]["data"], json!([]), "{}", executions.text);

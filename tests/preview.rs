@@ -97,7 +97,7 @@ async fn an_invalid_body_is_refused_exactly_as_create_refuses_it() {
     body["to"] = json!("123");
     let both = app.post("/v2/_actions/_preview", &body).await;
     let mut expected = created.error_codes();
-    expected.push(("to".to_owned(), "invalid_phone_number".to_owned()));
+    expected.push(("to", "invalid_phone_number"));
     assert_eq!(both.error_codes(), expected, "{}", both.text);
 }
 
@@ -106,7 +106,7 @@ async fn missing_variables_unknown_actions_and_scopes() {
     let (app, action) = app_with_seed_action().await;
     let path = format!("/v2/_actions/{action}/_preview");
     let missing = app.post(&path, &json!({})).await;
-    assert_eq!(missing.error_codes(), [("variables.customer_name".to_owned(), "missing_variable".to_owned())]);
+    assert_eq!(missing.error_codes(), [("variables.customer_name", "missing_variable")]);
     let null_body = app.post(&path, &Value::Null).await;
     assert_eq!(null_body.error_codes(), missing.error_codes(), "a null body is no body, as the document's optional body says");
     let unknown = app.post(&format!("/v2/_actions/{}/_preview", uuid::Uuid::now_v7()), &json!({})).await;

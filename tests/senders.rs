@@ -61,17 +61,17 @@ async fn credentials_meta_refuses_are_a_400_and_an_unreachable_graph_a_502() {
     let wrong_token = json!({"phone_number_id": SENDER, "waba_id": SANDBOX_WABA_ID, "access_token": "EAAG-wrong"});
     let reply = app.post("/v2/_whatsapp/senders", &wrong_token).await;
     assert_eq!(reply.status, 400, "{}", reply.text);
-    assert_eq!(reply.error_codes(), [("access_token".to_owned(), "invalid_sender_credentials".to_owned())]);
+    assert_eq!(reply.error_codes(), [("access_token", "invalid_sender_credentials")]);
     assert!(reply.body["detail"].as_str().unwrap().contains("code 190"), "{}", reply.body["detail"]);
     assert!(!reply.text.contains("EAAG-wrong"));
 
     let wrong_waba = json!({"phone_number_id": SENDER, "waba_id": "777", "access_token": SANDBOX_ACCESS_TOKEN});
     let reply = app.post("/v2/_whatsapp/senders", &wrong_waba).await;
-    assert_eq!(reply.error_codes(), [("waba_id".to_owned(), "invalid_sender_credentials".to_owned())]);
+    assert_eq!(reply.error_codes(), [("waba_id", "invalid_sender_credentials")]);
     let both_wrong = json!({"phone_number_id": "111", "waba_id": "777", "access_token": SANDBOX_ACCESS_TOKEN});
     let reply = app.post("/v2/_whatsapp/senders", &both_wrong).await;
     let refused = [("phone_number_id", "invalid_sender_credentials"), ("waba_id", "invalid_sender_credentials")];
-    assert_eq!(reply.error_codes(), refused.map(|(f, c)| (f.to_owned(), c.to_owned())), "both ids named in one answer");
+    assert_eq!(reply.error_codes(), refused, "both ids named in one answer");
 
     let invalid = app.post("/v2/_whatsapp/senders", &json!({"phone_number_id": "abc", "waba_id": 5, "access_token": ""})).await;
     assert_eq!(invalid.status, 400);
@@ -80,7 +80,7 @@ async fn credentials_meta_refuses_are_a_400_and_an_unreachable_graph_a_502() {
     let not_a_token = json!({"phone_number_id": SENDER, "waba_id": SANDBOX_WABA_ID, "access_token": "EAAG\u{7}é token"});
     let reply = app.post("/v2/_whatsapp/senders", &not_a_token).await;
     assert_eq!(reply.status, 400, "a token that cannot be a header is the client's error, not a 502");
-    assert_eq!(reply.error_codes(), [("access_token".to_owned(), "invalid_sender_credentials".to_owned())]);
+    assert_eq!(reply.error_codes(), [("access_token", "invalid_sender_credentials")]);
     assert_eq!(app.get("/v2/_whatsapp/senders").await.body["data"], json!([]), "nothing stored");
 
     // Meta throttled or down: not the client's credentials, so a 502.
@@ -113,13 +113,13 @@ async fn a_phone_number_id_belongs_to_one_tenant() {
     let other = app.token_for("someone-else", &[]);
     let taken = app.register_sender_as(&other).await;
     assert_eq!(taken.status, 409);
-    assert_eq!(taken.error_codes(), [("phone_number_id".to_owned(), "sender_taken".to_owned())]);
+    assert_eq!(taken.error_codes(), [("phone_number_id", "sender_taken")]);
     let missing = "/v2/_whatsapp/senders/123456789";
     for (method, suffix) in [(Method::GET, ""), (Method::DELETE, ""), (Method::POST, "/_sync")] {
         let foreign = app.send(method.clone(), &format!("{}{suffix}", sender_path()), Some(&other), None).await;
         let absent = app.send(method.clone(), &format!("{missing}{suffix}"), Some(&other), None).await;
         assert_eq!(foreign.status, 404, "{method} {suffix}");
-        assert_eq!(foreign.error_codes(), [("phone_number_id".to_owned(), "not_found".to_owned())]);
+        assert_eq!(foreign.error_codes(), [("phone_number_id", "not_found")]);
         assert_eq!(
             (foreign.status, &foreign.body["detail"], foreign.error_codes()),
             (absent.status, &absent.body["detail"], absent.error_codes())
@@ -137,7 +137,7 @@ async fn an_unknown_sender_filter_is_named_as_the_client_sent_it() {
     let app = spawn_app().await;
     let reply = app.get("/v2/_whatsapp/templates?sender=999").await;
     assert_eq!(reply.status, 404, "{}", reply.text);
-    assert_eq!(reply.error_codes(), [("sender".to_owned(), "not_found".to_owned())]);
+    assert_eq!(reply.error_codes(), [("sender", "not_found")]);
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn sync_picks_up_template_changes_and_delete_forgets_the_sender() {
     assert_eq!(synced.status, 200, "{}", synced.text);
     assert_eq!(synced.body["data"]["template_count"], 6);
     let refused = app.post("/v2/_actions", &seed_body()).await;
-    assert_eq!(refused.error_codes(), [("webhook.template_name".to_owned(), "template_not_approved".to_owned())]);
+    assert_eq!(refused.error_codes(), [("webhook.template_name", "template_not_approved")]);
     assert!(refused.body["errors"][0]["message"].as_str().unwrap().contains("is PAUSED"));
 
     let deleted = app.call(Method::DELETE, &sender_path(), None).await;
@@ -160,7 +160,7 @@ async fn sync_picks_up_template_changes_and_delete_forgets_the_sender() {
     assert_eq!(app.get(&sender_path()).await.status, 404);
     assert_eq!(app.get("/v2/_whatsapp/templates").await.body["data"]["pagination"]["total_records"], 0);
     let unknown = app.post("/v2/_actions", &seed_body()).await;
-    assert_eq!(unknown.error_codes(), [("webhook.from".to_owned(), "unknown_sender".to_owned())]);
+    assert_eq!(unknown.error_codes(), [("webhook.from", "unknown_sender")]);
 }
 
 #[tokio::test]

@@ -58,7 +58,7 @@ async fn forged_or_unsigned_webhooks_change_nothing() {
         let refused = post_webhook(&app, &payload, secret).await;
         assert_eq!(refused.status, 401, "{secret:?}");
         refused.assert_ctx_id();
-        assert_eq!(refused.error_codes(), [("X-Hub-Signature-256".to_owned(), "invalid_signature".to_owned())]);
+        assert_eq!(refused.error_codes(), [("X-Hub-Signature-256", "invalid_signature")]);
     }
     let tampered = app
         .http
@@ -190,7 +190,7 @@ async fn the_handshake_refuses_a_missing_empty_or_nul_challenge() {
     for (challenge, code) in [("", "missing_field"), ("&hub.challenge=", "missing_field"), ("&hub.challenge=a%00b", "invalid_character")] {
         let reply = app.send(Method::GET, &format!("{handshake}{challenge}"), None, None).await;
         assert_eq!(reply.status, 400, "{challenge}: {}", reply.text);
-        assert_eq!(reply.error_codes(), [("hub.challenge".to_owned(), code.to_owned())], "{challenge}");
+        assert_eq!(reply.error_codes(), [("hub.challenge", code)], "{challenge}");
         reply.assert_ctx_id();
     }
 }
@@ -217,7 +217,7 @@ async fn a_paused_template_stops_its_pending_sends() {
         templates.body["data"]["data"].as_array().unwrap().iter().find(|t| t["name"] == "call_permission_request").unwrap().clone();
     assert_eq!(template["status"], "PAUSED", "the registry follows the update");
     let refused = app.post(&format!("/v2/_actions/{action}/_execute"), &json!({"variables": {"customer_name": "Ana"}})).await;
-    assert_eq!((refused.status, refused.error_codes()[0].1.as_str()), (409, "template_unavailable"));
+    assert_eq!((refused.status, refused.error_codes()[0].1), (409, "template_unavailable"));
 
     // A quality warning changes nothing; a reinstatement makes it sendable again.
     let mut flagged = update.clone();

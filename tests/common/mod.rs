@@ -70,14 +70,11 @@ impl Reply {
     }
 
     /// `(field, code)` of every error entry.
-    pub fn error_codes(&self) -> Vec<(String, String)> {
+    pub fn error_codes(&self) -> Vec<(&str, &str)> {
         self.body["errors"]
             .as_array()
             .map(|errors| {
-                errors
-                    .iter()
-                    .map(|e| (e["field"].as_str().unwrap_or_default().to_owned(), e["code"].as_str().unwrap_or_default().to_owned()))
-                    .collect()
+                errors.iter().map(|e| (e["field"].as_str().unwrap_or_default(), e["code"].as_str().unwrap_or_default())).collect()
             })
             .unwrap_or_default()
     }
