@@ -486,6 +486,32 @@ async fn a_replica_that_lost_its_lease_writes_nothing() {
 }
 
 #[tokio::test]
+async fn holding_a_sender_leaves_its_sends_in_flight_to_their_worker() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("held");
+        let refused_token = sender("650175178190170").sealed_access_token;
+        replicas.a.save_sender(&tenant, sender("650175178190170"), Vec::new()).await.unwrap();
+        let in_flight = created(&replicas.a, &tenant).await;
+        let job = claim_one(&replicas.a, in_flight).await;
+        assert_eq!(start(&replicas.a, &job).await, Started::Sending { pair_refused: false }, "{}", replicas.name);
+        let waiting = created(&replicas.a, &tenant).await;
+        // Another send was refused for the token, and new credentials came
+        // while this one was still with Meta.
+        assert!(replicas.b.hold_sender(&tenant, "650175178190170", &refused_token).await.unwrap(), "{}", replicas.name);
+        let renewed = NewSender { sealed_access_token: vec![4, 5, 6], ..sender("650175178190170") };
+        replicas.b.save_sender(&tenant, renewed, Vec::new()).await.unwrap();
+        let claimed: Vec<Uuid> =
+            replicas.b.claim_jobs(now_ms(), now_ms() + 60_000, 10).await.unwrap().iter().map(|job| job.lease.execution_id).collect();
+        assert_eq!(claimed, [waiting], "{}: the send in flight is not claimed again, the held one is released", replicas.name);
+        assert_eq!(replicas.a.extend_leases(vec![job.lease], now_ms() + 60_000).await.unwrap(), 0, "{}: its lease holds", replicas.name);
+        let accepted = Outcome::Accepted { wamid: format!("wamid.{in_flight}"), wa_id: None };
+        assert_eq!(replicas.a.record_outcome(&job, accepted).await.unwrap(), Recorded::Yes, "{}", replicas.name);
+        let settled = replicas.a.get_execution(&tenant, in_flight).await.unwrap().unwrap();
+        assert_eq!((settled.status, settled.attempts), (ExecutionStatus::Accepted, 1), "{}: sent once", replicas.name);
+    }
+}
+
+#[tokio::test]
 async fn a_heartbeat_keeps_the_lease_it_extends() {
     for replicas in both_dialects().await {
         let tenant = tenant("heartbeat");

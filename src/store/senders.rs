@@ -311,8 +311,12 @@ impl Store {
                 args![tenant.as_str(), phone_number_id.as_str(), &refused_token, clock::now()],
             )?;
             if marked > 0 {
+                // Leases are left as they are: a send still with Meta keeps
+                // its heartbeat, so released it is not claimed again while
+                // it runs, and a dead replica's lease is still taken over
+                // as one (reconciled first).
                 tx.execute(
-                    &format!("UPDATE delivery_jobs SET held = TRUE, lease_until = 0 WHERE execution_id IN ({})", sender_jobs(tx, false)),
+                    &format!("UPDATE delivery_jobs SET held = TRUE WHERE execution_id IN ({})", sender_jobs(tx, false)),
                     args![tenant.as_str(), phone_number_id.as_str()],
                 )?;
                 if let Some(sender) = select_sender(tx, &tenant, &phone_number_id)? {
