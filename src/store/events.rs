@@ -260,17 +260,27 @@ pub(super) fn template_status_changed(
     emit(tx, tenant, EventType::TemplateStatusChanged, &clock::now(), &data)
 }
 
-/// Pauses a disabled endpoint's undelivered events, or resumes an enabled one's, due now.
+/// Pauses a disabled endpoint's undelivered events, or resumes an enabled
+/// one's, due now. Leases are left as they are: an attempt under way is
+/// recorded by its lease, and a resumed event is not sent again beside it.
 fn set_paused(tx: &mut Tx<'_>, id: Uuid, paused: bool) -> DbResult<()> {
     let (from, to) = if paused { ("pending", "paused") } else { ("paused", "pending") };
     let moved = tx.execute(
-        "UPDATE event_deliveries SET state = $3, due_at = $4, lease_until = 0 WHERE endpoint_id = $1 AND state = $2",
+        "UPDATE event_deliveries SET state = $3, due_at = $4 WHERE endpoint_id = $1 AND state = $2",
         args![id, from, to, clock::now_ms()],
     )?;
     if moved > 0 && !paused {
         tx.signal(Signal::Events);
     }
     Ok(())
+}
+
+/// Whether the tenant's endpoint is disabled, its row locked until the
+/// transaction ends so that enabling or disabling it waits (PostgreSQL);
+/// `None` when there is no such endpoint.
+fn lock_endpoint(tx: &mut Tx<'_>, tenant: &str, id: Uuid) -> DbResult<Option<bool>> {
+    let sql = format!("SELECT disabled FROM event_endpoints WHERE tenant = $1 AND id = $2{}", tx.dialect().for_update());
+    tx.query_opt(&sql, args![tenant, id])?.map(|row| row.boolean(0)).transpose()
 }
 
 impl Store {
@@ -325,14 +335,7 @@ impl Store {
     pub async fn update_endpoint(&self, tenant: &TenantId, id: Uuid, patch: EndpointPatch) -> StoreResult<Option<EndpointRecord>> {
         let tenant = tenant.as_str().to_owned();
         self.write(move |tx| {
-            let Some(before) = tx.query_opt(
-                &format!("SELECT disabled FROM event_endpoints WHERE tenant = $1 AND id = $2{}", tx.dialect().for_update()),
-                args![tenant.as_str(), id],
-            )?
-            else {
-                return Ok(None);
-            };
-            let was_disabled = before.boolean(0)?;
+            let Some(was_disabled) = lock_endpoint(tx, &tenant, id)? else { return Ok(None) };
             let events = patch.events.as_ref().map(stored_filter);
             tx.execute(
                 "UPDATE event_endpoints SET url = COALESCE($3, url), description = COALESCE($4, description), \
@@ -393,10 +396,10 @@ impl Store {
     pub async fn queue_test_event(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Uuid>> {
         let tenant = tenant.as_str().to_owned();
         self.write(move |tx| {
-            let Some(endpoint) = select_endpoint(tx, &tenant, id)? else { return Ok(None) };
+            let Some(disabled) = lock_endpoint(tx, &tenant, id)? else { return Ok(None) };
             let event_id = store_events(tx, &[id], EventType::WebhookTest, &clock::now(), &[json!({"endpoint_id": id})])?[0];
-            if endpoint.disabled {
-                set_paused(tx, id, true)?;
+            if disabled {
+                tx.execute("UPDATE event_deliveries SET state = 'paused' WHERE event_id = $1 AND endpoint_id = $2", args![event_id, id])?;
             }
             Ok(Some(event_id))
         })
