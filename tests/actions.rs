@@ -121,7 +121,7 @@ async fn missing_fields_and_wrong_types_name_their_path() {
         ("webhook.header_params[0]", "invalid_type"),
         ("webhook.body_params", "invalid_type"),
     ] {
-        assert!(codes.contains(&(expected.0.into(), expected.1.into())), "{expected:?} in {codes:?}");
+        assert!(codes.contains(&expected), "{expected:?} in {codes:?}");
     }
     let reply =
         app.post("/v2/_actions", &json!({"name": "n", "description": "d", "type": "SEND_WHATSAPP", "action_timing": "during"})).await;
