@@ -267,6 +267,59 @@ async fn meta_events_racing_on_two_replicas_apply_once_and_forward_only() {
     }
 }
 
+/// A status of this send that names its execution (Meta's
+/// `biz_opaque_callback_data`), as it comes before the send's answer is in.
+fn status_naming(id: Uuid, wamid: &str, status: ExecutionStatus) -> WebhookEvent {
+    WebhookEvent::Status {
+        key: format!("status:{wamid}:{}", status.as_str()),
+        parties: parties(),
+        wamid: wamid.into(),
+        execution_hint: Some(id),
+        status,
+        error: None,
+    }
+}
+
+#[tokio::test]
+async fn a_status_that_comes_before_the_sends_answer_leaves_the_answer_its_wa_id() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("early");
+        let id = created(&replicas.a, &tenant).await;
+        let job = claim_one(&replicas.a, id).await;
+        assert_eq!(start(&replicas.a, &job).await, Started::Sending { pair_refused: false }, "{}", replicas.name);
+        let wamid = format!("wamid.{}", Uuid::new_v4().simple());
+        replicas.b.apply_webhook_events(vec![status_naming(id, &wamid, ExecutionStatus::Sent)]).await.unwrap();
+        // Meta's answer names the WhatsApp id the person writes from.
+        let answer = Outcome::Accepted { wamid: wamid.clone(), wa_id: Some("5511912345678".into()) };
+        assert_eq!(replicas.a.record_outcome(&job, answer).await.unwrap(), Recorded::JobEnded, "{}", replicas.name);
+        let WebhookEvent::Reply { key, context_wamid, execution_hint, reply, .. } = reply(&wamid, "in-early", "sim") else {
+            unreachable!()
+        };
+        let parties = EventParties { person: "5511912345678".into(), ..parties() };
+        let from_wa_id = WebhookEvent::Reply { key, parties, context_wamid, execution_hint, reply };
+        replicas.b.apply_webhook_events(vec![from_wa_id]).await.unwrap();
+        let execution = replicas.a.get_execution(&tenant, id).await.unwrap().unwrap();
+        assert_eq!(execution.status, ExecutionStatus::Replied, "{}: the reply from the wa_id counts", replicas.name);
+    }
+}
+
+#[tokio::test]
+async fn a_late_status_keeps_the_error_an_ended_execution_failed_with() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("late");
+        let id = created(&replicas.a, &tenant).await;
+        let job = claim_one(&replicas.a, id).await;
+        assert_eq!(start(&replicas.a, &job).await, Started::Sending { pair_refused: false }, "{}", replicas.name);
+        let unknown = actiond::store::ExecutionError { code: "outcome_unknown".into(), message: "no answer".into(), provider_code: None };
+        assert_eq!(replicas.a.record_outcome(&job, Outcome::Failed(unknown)).await.unwrap(), Recorded::Yes, "{}", replicas.name);
+        let wamid = format!("wamid.{}", Uuid::new_v4().simple());
+        replicas.b.apply_webhook_events(vec![status_naming(id, &wamid, ExecutionStatus::Delivered)]).await.unwrap();
+        let execution = replicas.a.get_execution(&tenant, id).await.unwrap().unwrap();
+        let error = execution.error.map(|error| error.code);
+        assert_eq!((execution.status, error.as_deref()), (ExecutionStatus::Failed, Some("outcome_unknown")), "{}", replicas.name);
+    }
+}
+
 fn sender(phone_number_id: &str) -> NewSender {
     NewSender {
         phone_number_id: phone_number_id.into(),

@@ -70,6 +70,13 @@ pub(super) fn advance(
     Ok(true)
 }
 
+/// `CASE` SQL giving the error an execution keeps once Meta shows it has the
+/// message: what made its send wait or retry no longer holds, but an ended
+/// execution keeps why it ended.
+pub(super) fn error_once_sent() -> String {
+    format!("CASE WHEN status IN {} THEN error ELSE NULL END", status_list(ExecutionStatus::ended()))
+}
+
 /// `CASE` SQL giving the status an execution has after a move to `next`:
 /// `next` from the statuses the transition table allows, else its own.
 pub(super) fn moved_to(next: ExecutionStatus) -> String {
@@ -501,12 +508,15 @@ fn apply_event(tx: &mut Tx<'_>, event: &WebhookEvent) -> DbResult<bool> {
         WebhookEvent::Status { parties, wamid, execution_hint, status, error, .. } => {
             let Some(id) = find_execution(tx, Some(wamid), *execution_hint, parties)? else { return Ok(false) };
             lock_job(tx, id)?;
-            // A status for a send whose answer was lost: Meta has the message, so
-            // its wamid is adopted and the job, waiting to reconcile, is done.
-            // What made it wait (outcome_unknown, a retry's error) no longer holds.
+            // A status for a send whose answer was lost or is not in yet: Meta
+            // has the message, so its wamid is adopted and the job, waiting to
+            // reconcile, is done (a late answer still records its wa_id).
             let adopted = tx.execute(
-                "UPDATE executions SET wamid = $2, error = NULL, attempt_open = FALSE, updated_at = $3 \
-                 WHERE id = $1 AND wamid IS NULL AND NOT EXISTS (SELECT 1 FROM executions other WHERE other.wamid = $2)",
+                &format!(
+                    "UPDATE executions SET wamid = $2, error = {}, attempt_open = FALSE, updated_at = $3 \
+                     WHERE id = $1 AND wamid IS NULL AND NOT EXISTS (SELECT 1 FROM executions other WHERE other.wamid = $2)",
+                    error_once_sent()
+                ),
                 args![id, wamid.as_str(), clock::now()],
             )?;
             if adopted > 0 {

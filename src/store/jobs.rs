@@ -12,7 +12,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::db::{DbError, DbResult, Dialect, Tx, Value, args, batch};
-use super::executions::{advance, lock_job, moved_to, record_events, status_list};
+use super::executions::{advance, error_once_sent, lock_job, moved_to, record_events, status_list};
 use super::{ClaimedJob, ExecutionError, Lease, Outcome, Recorded, SenderCredentials, Store, StoreResult};
 use crate::clock;
 use crate::delivery::pacing::{Pacing, pair_key, sender_key};
@@ -159,8 +159,20 @@ fn accept(tx: &mut Tx<'_>, accepted: &[&(Lease, String, bool, Outcome)]) -> DbRe
     )?;
     let fenced: BTreeSet<Uuid> = ended_jobs.iter().map(|row| row.uuid(0)).collect::<DbResult<_>>()?;
     let mut recorded = Vec::with_capacity(accepted.len());
-    for (lease, ..) in accepted {
-        recorded.push(if fenced.contains(&lease.execution_id) { Recorded::Yes } else { unfenced(tx, *lease)? });
+    for (lease, _, _, outcome) in accepted {
+        if fenced.contains(&lease.execution_id) {
+            recorded.push(Recorded::Yes);
+            continue;
+        }
+        // A status that came first adopted the wamid and ended the job; the
+        // answer still brings the wa_id the person's replies may come from.
+        if let Outcome::Accepted { wamid, wa_id: Some(wa_id) } = outcome {
+            tx.execute(
+                "UPDATE executions SET wa_id = $3, updated_at = $4 WHERE id = $1 AND wamid = $2 AND wa_id IS NULL",
+                args![lease.execution_id, wamid.as_str(), wa_id.as_str(), clock::now()],
+            )?;
+        }
+        recorded.push(unfenced(tx, *lease)?);
     }
     let mine: Vec<&&(Lease, String, bool, Outcome)> = accepted.iter().filter(|(lease, ..)| fenced.contains(&lease.execution_id)).collect();
     if mine.is_empty() {
@@ -175,14 +187,14 @@ fn accept(tx: &mut Tx<'_>, accepted: &[&(Lease, String, bool, Outcome)]) -> DbRe
         .collect();
     let dialect = tx.dialect();
     let rows = dialect.batch_rows(2, "a");
-    let ended = status_list(ExecutionStatus::ended());
     tx.execute(
         &format!(
             "UPDATE executions SET status = {}, wamid = COALESCE(wamid, m.wamid_given), wa_id = COALESCE(wa_id, m.wa_id_given), \
-             attempt_open = FALSE, error = CASE WHEN status IN {ended} THEN error ELSE NULL END, updated_at = $1 \
+             attempt_open = FALSE, error = {}, updated_at = $1 \
              FROM (SELECT a.value ->> 0 AS execution, a.value ->> 1 AS wamid_given, a.value ->> 2 AS wa_id_given FROM {rows}) m \
              WHERE executions.id = m.execution{}",
             moved_to(ExecutionStatus::Accepted),
+            error_once_sent(),
             dialect.join_by_key("executions.id", 2)
         ),
         &[Value::from(clock::now()), batch(&accepted)?],
