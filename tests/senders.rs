@@ -83,17 +83,21 @@ async fn credentials_meta_refuses_are_a_400_and_an_unreachable_graph_a_502() {
     assert_eq!(reply.error_codes(), [("access_token", "invalid_sender_credentials")]);
     assert_eq!(app.get("/v2/_whatsapp/senders").await.body["data"], json!([]), "nothing stored");
 
-    // Meta throttled or down: not the client's credentials, so a 502.
-    let busy = axum::Router::new().fallback(|| async {
-        let body = json!({"error": {"message": "(#131016) Service unavailable", "type": "OAuthException", "code": 131016}});
-        (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let busy_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, busy).await });
-    let throttled = spawn_app_with(|s| s.whatsapp_graph_url = busy_url).await;
+    // Meta throttled or down, or a proxy's error without Meta's code: not the
+    // client's credentials, so a 502.
     let body = json!({"phone_number_id": SENDER, "waba_id": SANDBOX_WABA_ID, "access_token": SANDBOX_ACCESS_TOKEN});
-    assert_eq!(throttled.post("/v2/_whatsapp/senders", &body).await.status, 502);
+    let throttled = json!({"error": {"message": "(#131016) Service unavailable", "type": "OAuthException", "code": 131016}});
+    let uncoded = json!({"error": {"message": "Bad gateway"}});
+    for (status, answer) in [(503, throttled), (502, uncoded)] {
+        let graph = axum::Router::new()
+            .fallback(move || async move { (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(answer.clone())) });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let graph_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, graph).await });
+        let app = spawn_app_with(|s| s.whatsapp_graph_url = graph_url).await;
+        let reply = app.post("/v2/_whatsapp/senders", &body).await;
+        assert_eq!((reply.status, reply.error_codes()), (502, vec![("graph", "graph_unavailable")]), "{}", reply.text);
+    }
 
     // A Graph API that cannot be reached: a closed port.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();

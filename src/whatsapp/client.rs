@@ -138,12 +138,16 @@ impl GraphClient {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if let Some(error) = body.get("error").filter(|e| e.is_object()) {
-            let code = error["code"].as_i64().unwrap_or_default();
             let message = error["message"].as_str().unwrap_or("no message").to_owned();
-            // A throttle or an outage at Meta says nothing about the credentials.
-            return Err(match classify(code) {
-                ErrorClass::Transient => GraphError::Unreachable(format!("Meta is unavailable: {message} (code {code})")),
-                _ => GraphError::Refused { code, message },
+            // Without Meta's numeric code this is not Meta speaking (a proxy,
+            // say), and a throttle or an outage at Meta says nothing about the
+            // credentials either.
+            return Err(match error["code"].as_i64() {
+                None => GraphError::Unreachable(format!("HTTP {status}, an error without Meta's code: {message}")),
+                Some(code) if classify(code) == ErrorClass::Transient => {
+                    GraphError::Unreachable(format!("Meta is unavailable: {message} (code {code})"))
+                }
+                Some(code) => GraphError::Refused { code, message },
             });
         }
         if !status.is_success() || !body.is_object() {
