@@ -609,6 +609,31 @@ async fn pacing_holds_for_both_replicas_together() {
 }
 
 #[tokio::test]
+async fn an_acceptance_keeps_a_pair_refusal_that_came_while_it_was_sent() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("pair");
+        let (sender, recipient) = ("650175178190170", "12817126508");
+        let pacing = Pacing::new(1000);
+        let now_us = now_ms() * 1000;
+        let first = created(&replicas.a, &tenant).await;
+        let mut job = claim_one(&replicas.a, first).await;
+        replicas.a.pair_refused(sender, recipient, now_us).await.unwrap();
+        // Sent once that first back-off (1 s) is over.
+        let started = replicas.a.start_sends(vec![send_request(&job)], pacing, now_us + 2_000_000).await.unwrap();
+        assert_eq!(started, [Started::Sending { pair_refused: true }], "{}", replicas.name);
+        job.pair_refused = true;
+        // Meanwhile another send to the pair is refused: 4 s more.
+        replicas.b.pair_refused(sender, recipient, now_us + 2_000_000).await.unwrap();
+        let accepted = Outcome::Accepted { wamid: format!("wamid.{first}"), wa_id: None };
+        assert_eq!(replicas.a.record_outcome(&job, accepted).await.unwrap(), Recorded::Yes, "{}", replicas.name);
+        let next = created(&replicas.a, &tenant).await;
+        let job = claim_one(&replicas.a, next).await;
+        let started = replicas.a.start_sends(vec![send_request(&job)], pacing, now_us + 3_000_000).await.unwrap();
+        assert!(matches!(started[..], [Started::Deferred { .. }]), "{}: the later refusal's back-off holds: {started:?}", replicas.name);
+    }
+}
+
+#[tokio::test]
 async fn a_change_on_one_replica_wakes_the_waiters_of_the_other() {
     for replicas in both_dialects().await {
         let tenant = tenant("signals");

@@ -201,9 +201,15 @@ fn accept(tx: &mut Tx<'_>, accepted: &[&(Lease, String, bool, Outcome)]) -> DbRe
     )?;
     let ids: Vec<Uuid> = mine.iter().map(|(lease, ..)| lease.execution_id).collect();
     record_events(tx, &ids, ExecutionStatus::Accepted)?;
+    // A refusal recorded for the pair since this send started (another send's
+    // 131056) still holds: its back-off is kept, and the count it raised.
+    let now_us = clock::now_ms().saturating_mul(1000);
     for (_, pair, pair_refused, _) in mine {
         if *pair_refused {
-            tx.execute("UPDATE pacing SET refusals = 0, backoff_until = 0 WHERE key = $1", args![pair.as_str()])?;
+            tx.execute(
+                "UPDATE pacing SET refusals = 0, backoff_until = 0 WHERE key = $1 AND backoff_until <= $2",
+                args![pair.as_str(), now_us],
+            )?;
         }
     }
     Ok(recorded)
@@ -231,8 +237,8 @@ fn record_other(tx: &mut Tx<'_>, lease: Lease, outcome: &Outcome) -> DbResult<Re
         Outcome::Retry { error, .. } => {
             let ended = status_list(ExecutionStatus::ended());
             tx.execute(
-                &format!("UPDATE executions SET attempt_open = FALSE, error = $2 WHERE id = $1 AND status NOT IN {ended}"),
-                args![id, super::db::to_json(error)?],
+                &format!("UPDATE executions SET attempt_open = FALSE, error = $2, updated_at = $3 WHERE id = $1 AND status NOT IN {ended}"),
+                args![id, super::db::to_json(error)?, clock::now()],
             )?;
         }
         Outcome::Failed(error) => {
