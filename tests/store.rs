@@ -377,7 +377,8 @@ async fn a_template_change_on_one_replica_reaches_the_other_replicas_registry() 
             let seen = template_status_seen(store, &tenant, &phone_number_id, Some("APPROVED")).await;
             assert_eq!(seen.as_deref(), Some("APPROVED"), "{}: read, and now remembered", replicas.name);
         }
-        replicas.a.replace_templates(&tenant, &phone_number_id, vec![template("order_update", "PAUSED")]).await.unwrap();
+        let read_with = replicas.a.sender_credentials(&tenant, &phone_number_id).await.unwrap().unwrap();
+        replicas.a.replace_templates(&tenant, &phone_number_id, read_with, vec![template("order_update", "PAUSED")]).await.unwrap();
         let on_a = replicas.a.templates_named(&tenant, &phone_number_id, "order_update").await.unwrap().unwrap();
         assert_eq!(on_a[0].status, "PAUSED", "{}: the replica that changed it forgets at once", replicas.name);
         let on_b = template_status_seen(&replicas.b, &tenant, &phone_number_id, Some("PAUSED")).await;
@@ -385,6 +386,25 @@ async fn a_template_change_on_one_replica_reaches_the_other_replicas_registry() 
         assert!(replicas.a.delete_sender(&tenant, &phone_number_id).await.unwrap());
         assert!(replicas.a.templates_named(&tenant, &phone_number_id, "order_update").await.unwrap().is_none(), "{}", replicas.name);
         assert_eq!(template_status_seen(&replicas.b, &tenant, &phone_number_id, None).await, None, "{}", replicas.name);
+    }
+}
+
+#[tokio::test]
+async fn a_sync_read_with_credentials_replaced_meanwhile_writes_nothing() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("sync");
+        let phone_number_id = format!("7{}", now_ms());
+        replicas.a.save_sender(&tenant, sender(&phone_number_id), vec![template("order_update", "APPROVED")]).await.unwrap();
+        let read_with = replicas.a.sender_credentials(&tenant, &phone_number_id).await.unwrap().unwrap();
+        // Registered anew, with another token, while the sync read Meta's list.
+        let renewed = NewSender { sealed_access_token: vec![9, 9], ..sender(&phone_number_id) };
+        replicas.b.save_sender(&tenant, renewed, vec![template("order_update", "APPROVED")]).await.unwrap();
+        let synced = replicas.a.replace_templates(&tenant, &phone_number_id, read_with, vec![template("order_update", "PAUSED")]).await;
+        assert!(synced.unwrap().is_some(), "{}: the sender is answered as it stands", replicas.name);
+        let on_b = template_status_seen(&replicas.b, &tenant, &phone_number_id, Some("APPROVED")).await;
+        assert_eq!(on_b.as_deref(), Some("APPROVED"), "{}: the stale list is not written", replicas.name);
+        let kept = replicas.a.sender_credentials(&tenant, &phone_number_id).await.unwrap().unwrap();
+        assert_eq!(kept.sealed_access_token, [9, 9], "{}", replicas.name);
     }
 }
 

@@ -149,20 +149,26 @@ impl Store {
         .await
     }
 
+    /// A sync: the sender's templates as Meta listed them to `read_with`, the
+    /// credentials the sync read. They are written only while the sender
+    /// still has those credentials; one registered anew meanwhile read its
+    /// own templates, and is answered as it stands. `None`: no such sender.
     pub async fn replace_templates(
         &self,
         tenant: &TenantId,
         phone_number_id: &str,
+        read_with: SenderCredentials,
         templates: Vec<TemplateRecord>,
     ) -> StoreResult<Option<SenderRecord>> {
         let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
         self.write_configuration(move |tx| {
             let changed = tx.execute(
-                "UPDATE senders SET healthy = TRUE, synced_at = $3, updated_at = $3 WHERE tenant = $1 AND phone_number_id = $2",
-                args![tenant.as_str(), phone_number_id.as_str(), clock::now()],
+                "UPDATE senders SET healthy = TRUE, synced_at = $3, updated_at = $3 \
+                 WHERE tenant = $1 AND phone_number_id = $2 AND waba_id = $4 AND sealed_access_token = $5",
+                args![tenant.as_str(), phone_number_id.as_str(), clock::now(), read_with.waba_id.as_str(), &read_with.sealed_access_token],
             )?;
             if changed == 0 {
-                return Ok(None);
+                return select_sender(tx, &tenant, &phone_number_id);
             }
             let before =
                 tx.query("SELECT name, language, status FROM templates WHERE phone_number_id = $1", args![phone_number_id.as_str()])?;
