@@ -7,14 +7,13 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::Value;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{QueryParams, read_body};
 use super::response::{self, Envelope};
 use crate::error_code::ErrorCode;
-use crate::whatsapp::webhook::{events, parse_signature, signature_is_valid};
+use crate::whatsapp::webhook::{events, parse_signature, read_payload, signature_is_valid};
 
 /// Meta batches up to 1,000 updates in one POST, 3 MiB at most.
 const WEBHOOK_BODY_LIMIT: usize = 3 * 1024 * 1024;
@@ -79,13 +78,9 @@ pub async fn receive(State(state): State<AppState>, request: Request) -> Result<
     if !signature_is_valid(&app_secret, &body, &signature) {
         return Err(ApiError::invalid_signature());
     }
-    // A signed payload that does not parse is acknowledged: Meta would resend
-    // the same bytes for days, and nothing in them can be applied.
-    let payload: Value = serde_json::from_slice(&body).unwrap_or_else(|error| {
-        tracing::warn!(%error, "a signed webhook payload is not JSON; acknowledged and dropped");
-        Value::Null
-    });
-    let events = events(&payload);
+    // What does not parse is acknowledged: Meta would resend the same bytes
+    // for days, and nothing in them can be applied.
+    let events = events(&read_payload(&body));
     let count = events.len();
     state.store.apply_webhook_events(events).await?;
     Ok(response::respond(StatusCode::OK, Received { events: count }, None, &[]))

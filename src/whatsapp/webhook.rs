@@ -44,6 +44,86 @@ pub fn sign(app_secret: &str, body: &[u8]) -> String {
     format!("sha256={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
+/// A signed payload read as JSON. Where the whole does not parse (a lone
+/// surrogate in a person's text, a number past f64, depth past 128), each
+/// array item is read alone and the ones that fail become `null`: one bad
+/// message costs itself, not the batch's other events. `null` when nothing
+/// can be read.
+pub fn read_payload(body: &[u8]) -> Value {
+    match serde_json::from_slice(body) {
+        Ok(payload) => payload,
+        Err(error) => {
+            tracing::warn!(%error, "a signed webhook payload does not parse whole; its events are read one by one");
+            serde_json::from_slice::<ItemByItem>(body).map(|read| read.0).unwrap_or(Value::Null)
+        }
+    }
+}
+
+/// A JSON value whose array items are each read on their own (see `read_payload`).
+struct ItemByItem(Value);
+
+impl<'de> serde::Deserialize<'de> for ItemByItem {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ItemByItemVisitor).map(ItemByItem)
+    }
+}
+
+struct ItemByItemVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ItemByItemVisitor {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, flag: bool) -> Result<Value, E> {
+        Ok(Value::Bool(flag))
+    }
+
+    fn visit_i64<E>(self, number: i64) -> Result<Value, E> {
+        Ok(number.into())
+    }
+
+    fn visit_u64<E>(self, number: u64) -> Result<Value, E> {
+        Ok(number.into())
+    }
+
+    fn visit_f64<E>(self, number: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(number).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Value, E> {
+        Ok(Value::String(text.to_owned()))
+    }
+
+    fn visit_string<E>(self, text: String) -> Result<Value, E> {
+        Ok(Value::String(text))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let mut read = Vec::new();
+        // Skipping over an item checks only its syntax, so a bad one is
+        // held whole here and fails alone when read.
+        while let Some(raw) = items.next_element::<&serde_json::value::RawValue>()? {
+            read.push(serde_json::from_str::<ItemByItem>(raw.get()).map_or(Value::Null, |item| item.0));
+        }
+        Ok(Value::Array(read))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut fields: A) -> Result<Value, A::Error> {
+        let mut read = serde_json::Map::new();
+        while let Some((name, value)) = fields.next_entry::<String, ItemByItem>()? {
+            read.insert(name, value.0);
+        }
+        Ok(Value::Object(read))
+    }
+}
+
 /// Every event of one webhook POST.
 pub fn events(payload: &Value) -> Vec<WebhookEvent> {
     let mut events = Vec::new();
@@ -280,6 +360,38 @@ mod tests {
         }}]}]});
         let events = events(&payload);
         assert!(matches!(events.as_slice(), [WebhookEvent::Status { wamid, .. }] if wamid == "wamid.B"), "{events:?}");
+    }
+
+    #[test]
+    fn an_item_that_cannot_be_read_costs_only_itself() {
+        // One batch of two entries: a status whose price is past f64, and a
+        // reply whose text holds `text` (raw JSON), beside two good statuses.
+        let batch = |text: &str| {
+            let value = r#"{"metadata": {"phone_number_id": "5"}, "statuses": [
+                {"id": "wamid.A", "status": "delivered", "recipient_id": "12817126508"},
+                {"id": "wamid.C", "status": "read", "recipient_id": "12817126508", "pricing": {"rate": 1e400}}],
+                "messages": [{"id": "in-1", "from": "12817126508", "type": "text", "text": {"body": "TEXT"}, "context": {"id": "wamid.A"}}]}"#;
+            let second = r#"{"statuses": [{"id": "wamid.B", "status": "read", "recipient_id": "12817126508"}]}"#;
+            let change = |value: &str| format!(r#"{{"changes": [{{"field": "messages", "value": {value}}}]}}"#);
+            format!(r#"{{"entry": [{}, {}]}}"#, change(&value.replace("TEXT", text)), change(second))
+        };
+        let read = |body: String| -> Vec<String> {
+            events(&read_payload(body.as_bytes()))
+                .into_iter()
+                .map(|event| match event {
+                    WebhookEvent::Status { wamid, .. } => wamid,
+                    WebhookEvent::Reply { reply, .. } => format!("reply {}", reply.text.unwrap_or_default()),
+                    WebhookEvent::TemplateStatus { name, .. } => name,
+                })
+                .collect()
+        };
+        assert_eq!(
+            read(batch(r"hi \ud83d\ude00")),
+            ["wamid.A", "reply hi \u{1F600}", "wamid.B"],
+            "a number past f64 costs its status only"
+        );
+        assert_eq!(read(batch(r"hi \ud83d")), ["wamid.A", "wamid.B"], "a lone surrogate costs its reply only");
+        assert_eq!(read_payload(br#"{"entry": "\ud83d"}"#), Value::Null, "nothing outside an array can be saved");
     }
 
     #[test]
