@@ -41,7 +41,8 @@ pub struct Settings {
     pub shutdown_grace_ms: u64,
     /// Open `?wait` requests one tenant may hold on one replica.
     pub max_waits_per_tenant: u32,
-    /// Settled executions and webhook records older than this are deleted.
+    /// Settled executions, and events to voice platforms delivered or given
+    /// up on, older than this are deleted (Meta's event keys go after 8 days).
     pub retention_days: u32,
     /// Event endpoints may be `http://` and local; unset means no, but under `--dev`.
     pub events_allow_local: Option<bool>,

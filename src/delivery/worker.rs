@@ -18,7 +18,9 @@ use super::retry::retry_delay;
 use crate::clock::now_ms;
 use crate::crypto::Sealer;
 use crate::group_commit::Batches;
-use crate::store::{ClaimedJob, ExecutionError, Lease, Outcome, Recorded, SendRequest, Signals, Started, Store, StoreError, StoreResult};
+use crate::store::{
+    ClaimedJob, ExecutionError, FailureCode, Lease, Outcome, Recorded, SendRequest, Signals, Started, Store, StoreError, StoreResult,
+};
 use crate::whatsapp::errors::{ErrorClass, classify};
 use crate::whatsapp::{GraphClient, SendError, Sent};
 
@@ -35,7 +37,6 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// freed meanwhile go in one claim's batch: on PostgreSQL each claim is a
 /// few round trips, whatever its size.
 const GATHER: Duration = Duration::from_millis(5);
-const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 
 pub struct DeliverySettings {
     pub max_attempts: u32,
@@ -288,7 +289,7 @@ impl Worker {
                             job.pair_refused = pair_refused;
                             claimed.deliver.push((job, Plan::Send));
                         }
-                        Started::Deferred { .. } => claimed.deferred += 1,
+                        Started::Deferred => claimed.deferred += 1,
                         Started::Ended => {}
                         Started::LeaseLost => self.lease_lost(job.lease.execution_id),
                     }
@@ -322,7 +323,7 @@ impl Worker {
     fn plan(&self, job: &ClaimedJob) -> Plan {
         if job.attempt_open {
             Plan::Reconcile
-        } else if job.last_error.as_deref() == Some(OUTCOME_UNKNOWN) && job.attempts >= self.settings.max_attempts {
+        } else if job.last_error.as_deref() == Some(FailureCode::OutcomeUnknown.as_str()) && job.attempts >= self.settings.max_attempts {
             Plan::GiveUp
         } else {
             match &job.credentials {
@@ -383,24 +384,25 @@ impl Worker {
                     "Meta sent no status within the reconcile window after {} attempts; the message may or may not have been delivered",
                     job.attempts
                 );
-                return Ok(Attempt::Done(Outcome::Failed(error(OUTCOME_UNKNOWN, &message, None))));
+                return Ok(Attempt::Done(Outcome::Failed(ExecutionError::new(FailureCode::OutcomeUnknown, message, None))));
             }
             (Plan::SenderHeld, _) => return Ok(Attempt::Done(Outcome::Held)),
             (Plan::SenderRemoved, _) | (Plan::Send, None) => {
-                let removed = error("sender_removed", "the sender was deleted before the message was sent", None);
-                return Ok(Attempt::Done(Outcome::Failed(removed)));
+                return Ok(Attempt::Done(Outcome::Failed(ExecutionError::sender_removed())));
             }
             (Plan::Send, Some(credentials)) => credentials,
         };
         let token = match self.sealer.open(&credentials.sealed_access_token, &job.sender) {
             Ok(token) => token,
-            Err(reason) => return Ok(Attempt::Done(Outcome::Failed(error("sender_credentials_unreadable", &reason, None)))),
+            Err(reason) => {
+                return Ok(Attempt::Done(Outcome::Failed(ExecutionError::new(FailureCode::SenderCredentialsUnreadable, reason, None))));
+            }
         };
         let attempts = job.attempts + 1;
         let outcome = match self.graph.send_message(&job.sender, &token, &job.payload).await {
             Ok(Sent { wamid, wa_id }) => Outcome::Accepted { wamid, wa_id },
             Err(SendError::Refused { code, message }) => {
-                let refusal = error("provider_error", &message, Some(code));
+                let refusal = ExecutionError::new(FailureCode::ProviderError, message, Some(code));
                 match classify(code) {
                     ErrorClass::Transient => self.retry(attempts, refusal, None),
                     ErrorClass::PairRateLimited => {
@@ -413,7 +415,7 @@ impl Worker {
                     ErrorClass::Permanent => Outcome::Failed(refusal),
                 }
             }
-            Err(SendError::NotSent(reason)) => self.retry(attempts, error("transport_error", &reason, None), None),
+            Err(SendError::NotSent(reason)) => self.retry(attempts, ExecutionError::new(FailureCode::TransportError, reason, None), None),
             Err(SendError::Unknown(reason)) => self.unknown_outcome(&reason),
         };
         Ok(Attempt::Done(outcome))
@@ -433,7 +435,8 @@ impl Worker {
     /// Waits for Meta's status, which would adopt the message, before sending
     /// again; with the attempts spent, the next claim ends it instead.
     fn unknown_outcome(&self, reason: &str) -> Outcome {
-        let unknown = error(OUTCOME_UNKNOWN, &format!("{reason}; waiting for Meta's status before sending again"), None);
+        let unknown =
+            ExecutionError::new(FailureCode::OutcomeUnknown, format!("{reason}; waiting for Meta's status before sending again"), None);
         Outcome::Retry { due_ms: now_ms() + self.settings.reconcile_after.as_millis() as i64, error: unknown }
     }
 }
@@ -446,10 +449,6 @@ fn every(last: &Mutex<Option<Instant>>, period: Duration) -> bool {
         *last = Some(Instant::now());
     }
     due
-}
-
-fn error(code: &str, message: &str, provider_code: Option<i64>) -> ExecutionError {
-    ExecutionError { code: code.to_owned(), message: message.to_owned(), provider_code }
 }
 
 fn outcome_label(outcome: &Outcome) -> &'static str {

@@ -207,7 +207,7 @@ fn filled_in_wrongly(stored: &str, code: ErrorCode, message: &str) -> ApiError {
     if errors.is_empty() { ApiError::bad_request("variables", code, message) } else { ApiError::validation(errors) }
 }
 
-fn unavailable(message: String) -> ApiError {
+fn template_unavailable(message: String) -> ApiError {
     ApiError::conflict("action_id", ErrorCode::TemplateUnavailable, message)
 }
 
@@ -229,21 +229,20 @@ impl Composed {
     ) -> Result<Self, ApiError> {
         let params = render_params(webhook, variables)?;
         let Some(versions) = state.store.templates_named(tenant, &webhook.from, &webhook.template_name).await? else {
-            return Err(unavailable(format!("the action's sender {} was removed; register it again", webhook.from)));
+            return Err(template_unavailable(format!("the action's sender {} was removed; register it again", webhook.from)));
         };
         let label = format!("template '{}' ({})", webhook.template_name, webhook.language_code);
-        let template = versions
-            .into_iter()
-            .find(|t| t.language == webhook.language_code)
-            .ok_or_else(|| unavailable(format!("{label} is no longer in the sender's WhatsApp Business Account; sync the sender")))?;
+        let template = versions.into_iter().find(|t| t.language == webhook.language_code).ok_or_else(|| {
+            template_unavailable(format!("{label} is no longer in the sender's WhatsApp Business Account; sync the sender"))
+        })?;
         if template.status != "APPROVED" {
-            return Err(unavailable(format!("{label} is {}; only APPROVED templates can be sent", template.status)));
+            return Err(template_unavailable(format!("{label} is {}; only APPROVED templates can be sent", template.status)));
         }
         let shape = TemplateShape::of(&template);
         let counts = shape.counts();
         let [header, body, buttons] = &params;
         if (counts.header_params, counts.body_params, counts.button_params) != (header.len(), body.len(), buttons.len()) {
-            return Err(unavailable(format!("{label} changed since the action was saved; update the action's parameters")));
+            return Err(template_unavailable(format!("{label} changed since the action was saved; update the action's parameters")));
         }
         let codes = shape.buttons.iter().filter(|b| b.takes_parameter()).zip(buttons.iter().zip(&webhook.button_params));
         if let Some((_, (code, stored))) =

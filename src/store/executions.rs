@@ -7,8 +7,8 @@ use uuid::Uuid;
 use super::db::{DbError, DbResult, ListQuery, Row, Tx, Value, args, batch, to_json};
 use super::events;
 use super::{
-    EventParties, Executed, ExecutionError, ExecutionFilter, ExecutionRecord, IDEMPOTENCY_WINDOW_SECONDS, NewExecution, Page, Signal,
-    Store, StoreResult, TimelineEntry, WebhookEvent,
+    EventParties, Executed, ExecutionError, ExecutionFilter, ExecutionRecord, FailureCode, IDEMPOTENCY_WINDOW_SECONDS, NewExecution, Page,
+    Signal, Store, StoreResult, TimelineEntry, WebhookEvent,
 };
 use crate::clock;
 use crate::domain::{ExecutionStatus, TenantId};
@@ -473,10 +473,9 @@ fn template_status_after(event: &str) -> Option<&'static str> {
     }
 }
 
-/// The execution a webhook event concerns: by Meta's wamid, else by the id
-/// actiond put in the message (biz_opaque_callback_data, a quick-reply payload).
 /// The execution an event of Meta's names, by its wamid or else the
-/// execution id the send carried, if the event's parties are the
+/// execution id the send carried (biz_opaque_callback_data, a quick-reply
+/// payload), if the event's parties are the
 /// execution's: its sender, and its recipient by the number it was sent to
 /// or by the `wa_id` Meta gave it. An event that names an execution and
 /// fails that check is logged and ignored.
@@ -560,11 +559,8 @@ fn apply_event(tx: &mut Tx<'_>, event: &WebhookEvent) -> DbResult<bool> {
                  AND e.sender IN (SELECT phone_number_id FROM senders WHERE waba_id = $1)",
                 args![waba_id.as_str(), name.as_str(), language.as_str()],
             )?;
-            let error = ExecutionError {
-                code: "template_not_approved".into(),
-                message: format!("template '{name}' ({language}) became {status} before the message was sent"),
-                provider_code: None,
-            };
+            let message = format!("template '{name}' ({language}) became {status} before the message was sent");
+            let error = ExecutionError::new(FailureCode::TemplateNotApproved, message, None);
             for row in pending {
                 advance(tx, row.uuid(0)?, ExecutionStatus::Failed, Some(&error), Some("attempt_open = FALSE AND wamid IS NULL"))?;
             }

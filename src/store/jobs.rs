@@ -62,8 +62,8 @@ pub enum Started {
     /// `pair_refused`: Meta refused this pair lately (131056); an acceptance
     /// clears that.
     Sending { pair_refused: bool },
-    /// Over a pacing limit: rescheduled for `due_ms`, nothing counted.
-    Deferred { due_ms: i64 },
+    /// Over a pacing limit: rescheduled for its next slot, nothing counted.
+    Deferred,
     /// The execution ended meanwhile; its job is gone.
     Ended,
     /// Another worker claimed the job since.
@@ -245,7 +245,7 @@ fn record_other(tx: &mut Tx<'_>, lease: Lease, outcome: &Outcome) -> DbResult<Re
             advance(tx, id, ExecutionStatus::Failed, Some(error), None)?;
         }
         Outcome::Deferred { .. } | Outcome::Held | Outcome::Accepted { .. } => {
-            // A refused token (held) may have ended an attempt; a deferral never began one.
+            // A refused token ended the attempt (held, or deferred for new credentials).
             tx.execute("UPDATE executions SET attempt_open = FALSE WHERE id = $1 AND attempt_open = TRUE", args![id])?;
         }
     }
@@ -361,7 +361,7 @@ impl Store {
                         admitted.push(index);
                     }
                     Err(due_ms) => {
-                        answers[index] = Started::Deferred { due_ms };
+                        answers[index] = Started::Deferred;
                         deferred.push((jobs[index].lease.execution_id, due_ms));
                     }
                 }

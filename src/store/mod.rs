@@ -2,7 +2,7 @@
 //! operations are written once, as plain functions of a transaction
 //! (`db::Tx`), and run on SQLite (one process, group commit) or PostgreSQL
 //! (any number of replicas). Every state change is a conditional statement
-//! that holds when replicas race. Every method of the API's side takes the
+//! (or runs on a row locked first) that holds when replicas race. Every method of the API's side takes the
 //! tenant first: there is no way to read or write across tenants.
 
 mod actions;
@@ -207,11 +207,51 @@ pub struct TemplateRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecutionError {
     /// `provider_error` when Meta refused the message, else actiond's reason
-    /// (`template_paused`, `max_attempts_reached`, `sender_removed`, …).
+    /// (`transport_error`, `outcome_unknown`, `sender_removed`,
+    /// `sender_credentials_unreadable`, `template_not_approved`).
     pub code: String,
     pub message: String,
     /// Meta's `error.code`, when it gave one.
     pub provider_code: Option<i64>,
+}
+
+/// The codes of `ExecutionError`, each written here once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCode {
+    /// Meta refused the message; its code is the provider code.
+    ProviderError,
+    /// The request to Meta failed before Meta took it.
+    TransportError,
+    /// Meta's answer was lost: it may or may not have the message.
+    OutcomeUnknown,
+    SenderRemoved,
+    SenderCredentialsUnreadable,
+    /// The template stopped being sendable before the message went.
+    TemplateNotApproved,
+}
+
+impl FailureCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProviderError => "provider_error",
+            Self::TransportError => "transport_error",
+            Self::OutcomeUnknown => "outcome_unknown",
+            Self::SenderRemoved => "sender_removed",
+            Self::SenderCredentialsUnreadable => "sender_credentials_unreadable",
+            Self::TemplateNotApproved => "template_not_approved",
+        }
+    }
+}
+
+impl ExecutionError {
+    pub fn new(code: FailureCode, message: impl Into<String>, provider_code: Option<i64>) -> Self {
+        Self { code: code.as_str().to_owned(), message: message.into(), provider_code }
+    }
+
+    /// The sender was deleted (or its row gone) with the message unsent.
+    pub fn sender_removed() -> Self {
+        Self::new(FailureCode::SenderRemoved, "the sender was deleted before the message was sent", None)
+    }
 }
 
 /// The recipient's answer to the message.
@@ -346,7 +386,8 @@ pub enum Outcome {
         error: ExecutionError,
     },
     Failed(ExecutionError),
-    /// Not attempted yet: the job waits until `due_ms`, no attempt counted.
+    /// Sent with credentials Meta refused, when new ones had come meanwhile:
+    /// the attempt (counted) is over and the job goes again at `due_ms`.
     Deferred {
         due_ms: i64,
     },

@@ -245,11 +245,7 @@ impl Store {
                 "SELECT execution_id FROM delivery_jobs WHERE tenant = $1 AND sender = $2",
                 args![tenant.as_str(), phone_number_id.as_str()],
             )?;
-            let error = ExecutionError {
-                code: "sender_removed".into(),
-                message: "the sender was deleted before the message was sent".into(),
-                provider_code: None,
-            };
+            let error = ExecutionError::sender_removed();
             for row in unsent {
                 advance(tx, row.uuid(0)?, ExecutionStatus::Failed, Some(&error), None)?;
             }

@@ -155,11 +155,6 @@ impl Sandbox {
         self.with_state(|s| s.phone_number_ids.iter().any(|id| id == node))
     }
 
-    /// Replaces the WABA's templates (Meta's template objects).
-    pub fn set_templates(&self, templates: Vec<Value>) {
-        self.with_state(|s| s.templates = templates);
-    }
-
     /// Sets a template's status in every language, as a Meta review would.
     pub fn set_template_status(&self, name: &str, status: &str) {
         self.with_state(|s| {
@@ -190,13 +185,13 @@ impl Sandbox {
         self.with_state(|s| s.access_token = token.to_owned());
     }
 
-    /// How long each accepted send waits before it is answered.
     /// Makes Meta name this number by another WhatsApp id, as it does for
     /// some countries' numbers: in the send's answer, its statuses and its replies.
     pub fn set_wa_id(&self, number: &str, wa_id: &str) {
         self.with_state(|s| s.wa_ids.insert(number.to_owned(), wa_id.to_owned()));
     }
 
+    /// How long each accepted send waits before it is answered.
     pub fn set_answer_delay(&self, delay: Duration) {
         self.with_state(|s| s.answer_delay = delay);
     }

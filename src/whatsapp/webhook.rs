@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::errors::describe;
 use crate::clock;
 use crate::domain::{ExecutionStatus, holds_nul};
-use crate::store::{EventParties, ExecutionError, ExecutionReply, WebhookEvent};
+use crate::store::{EventParties, ExecutionError, ExecutionReply, FailureCode, WebhookEvent};
 
 /// The HMAC an `X-Hub-Signature-256` value carries: `sha256=` and 64 hex
 /// digits, nothing else.
@@ -193,7 +193,7 @@ fn status_event(status: &Value, parties: EventParties) -> Option<WebhookEvent> {
         let first = &status["errors"][0];
         let title = first["message"].as_str().or(first["title"].as_str()).unwrap_or("Meta reported the message failed");
         let message = describe(title, first["error_data"]["details"].as_str());
-        ExecutionError { code: "provider_error".into(), message, provider_code: first["code"].as_i64() }
+        ExecutionError::new(FailureCode::ProviderError, message, first["code"].as_i64())
     });
     Some(WebhookEvent::Status {
         key: format!("status:{wamid}:{name}"),
