@@ -37,6 +37,10 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// freed meanwhile go in one claim's batch: on PostgreSQL each claim is a
 /// few round trips, whatever its size.
 const GATHER: Duration = Duration::from_millis(5);
+/// The first wait before an outcome the database did not take is written
+/// again, and the longest (see `record_until_written`).
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub struct DeliverySettings {
     pub max_attempts: u32,
@@ -359,7 +363,8 @@ impl Worker {
         };
         if let Some(outcome) = outcome {
             metrics::counter!("actiond_deliveries_total", "outcome" => outcome_label(&outcome)).increment(1);
-            match self.recorder.record(&self.store, job, outcome).await {
+            let recorded = record_until_written(RECORD_RETRY_FIRST, || self.recorder.record(&self.store, job.clone(), outcome.clone()));
+            match recorded.await {
                 Ok(Recorded::Yes | Recorded::JobEnded) => {}
                 Ok(Recorded::LeaseLost) => self.lease_lost(id),
                 Err(error) => tracing::error!(execution_id = %id, %error, "cannot record a delivery outcome"),
@@ -441,6 +446,29 @@ impl Worker {
     }
 }
 
+/// Writes an outcome until the database takes it, waiting `first` and then
+/// twice as long each time (at most `RECORD_RETRY_MAX`) while the database
+/// cannot be reached. Meta's answer is known only here: a takeover after a
+/// write given up would send the message again. The heartbeat keeps the
+/// lease meanwhile; a lost lease or an error of actiond's own ends it.
+async fn record_until_written<F, Written>(first: Duration, mut record: F) -> StoreResult<Recorded>
+where
+    F: FnMut() -> Written,
+    Written: Future<Output = StoreResult<Recorded>>,
+{
+    let mut wait = first;
+    loop {
+        match record().await {
+            Err(StoreError::Unavailable(reason)) => {
+                tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "cannot record a delivery outcome yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RECORD_RETRY_MAX);
+            }
+            written => return written,
+        }
+    }
+}
+
 /// Whether `period` has passed since `last` (or it never ran); if so, it runs now.
 fn every(last: &Mutex<Option<Instant>>, period: Duration) -> bool {
     let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
@@ -458,5 +486,33 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
         Outcome::Failed(_) => "failed",
         Outcome::Deferred { .. } => "deferred",
         Outcome::Held => "held",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_outcome_is_written_again_until_the_database_takes_it() {
+        let tries = AtomicUsize::new(0);
+        let written = record_until_written(Duration::from_millis(1), || async {
+            match tries.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(StoreError::Unavailable("connection reset".into())),
+                _ => Ok(Recorded::Yes),
+            }
+        });
+        assert!(matches!(written.await, Ok(Recorded::Yes)));
+        assert_eq!(tries.load(Ordering::SeqCst), 3);
+
+        let tries = AtomicUsize::new(0);
+        let refused = record_until_written(Duration::from_millis(1), || async {
+            tries.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::Internal("a bug".into()))
+        });
+        assert!(matches!(refused.await, Err(StoreError::Internal(_))), "an error of actiond's own is not retried");
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
     }
 }
