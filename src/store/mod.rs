@@ -533,14 +533,17 @@ impl Store {
         .last()
         .map_or(0, |(version, _)| *version);
         // A store that answers reads but refuses writes (a read-only database,
-        // a full disk) is not ready either: the probe rewrites one row as it is.
-        let applied = self
-            .write(|tx| {
-                let applied = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])?.int(0)?;
-                tx.execute("UPDATE schema_migrations SET version = version WHERE version = $1", args![applied])?;
-                Ok(applied)
-            })
-            .await?;
+        // a full disk) is not ready either: the probe rewrites one row as it
+        // is. One that stopped answering (a lock held on the table, a server
+        // gone silent) is not ready after READY_WAIT; the probe changes
+        // nothing, so it may finish unwatched.
+        let probe = self.write(|tx| {
+            let applied = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])?.int(0)?;
+            tx.execute("UPDATE schema_migrations SET version = version WHERE version = $1", args![applied])?;
+            Ok(applied)
+        });
+        let unanswered = || StoreError::Unavailable(format!("the database did not answer within {} s", READY_WAIT.as_secs()));
+        let applied = tokio::time::timeout(READY_WAIT, probe).await.map_err(|_| unanswered())??;
         if applied < latest {
             return Err(StoreError::Unavailable(format!("migrations applied up to {applied}, expected {latest}")));
         }
@@ -634,6 +637,8 @@ impl Store {
 }
 
 const IDEMPOTENCY_WINDOW_SECONDS: i64 = 24 * 60 * 60;
+/// The longest the readiness probe waits for the database.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 const PRUNE_BATCH: u64 = 500;
 /// The most a lost notification delays a waiter's wake.
 const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);

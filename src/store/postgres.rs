@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -138,26 +138,34 @@ impl PgDb {
         Ok(Self { jobs, state, listener })
     }
 
-    /// Runs `op` on the first free session; 503 when none came free in time.
+    /// Runs `op` on the first free session; 503 when none came free within
+    /// `POOL_WAIT`, also when every session is stuck (a lock held, a server
+    /// that stopped answering). Whichever comes first takes the operation: a
+    /// session starting it, or its caller giving up, so an operation given up
+    /// on never runs later, and one that started is waited for.
     async fn run<T: Send + 'static>(&self, op: impl FnOnce(&mut PgSession) -> StoreResult<T> + Send + 'static) -> StoreResult<T> {
-        let (reply, answer) = oneshot::channel();
-        let job = move |session: &mut PgSession, waited: Duration| {
-            let result = if waited > POOL_WAIT {
-                Err(StoreError::Unavailable(format!("no database session came free within {} s", POOL_WAIT.as_secs())))
-            } else {
-                op(session)
-            };
-            let _ = reply.send(result);
+        let (reply, mut answer) = oneshot::channel();
+        let taken = Arc::new(AtomicBool::new(false));
+        let taken_by_session = Arc::clone(&taken);
+        let job = move |session: &mut PgSession| {
+            if !taken_by_session.swap(true, Ordering::AcqRel) {
+                let _ = reply.send(op(session));
+            }
         };
         self.state.waiting.fetch_add(1, Ordering::Relaxed);
-        let queued = Instant::now();
-        let sent = self.jobs.send(Box::new(move |session: &mut PgSession| job(session, queued.elapsed())));
-        if sent.is_err() {
+        if self.jobs.send(Box::new(job)).is_err() {
             self.state.waiting.fetch_sub(1, Ordering::Relaxed);
             return Err(StoreError::Unavailable("the database sessions have stopped".into()));
         }
         self.state.grow();
-        answer.await.map_err(|_| StoreError::Internal("a database session failed inside an operation".into()))?
+        let answered = match tokio::time::timeout(POOL_WAIT, &mut answer).await {
+            Ok(answered) => answered,
+            Err(_) if !taken.swap(true, Ordering::AcqRel) => {
+                return Err(StoreError::Unavailable(format!("no database session came free within {} s", POOL_WAIT.as_secs())));
+            }
+            Err(_) => answer.await,
+        };
+        answered.map_err(|_| StoreError::Internal("a database session failed inside an operation".into()))?
     }
 
     /// Runs `op` in a transaction; its signals are delivered once it commits.
