@@ -409,7 +409,9 @@ async fn token_migrate_and_openapi_commands() {
     let empty = TestDatabase::empty_postgres();
     for run in ["first", "second"] {
         let migrated = actiond(&dir, &["migrate"]).env("ACTIOND_DATABASE_URL", &empty.url).output().unwrap();
-        assert!(migrated.status.success(), "{run} migrate of PostgreSQL: {}", String::from_utf8_lossy(&migrated.stderr));
+        let stderr = String::from_utf8_lossy(&migrated.stderr);
+        assert!(migrated.status.success(), "{run} migrate of PostgreSQL: {stderr}");
+        assert!(!stderr.contains("NOTICE"), "no notice of a table that exists: {stderr}");
     }
     let applied = empty.query_bytes("SELECT convert_to(string_agg(version::text, ',' ORDER BY version), 'UTF8') FROM schema_migrations");
     assert_eq!(applied, [all_postgres_migrations()], "each migration applied once");

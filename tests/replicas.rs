@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use actiond::crypto::Sealer;
 use actiond::whatsapp::sandbox::{ReplyRequest, Sandbox};
-use common::database::{TestDatabase, all_postgres_migrations};
+use common::database::{TestDatabase, all_postgres_migrations, url_of};
 use common::process::{Server, actiond, production_env, temp_dir, token};
 use common::{APP_SECRET, eventually, non_mandatory_body, seed_body, sender_body, spawn_sandbox};
 use futures::future::join_all;
@@ -563,6 +563,15 @@ fn an_unreachable_database_at_start_is_one_line_naming_the_setting_never_its_val
         assert_eq!(errors.len(), 1, "{stderr}");
         assert!(errors[0].contains("ACTIOND_DATABASE_URL: cannot connect"), "{stderr}");
         assert!(!stderr.contains("s3cret-pass") && !stderr.contains("127.0.0.1:1/actiond"), "{stderr}");
+    }
+    // A server that answers quotes the role or database it refuses: hidden too.
+    let mut unknown_role = reqwest::Url::parse(&url_of("postgres")).unwrap();
+    unknown_role.set_username("s3cret_role").unwrap();
+    for url in [unknown_role.to_string(), url_of("s3cret_database")] {
+        let output = actiond(&dir, &["migrate"]).env("ACTIOND_DATABASE_URL", &url).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains("ACTIOND_DATABASE_URL: cannot connect"), "{stderr}");
+        assert!(stderr.contains("\"***\" does not exist") && !stderr.contains("s3cret"), "{stderr}");
     }
 }
 

@@ -116,7 +116,7 @@ impl PgDb {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("ACTIOND_DATABASE_URL: not a PostgreSQL URL: {e}"))?;
         config.connect_timeout(CONNECT_TIMEOUT).application_name("actiond").keepalives_idle(Duration::from_secs(30));
         let (client, connection) =
-            config.connect(NoTls).await.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot connect: {}", one_line(&e)))?;
+            config.connect(NoTls).await.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot connect: {}", connect_failure(&e, &config)))?;
         let driver = tokio::spawn(connection);
         migrate(&client).await.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot migrate: {}", one_line(&e)))?;
         drop(client);
@@ -304,7 +304,10 @@ impl PgSession {
             if self.in_transaction {
                 return Err(DbError::Unavailable("the database connection was lost inside a transaction".into()));
             }
-            let (client, connection) = self.runtime.block_on(self.config.connect(NoTls)).map_err(failure)?;
+            let (client, connection) = self
+                .runtime
+                .block_on(self.config.connect(NoTls))
+                .map_err(|error| DbError::Unavailable(connect_failure(&error, &self.config)))?;
             self.runtime.spawn(async move {
                 let _ = connection.await;
             });
@@ -637,6 +640,21 @@ fn failure(error: tokio_postgres::Error) -> DbError {
     }
 }
 
+/// A failed connection's error on one line, with every part of the URL that
+/// may appear in it hidden (the server quotes the role and the database it
+/// refuses): any part may be a secret.
+fn connect_failure(error: &tokio_postgres::Error, config: &tokio_postgres::Config) -> String {
+    let quoted = [config.get_user(), config.get_dbname()].into_iter().flatten().map(|name| format!("\"{name}\""));
+    let password = config.get_password().map(|password| String::from_utf8_lossy(password).into_owned());
+    let hosts = config.get_hosts().iter().map(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => name.clone(),
+        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+    });
+    let quoted = quoted.map(|part| (part, "\"***\""));
+    let bare = password.into_iter().chain(hosts).map(|part| (part, "***"));
+    quoted.chain(bare).filter(|(part, _)| !part.is_empty()).fold(one_line(error), |text, (part, hidden)| text.replace(&part, hidden))
+}
+
 /// An error with its causes, on one line (connection errors say what
 /// failed, never the URL or its password).
 fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
@@ -653,6 +671,8 @@ fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
+    // `IF NOT EXISTS` on a migrated database is no news worth a log line.
+    client.batch_execute("SET client_min_messages = warning").await?;
     client.query("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let applied = async {
         client.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)").await?;
@@ -720,7 +740,7 @@ async fn listen(config: tokio_postgres::Config, signals: Arc<Signals>, outbox: A
                 }
                 driver.abort();
             }
-            Err(error) => tracing::warn!(error = %one_line(&error), "the PostgreSQL listener cannot connect; retrying"),
+            Err(error) => tracing::warn!(error = %connect_failure(&error, &config), "the PostgreSQL listener cannot connect; retrying"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

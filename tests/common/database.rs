@@ -33,7 +33,7 @@ fn admin_url() -> String {
 }
 
 /// The URL of database `name` on the test server.
-fn url_of(name: &str) -> String {
+pub fn url_of(name: &str) -> String {
     let mut url = reqwest::Url::parse(&admin_url()).expect("ACTIOND_TEST_POSTGRES_URL is a URL");
     url.set_path(name);
     url.to_string()
