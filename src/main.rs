@@ -123,7 +123,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|_| "--sandbox-delays-ms takes three numbers: sent,delivered,read (e.g. 200,600,1200)".to_owned())?;
             let delays = delays.map(Duration::from_millis);
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-            runtime.block_on(serve(settings, dev.then_some((data_dir, delays))))
+            let served = runtime.block_on(serve(settings, dev.then_some((data_dir, delays))));
+            // What still runs is what the grace does not wait for: events under
+            // way (delivered again once their leases run out) and their DNS
+            // look-ups on blocking threads, which a plain drop would wait for.
+            runtime.shutdown_background();
+            served
         }
         Command::Token { tenant, scopes, ttl, dev, data_dir } => {
             let settings = if dev { dev::prepare(settings, &data_dir)? } else { settings };
