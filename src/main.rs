@@ -1,5 +1,6 @@
 //! The `actiond` command line: serve [--dev] | token | migrate | openapi.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -146,8 +147,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let ttl = parse_ttl(&ttl).map_err(|e| format!("--ttl {e}"))?;
             // The server's own rule: a token naming a blank tenant would be refused.
             let tenant = TenantId::new(tenant).ok_or("--tenant: must name a tenant (not blank, no NUL)")?;
-            println!("{}", mint(secret, tenant.as_str(), &scopes, ttl, settings.jwt_issuer.as_deref(), settings.jwt_audience.as_deref()));
-            Ok(())
+            let token = mint(secret, tenant.as_str(), &scopes, ttl, settings.jwt_issuer.as_deref(), settings.jwt_audience.as_deref());
+            print_out(&format!("{token}\n"))
         }
         Command::Sandbox { listen, phone_numbers } => {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
@@ -156,13 +157,19 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Migrate => {
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             runtime.block_on(Store::open(&settings.database_url, 1))?;
-            println!("migrations applied to {}", redacted(&settings.database_url));
-            Ok(())
+            print_out(&format!("migrations applied to {}\n", redacted(&settings.database_url)))
         }
-        Command::Openapi => {
-            print!("{}", openapi::document());
-            Ok(())
-        }
+        Command::Openapi => print_out(&openapi::document()),
+    }
+}
+
+/// Writes a command's output. A reader that stopped early (`| head`) ends
+/// it quietly, as it does any Unix tool, rather than with a panic.
+fn print_out(text: &str) -> Result<(), String> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write to standard output: {error}")),
+        _ => Ok(()),
     }
 }
 

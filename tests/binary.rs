@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use actiond::auth::{AuthSettings, Authenticator, Scope};
@@ -419,6 +420,12 @@ async fn token_migrate_and_openapi_commands() {
     let document = actiond(&dir, &["openapi"]).output().unwrap();
     let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap();
     assert!(document.stdout == committed, "`actiond openapi` prints the committed openapi.json");
+    // A reader that stops early (`| head -c 100`) ends it quietly.
+    let mut early = actiond(&dir, &["openapi"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = [0; 100];
+    early.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let stopped = early.wait_with_output().unwrap();
+    assert!(stopped.status.success() && stopped.stderr.is_empty(), "{}", String::from_utf8_lossy(&stopped.stderr));
     let _ = std::fs::remove_dir_all(dir);
 }
 
