@@ -148,7 +148,7 @@ async fn an_unknown_sender_filter_is_named_as_the_client_sent_it() {
 async fn sync_picks_up_template_changes_and_delete_forgets_the_sender() {
     let app = spawn_app().await;
     app.register_sender().await;
-    app.create_action(&seed_body()).await;
+    let action = app.create_action(&seed_body()).await;
 
     app.sandbox.set_template_status("call_permission_request", "PAUSED");
     let synced = app.call(Method::POST, &format!("{}/_sync", sender_path()), None).await;
@@ -157,6 +157,16 @@ async fn sync_picks_up_template_changes_and_delete_forgets_the_sender() {
     let refused = app.post("/v2/_actions", &seed_body()).await;
     assert_eq!(refused.error_codes(), [("webhook.template_name", "template_not_approved")]);
     assert!(refused.body["errors"][0]["message"].as_str().unwrap().contains("is PAUSED"));
+
+    // An edit Meta approved adds a part string parameters cannot fill: the
+    // action saved before can no longer run.
+    app.sandbox.set_template_status("call_permission_request", "APPROVED");
+    let carousel = json!([{"type": "BODY", "text": "Hi {{1}}"}, {"type": "CAROUSEL", "cards": []}]);
+    app.sandbox.set_template_components("call_permission_request", carousel);
+    assert_eq!(app.call(Method::POST, &format!("{}/_sync", sender_path()), None).await.status, 200);
+    let executed = app.post(&format!("/v2/_actions/{action}/_execute"), &json!({"variables": {"customer_name": "Ana"}})).await;
+    assert_eq!((executed.status, executed.error_codes()), (409, vec![("action_id", "template_unavailable")]), "{}", executed.text);
+    assert!(executed.body["errors"][0]["message"].as_str().unwrap().contains("a CAROUSEL component"), "{}", executed.text);
 
     let deleted = app.call(Method::DELETE, &sender_path(), None).await;
     assert_eq!(deleted.status, 200);

@@ -239,6 +239,10 @@ impl Composed {
             return Err(template_unavailable(format!("{label} is {}; only APPROVED templates can be sent", template.status)));
         }
         let shape = TemplateShape::of(&template);
+        if !shape.unsupported.is_empty() {
+            let parts = shape.unsupported.join(" and ");
+            return Err(template_unavailable(format!("{label} now has {parts}, which actiond cannot fill from string parameters")));
+        }
         let counts = shape.counts();
         let [header, body, buttons] = &params;
         if (counts.header_params, counts.body_params, counts.button_params) != (header.len(), body.len(), buttons.len()) {

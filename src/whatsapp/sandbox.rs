@@ -164,6 +164,16 @@ impl Sandbox {
         });
     }
 
+    /// Replaces a template's components in every language, as an edit Meta
+    /// approved would.
+    pub fn set_template_components(&self, name: &str, components: Value) {
+        self.with_state(|s| {
+            for template in s.templates.iter_mut().filter(|t| t["name"] == name) {
+                template["components"] = components.clone();
+            }
+        });
+    }
+
     /// Templates per page of `message_templates`, to exercise pagination.
     pub fn set_page_size(&self, page_size: usize) {
         self.with_state(|s| s.page_size = page_size.max(1));
