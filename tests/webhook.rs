@@ -59,6 +59,7 @@ async fn forged_or_unsigned_webhooks_change_nothing() {
         assert_eq!(refused.status, 401, "{secret:?}");
         refused.assert_ctx_id();
         assert_eq!(refused.error_codes(), [("X-Hub-Signature-256", "invalid_signature")]);
+        assert!(refused.header("www-authenticate").is_some_and(|challenge| challenge.contains("X-Hub-Signature-256")));
     }
     let tampered = app
         .http

@@ -218,11 +218,16 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let bearer_refused = self.errors.iter().any(|e| e.code == ErrorCode::InvalidToken);
+        let signature_refused = self.errors.iter().any(|e| e.code == ErrorCode::InvalidSignature);
         let body = ErrorBody { ctx_id: ctx_id(), detail: self.detail, errors: self.errors };
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();
+        // A 401 names what would be accepted (RFC 9110 §15.5.2).
         if bearer_refused {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+        } else if signature_refused {
+            let challenge = "Signature realm=\"whatsapp-webhook\", header=\"X-Hub-Signature-256\", algorithm=\"hmac-sha256\"";
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         if self.status == StatusCode::REQUEST_TIMEOUT {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
