@@ -654,6 +654,46 @@ async fn an_acceptance_keeps_a_pair_refusal_that_came_while_it_was_sent() {
 }
 
 #[tokio::test]
+async fn a_backlog_put_off_by_the_senders_rate_comes_due_a_slot_at_a_time() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("backlog");
+        let action = Uuid::now_v7();
+        for index in 0..20 {
+            let to = format!("1415555{:04}", 200 + index);
+            replicas.a.create_execution(&tenant, new_execution(action, Some(&format!("b{index}")), None, &to)).await.unwrap();
+        }
+        let now = now_ms();
+        let jobs = replicas.a.claim_jobs(now, now + 60_000, 20).await.unwrap();
+        let started = replicas.a.start_sends(jobs.iter().map(send_request).collect(), Pacing::new(5), now * 1000).await.unwrap();
+        assert_eq!(started.iter().filter(|answer| matches!(answer, Started::Sending { .. })).count(), 5, "{}", replicas.name);
+        // Each job put off holds a slot of its own, 200 ms apart; one that
+        // comes later queues behind them.
+        let Executed::New(late) =
+            replicas.a.create_execution(&tenant, new_execution(action, Some("late"), None, "14155550999")).await.unwrap()
+        else {
+            panic!("a new execution")
+        };
+        let late = late.execution_id;
+        let asked = now_ms();
+        let jobs = replicas.b.claim_jobs(asked, asked + 60_000, 20).await.unwrap();
+        assert_eq!(jobs.iter().map(|job| job.lease.execution_id).collect::<Vec<_>>(), [late], "{}", replicas.name);
+        let started = replicas.b.start_sends(jobs.iter().map(send_request).collect(), Pacing::new(5), asked * 1000).await.unwrap();
+        assert_eq!(started, [Started::Deferred], "{}", replicas.name);
+        for second in 1..=3 {
+            let due = replicas.a.claim_jobs(now + second * 1000, now + 60_000, 20).await.unwrap();
+            assert_eq!(due.len(), 5, "{}: five a second come due, not all at once", replicas.name);
+            let started =
+                replicas.a.start_sends(due.iter().map(send_request).collect(), Pacing::new(5), (now + second * 1000) * 1000).await;
+            let sending = started.unwrap().iter().filter(|answer| matches!(answer, Started::Sending { .. })).count();
+            assert_eq!(sending, 5, "{}: each goes in its slot, not put off again", replicas.name);
+        }
+        let due: Vec<Uuid> =
+            replicas.b.claim_jobs(now + 3200, now + 60_000, 20).await.unwrap().iter().map(|job| job.lease.execution_id).collect();
+        assert_eq!(due, [late], "{}: the late one after them", replicas.name);
+    }
+}
+
+#[tokio::test]
 async fn a_change_on_one_replica_wakes_the_waiters_of_the_other() {
     for replicas in both_dialects().await {
         let tenant = tenant("signals");

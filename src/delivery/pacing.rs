@@ -2,7 +2,7 @@
 //! rate to one recipient (one message per 6 s, bursts of up to 45 borrowed
 //! from future quota — reference §3). Each limit is a GCRA: one number per
 //! key, the theoretical arrival time (`tat`), which the store keeps in a row
-//! shared by every replica. "Not yet" is an answer with a wait, so the job is
+//! shared by every replica. "Not yet" is an answer with a slot, so the job is
 //! rescheduled, never slept on; a backlog costs O(1) work per send.
 
 use std::time::Duration;
@@ -36,12 +36,13 @@ impl Rate {
         Self::new(PAIR_INTERVAL, PAIR_BURST)
     }
 
-    /// Admits one message at `now_us` against the key's `tat` (0 for a key
-    /// never used): the key's new `tat`, or how many microseconds to wait.
-    pub fn admit(self, tat: i64, now_us: i64) -> Result<i64, i64> {
-        let start = tat.max(now_us);
-        let ahead = start - now_us;
-        if ahead > self.tolerance_us { Err(ahead - self.tolerance_us) } else { Ok(start + self.interval_us) }
+    /// The send slot of one message asked for at `now_us` against the key's
+    /// `tat` (0 for a key never used): the first time at or after `now_us`
+    /// the rate lets it go (`now_us` itself when it may go at once), and the
+    /// key's `tat` once it is counted. A message put off keeps its slot, so
+    /// the next one put off is given the slot after.
+    pub fn slot(self, tat: i64, now_us: i64) -> (i64, i64) {
+        (now_us.max(tat - self.tolerance_us), tat.max(now_us) + self.interval_us)
     }
 }
 
@@ -74,38 +75,43 @@ mod tests {
 
     const SECOND: i64 = 1_000_000;
 
-    /// Sends as fast as the rate allows: the times admitted, in µs from 0.
-    fn admitted_times(rate: Rate, count: usize) -> Vec<i64> {
-        let (mut tat, mut now, mut times) = (0, 0, Vec::new());
-        while times.len() < count {
-            match rate.admit(tat, now) {
-                Ok(next) => {
-                    tat = next;
-                    times.push(now);
-                }
-                Err(wait) => now += wait,
-            }
-        }
-        times
+    /// The slots of `count` messages asked for at once, in µs from 0.
+    fn slots(rate: Rate, count: usize) -> Vec<i64> {
+        let mut tat = 0;
+        (0..count)
+            .map(|_| {
+                let (at, next) = rate.slot(tat, 0);
+                tat = next;
+                at
+            })
+            .collect()
     }
 
     #[test]
     fn a_sender_is_held_to_its_messages_per_second() {
-        let rate = Rate::per_second(5);
-        let mut tat = 0;
-        let admitted = (0..20).filter(|_| rate.admit(tat, 0).map(|next| tat = next).is_ok()).count();
-        assert_eq!(admitted, 5, "one second's worth at once");
-        assert_eq!(rate.admit(tat, 0), Err(200_000), "then one each 200 ms");
-        assert!(rate.admit(tat, 200_000).is_ok());
-        assert!(rate.admit(0, 0).is_ok(), "another key starts full");
+        let slots = slots(Rate::per_second(5), 8);
+        assert_eq!(slots, [0, 0, 0, 0, 0, 200_000, 400_000, 600_000], "one second's worth at once, then one each 200 ms");
+        assert_eq!(Rate::per_second(5).slot(0, 0), (0, 200_000), "another key starts full");
     }
 
     #[test]
     fn a_burst_to_one_recipient_is_spread_at_one_per_six_seconds() {
-        let times = admitted_times(Rate::pair(), 50);
+        let times = slots(Rate::pair(), 50);
         assert!(times[..45].iter().all(|at| *at == 0), "Meta's burst of 45 goes at once");
         let gaps: Vec<i64> = times[44..].windows(2).map(|w| w[1] - w[0]).collect();
         assert!(gaps.iter().all(|gap| *gap == 6 * SECOND), "then one per 6 s: {gaps:?}");
+    }
+
+    #[test]
+    fn a_message_asked_for_at_its_slot_goes_then() {
+        let rate = Rate::per_second(5);
+        let (mut tat, mut at) = (0, 0);
+        for _ in 0..6 {
+            (at, tat) = rate.slot(tat, 0);
+        }
+        assert_eq!(at, 200_000);
+        // A slot kept moved `tat` already: asked for again then, the next one is later.
+        assert_eq!(rate.slot(tat, at).0, 400_000);
     }
 
     #[test]
@@ -113,11 +119,18 @@ mod tests {
         let rate = Rate::per_second(10);
         let mut tat = 0;
         for _ in 0..30 {
-            tat = rate.admit(tat, tat).unwrap();
+            tat = rate.slot(tat, tat).1;
         }
         let after = tat + 60 * SECOND;
-        let burst = (0..30).filter(|_| rate.admit(tat, after).map(|next| tat = next).is_ok()).count();
-        assert_eq!(burst, 10, "a minute idle gives back one second's worth, not a minute's");
+        let mut at_once = 0;
+        for _ in 0..30 {
+            let (at, next) = rate.slot(tat, after);
+            if at == after {
+                at_once += 1;
+                tat = next;
+            }
+        }
+        assert_eq!(at_once, 10, "a minute idle gives back one second's worth, not a minute's");
     }
 
     #[test]

@@ -71,13 +71,21 @@ pub enum Started {
 }
 
 /// A send slot for each job, from its sender's rate and its pair's (both, or
-/// neither), in order: for each, whether its pair was refused lately, or the
-/// time (Unix ms) it may go.
-fn take_send_slots(tx: &mut Tx<'_>, jobs: &[&SendRequest], pacing: Pacing, now_us: i64) -> DbResult<Vec<Result<bool, i64>>> {
+/// neither), in order: whether its pair was refused lately, or when (Unix ms)
+/// it may go and whether that slot is its own. A job over a limit is given
+/// the next free slot of both, counted now, so it goes then without being
+/// counted or put off again; `slotted` jobs are those, come due.
+fn take_send_slots(
+    tx: &mut Tx<'_>,
+    jobs: &[(&SendRequest, bool)],
+    pacing: Pacing,
+    now_us: i64,
+) -> DbResult<Vec<Result<bool, (i64, bool)>>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let keys: BTreeSet<String> = jobs.iter().flat_map(|job| [sender_key(&job.sender), pair_key(&job.sender, &job.recipient)]).collect();
+    let keys: BTreeSet<String> =
+        jobs.iter().flat_map(|(job, _)| [sender_key(&job.sender), pair_key(&job.sender, &job.recipient)]).collect();
     let dialect = tx.dialect();
     let read = match dialect {
         // Creates the rows not there yet and locks them all, in key order (so
@@ -98,28 +106,26 @@ fn take_send_slots(tx: &mut Tx<'_>, jobs: &[&SendRequest], pacing: Pacing, now_u
         state.insert(row.text(0)?, (row.int(1)?, row.int(2)?, row.int(3)? > 0, false));
     }
     let mut answers = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for (job, slotted) in jobs {
         let (sender, pair) = (sender_key(&job.sender), pair_key(&job.sender, &job.recipient));
         let (sender_tat, ..) = state.get(&sender).copied().unwrap_or_default();
         let (pair_tat, backoff_until, refused, _) = state.get(&pair).copied().unwrap_or_default();
-        let admitted = if backoff_until > now_us {
-            Err(backoff_until - now_us)
-        } else {
-            match (pacing.sender.admit(sender_tat, now_us), pacing.pair.admit(pair_tat, now_us)) {
-                (Ok(sender_next), Ok(pair_next)) => Ok((sender_next, pair_next)),
-                (sender, pair) => Err(sender.err().unwrap_or(0).max(pair.err().unwrap_or(0))),
-            }
-        };
-        answers.push(match admitted {
-            Ok((sender_next, pair_next)) => {
-                state.insert(sender, (sender_next, 0, false, true));
-                state.insert(pair, (pair_next, backoff_until, refused, true));
-                Ok(refused)
-            }
-            Err(wait_us) => Err((now_us + wait_us + 999) / 1000),
-        });
+        if backoff_until > now_us {
+            answers.push(Err(((backoff_until + 999) / 1000, false)));
+            continue;
+        }
+        if *slotted {
+            answers.push(Ok(refused));
+            continue;
+        }
+        let (sender_at, sender_next) = pacing.sender.slot(sender_tat, now_us);
+        let (pair_at, pair_next) = pacing.pair.slot(pair_tat, now_us);
+        state.insert(sender, (sender_next, 0, false, true));
+        state.insert(pair, (pair_next, backoff_until, refused, true));
+        let at = sender_at.max(pair_at);
+        answers.push(if at <= now_us { Ok(refused) } else { Err(((at + 999) / 1000, true)) });
     }
-    // Only the keys a send was admitted against moved; `WHERE TRUE` tells
+    // Only the keys a slot was taken from moved; `WHERE TRUE` tells
     // SQLite's parser the SELECT ends there.
     let tats: Vec<(&str, i64)> = state.iter().filter(|(_, (.., moved))| *moved).map(|(key, (tat, ..))| (key.as_str(), *tat)).collect();
     if tats.is_empty() {
@@ -222,11 +228,11 @@ fn record_other(tx: &mut Tx<'_>, lease: Lease, outcome: &Outcome) -> DbResult<Re
         Outcome::Accepted { .. } => unreachable!("acceptances are recorded by accept()"),
         Outcome::Failed(_) => tx.execute("DELETE FROM delivery_jobs WHERE execution_id = $1 AND lease_token = $2", args![id, token])?,
         Outcome::Retry { due_ms, .. } | Outcome::Deferred { due_ms } => tx.execute(
-            "UPDATE delivery_jobs SET due_at = $3, lease_until = 0 WHERE execution_id = $1 AND lease_token = $2",
+            "UPDATE delivery_jobs SET due_at = $3, lease_until = 0, slotted = FALSE WHERE execution_id = $1 AND lease_token = $2",
             args![id, token, *due_ms],
         )?,
         Outcome::Held => tx.execute(
-            "UPDATE delivery_jobs SET held = TRUE, lease_until = 0 WHERE execution_id = $1 AND lease_token = $2",
+            "UPDATE delivery_jobs SET held = TRUE, lease_until = 0, slotted = FALSE WHERE execution_id = $1 AND lease_token = $2",
             args![id, token],
         )?,
     };
@@ -332,26 +338,30 @@ impl Store {
             // Job rows first, as every transaction takes them; in id order.
             let fenced = tx.query(
                 &format!(
-                    "SELECT execution_id, lease_token FROM delivery_jobs WHERE {} ORDER BY execution_id{}",
+                    "SELECT execution_id, lease_token, slotted FROM delivery_jobs WHERE {} ORDER BY execution_id{}",
                     dialect.among_batch("execution_id", 1),
                     dialect.for_update()
                 ),
                 &[batch(&ids)?],
             )?;
-            let mut tokens = HashMap::new();
+            let mut rows = HashMap::new();
             for row in fenced {
-                tokens.insert(row.uuid(0)?, row.int(1)?);
+                rows.insert(row.uuid(0)?, (row.int(1)?, row.boolean(2)?));
             }
             let mut answers: Vec<Started> = jobs
                 .iter()
-                .map(|job| match tokens.get(&job.lease.execution_id) {
+                .map(|job| match rows.get(&job.lease.execution_id) {
                     None => Started::Ended,
-                    Some(token) if *token == job.lease.token => Started::Sending { pair_refused: false },
+                    Some((token, _)) if *token == job.lease.token => Started::Sending { pair_refused: false },
                     Some(_) => Started::LeaseLost,
                 })
                 .collect();
             let held: Vec<usize> = (0..jobs.len()).filter(|index| matches!(answers[*index], Started::Sending { .. })).collect();
-            let slots = take_send_slots(tx, &held.iter().map(|index| &jobs[*index]).collect::<Vec<_>>(), pacing, now_us)?;
+            let pacing_asked: Vec<(&SendRequest, bool)> = held
+                .iter()
+                .map(|index| (&jobs[*index], rows.get(&jobs[*index].lease.execution_id).is_some_and(|(_, slotted)| *slotted)))
+                .collect();
+            let slots = take_send_slots(tx, &pacing_asked, pacing, now_us)?;
             let mut deferred = Vec::new();
             let mut admitted = Vec::new();
             for (index, slot) in held.into_iter().zip(slots) {
@@ -360,9 +370,9 @@ impl Store {
                         answers[index] = Started::Sending { pair_refused };
                         admitted.push(index);
                     }
-                    Err(due_ms) => {
+                    Err((due_ms, slotted)) => {
                         answers[index] = Started::Deferred;
-                        deferred.push((jobs[index].lease.execution_id, due_ms));
+                        deferred.push((jobs[index].lease.execution_id, due_ms, i64::from(slotted)));
                     }
                 }
             }
@@ -370,8 +380,9 @@ impl Store {
                 let rows = dialect.batch_rows(1, "d");
                 tx.execute(
                     &format!(
-                        "UPDATE delivery_jobs SET due_at = later.due_at, lease_until = 0 \
-                         FROM (SELECT d.value ->> 0 AS execution, CAST(d.value ->> 1 AS BIGINT) AS due_at FROM {rows}) later \
+                        "UPDATE delivery_jobs SET due_at = later.due_at, slotted = (later.slotted = 1), lease_until = 0 \
+                         FROM (SELECT d.value ->> 0 AS execution, CAST(d.value ->> 1 AS BIGINT) AS due_at, \
+                         CAST(d.value ->> 2 AS BIGINT) AS slotted FROM {rows}) later \
                          WHERE delivery_jobs.execution_id = later.execution{}",
                         dialect.join_by_key("delivery_jobs.execution_id", 1)
                     ),

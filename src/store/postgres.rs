@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/postgres/0005_event_due_by_endpoint.sql")),
     (6, include_str!("../../migrations/postgres/0006_jobs_without_sender_index.sql")),
     (7, include_str!("../../migrations/postgres/0007_action_versions.sql")),
+    (8, include_str!("../../migrations/postgres/0008_job_slots.sql")),
 ];
 /// The channel every replica listens on.
 const CHANNEL: &str = "actiond";

@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/sqlite/0007_event_due_by_endpoint.sql")),
     (8, include_str!("../../migrations/sqlite/0008_jobs_without_sender_index.sql")),
     (9, include_str!("../../migrations/sqlite/0009_action_versions.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_job_slots.sql")),
 ];
 const READERS: usize = 4;
 /// Prepared statements kept per connection: more than the writer's distinct
