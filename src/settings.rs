@@ -130,9 +130,26 @@ fn optional(value: &str) -> Option<String> {
     Some(value.to_owned()).filter(|value| !value.trim().is_empty())
 }
 
-fn number<T: FromStr>(key: &str, value: &str) -> Result<T, String> {
-    value.trim().parse().map_err(|_| format!("{}: must be a whole number in range", variable(key)))
+fn number<T: Whole>(key: &str, value: &str) -> Result<T, String> {
+    value.trim().parse().map_err(|_| format!("{}: must be a whole number from {} to {}", variable(key), T::MIN, T::MAX))
 }
+
+/// The unsigned types numeric settings are read into, with their bounds.
+trait Whole: FromStr + std::fmt::Display {
+    const MIN: Self;
+    const MAX: Self;
+}
+
+macro_rules! whole {
+    ($($kind:ty),*) => {$(
+        impl Whole for $kind {
+            const MIN: Self = <$kind>::MIN;
+            const MAX: Self = <$kind>::MAX;
+        }
+    )*};
+}
+
+whole!(u16, u32, u64, usize);
 
 fn boolean(key: &str, value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {

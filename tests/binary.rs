@@ -53,6 +53,11 @@ fn serve_refuses_missing_or_bad_settings_and_names_them() {
         assert!(!output.status.success(), "{setting}={value} starts");
         assert!(stderr.contains(setting) && !stderr.contains("s3cr3t"), "{setting} named, its value not shown: {stderr}");
     }
+    // A number out of range says what range is.
+    let mut command = actiond(&dir, &["serve"]);
+    command.env("ACTIOND_JWT_SECRET", SECRET).env("ACTIOND_ENCRYPTION_KEY", Sealer::generate_key());
+    let stderr = String::from_utf8_lossy(&command.env("ACTIOND_RATE_LIMIT_PER_SECOND", "-1").output().unwrap().stderr).into_owned();
+    assert!(stderr.contains("ACTIOND_RATE_LIMIT_PER_SECOND: must be a whole number from 0 to 4294967295"), "{stderr}");
 
     std::fs::write(dir.join("actiond.toml"), "jwt_secret = \"42\"\n").unwrap();
     let output = actiond(&dir, &["--config", "actiond.toml", "serve"]).output().unwrap();

@@ -564,6 +564,11 @@ fn an_unreachable_database_at_start_is_one_line_naming_the_setting_never_its_val
         assert!(errors[0].contains("ACTIOND_DATABASE_URL: cannot connect"), "{stderr}");
         assert!(!stderr.contains("s3cret-pass") && !stderr.contains("127.0.0.1:1/actiond"), "{stderr}");
     }
+    // TLS to PostgreSQL is refused as such, before any connection.
+    let output =
+        actiond(&dir, &["migrate"]).env("ACTIOND_DATABASE_URL", format!("{}?sslmode=require", url_of("postgres"))).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("ACTIOND_DATABASE_URL: sslmode=require is not supported"), "{stderr}");
     // A server that answers quotes the role or database it refuses: hidden too.
     let mut unknown_role = reqwest::Url::parse(&url_of("postgres")).unwrap();
     unknown_role.set_username("s3cret_role").unwrap();

@@ -115,6 +115,9 @@ impl PgDb {
     pub async fn open(url: &str, max_connections: usize, signals: Arc<Signals>) -> Result<Self, String> {
         // Errors never show the URL: any part of it may hold a credential.
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("ACTIOND_DATABASE_URL: not a PostgreSQL URL: {e}"))?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err("ACTIOND_DATABASE_URL: sslmode=require is not supported: actiond speaks to PostgreSQL without TLS".into());
+        }
         config.connect_timeout(CONNECT_TIMEOUT).application_name("actiond").keepalives_idle(Duration::from_secs(30));
         let (client, connection) =
             config.connect(NoTls).await.map_err(|e| format!("ACTIOND_DATABASE_URL: cannot connect: {}", connect_failure(&e, &config)))?;
