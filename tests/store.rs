@@ -304,6 +304,39 @@ async fn a_status_that_comes_before_the_sends_answer_leaves_the_answer_its_wa_id
 }
 
 #[tokio::test]
+async fn a_status_from_a_wa_id_that_comes_before_the_answer_naming_it_waits_for_that_answer() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("early-wa-id");
+        let id = created(&replicas.a, &tenant).await;
+        let job = claim_one(&replicas.a, id).await;
+        assert_eq!(start(&replicas.a, &job).await, Started::Sending { pair_refused: false }, "{}", replicas.name);
+        let wamid = format!("wamid.{}", Uuid::new_v4().simple());
+        let from = |person: &str, status: ExecutionStatus| {
+            let WebhookEvent::Status { key, wamid, execution_hint, status, error, .. } = status_naming(id, &wamid, status) else {
+                unreachable!()
+            };
+            WebhookEvent::Status { key, parties: EventParties { person: person.into(), ..parties() }, wamid, execution_hint, status, error }
+        };
+        // Meta's statuses name the person by the WhatsApp id its answer is about to give; a stranger's comes too.
+        let early = vec![from("5511912345678", ExecutionStatus::Delivered), from("5511900000000", ExecutionStatus::Read)];
+        replicas.b.apply_webhook_events(early.clone()).await.unwrap();
+        replicas.b.apply_webhook_events(early).await.unwrap();
+        let waiting = replicas.a.get_execution(&tenant, id).await.unwrap().unwrap();
+        assert_eq!(waiting.status, ExecutionStatus::Sending, "{}: nothing applied before the answer", replicas.name);
+        let answer = Outcome::Accepted { wamid: wamid.clone(), wa_id: Some("5511912345678".into()) };
+        assert_eq!(replicas.a.record_outcome(&job, answer).await.unwrap(), Recorded::Yes, "{}", replicas.name);
+        let settled = replicas.a.get_execution(&tenant, id).await.unwrap().unwrap();
+        let timeline: Vec<ExecutionStatus> = settled.timeline.iter().map(|entry| entry.status).collect();
+        assert_eq!(
+            timeline,
+            [ExecutionStatus::Queued, ExecutionStatus::Sending, ExecutionStatus::Accepted, ExecutionStatus::Delivered],
+            "{}: the wa_id's status applied once, the stranger's not",
+            replicas.name
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_late_status_keeps_the_error_an_ended_execution_failed_with() {
     for replicas in both_dialects().await {
         let tenant = tenant("late");

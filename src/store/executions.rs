@@ -414,17 +414,15 @@ impl Store {
         for event in events {
             let changes_templates = matches!(event, WebhookEvent::TemplateStatus { .. });
             let apply = move |tx: &mut Tx<'_>| {
-                let key = match &event {
-                    WebhookEvent::Status { key, .. } | WebhookEvent::Reply { key, .. } | WebhookEvent::TemplateStatus { key, .. } => key,
-                };
+                let key = event.key();
                 let fresh = tx.execute(
                     "INSERT INTO webhook_events (key, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    args![key.as_str(), clock::now()],
+                    args![key, clock::now()],
                 )?;
                 // An event that matched nothing is not marked seen: Meta's resend
                 // may find the execution its first copy arrived too early for.
                 if fresh == 1 && !apply_event(tx, &event)? {
-                    tx.execute("DELETE FROM webhook_events WHERE key = $1", args![key.as_str()])?;
+                    tx.execute("DELETE FROM webhook_events WHERE key = $1", args![key])?;
                 }
                 Ok(())
             };
@@ -473,14 +471,25 @@ fn template_status_after(event: &str) -> Option<&'static str> {
     }
 }
 
+/// What an event of Meta's names.
+enum Named {
+    /// An execution whose parties the event's are.
+    Execution(Uuid),
+    /// An execution of the event's sender whose send Meta has not answered
+    /// yet, from a person other than the number it was sent to: the answer
+    /// tells whether that is the WhatsApp id Meta gives the number.
+    Unanswered(Uuid),
+    Nothing,
+}
+
 /// The execution an event of Meta's names, by its wamid or else the
 /// execution id the send carried (biz_opaque_callback_data, a quick-reply
-/// payload), if the event's parties are the
-/// execution's: its sender, and its recipient by the number it was sent to
-/// or by the `wa_id` Meta gave it. An event that names an execution and
-/// fails that check is logged and ignored.
-fn find_execution(tx: &mut Tx<'_>, wamid: Option<&str>, hint: Option<Uuid>, parties: &EventParties) -> DbResult<Option<Uuid>> {
-    const COLUMNS: &str = "SELECT id, sender, recipient, wa_id FROM executions";
+/// payload), if the event's parties are the execution's: its sender, and
+/// its recipient by the number it was sent to or by the `wa_id` Meta gave
+/// it. An event that names an execution and fails that check is logged and
+/// ignored.
+fn find_execution(tx: &mut Tx<'_>, wamid: Option<&str>, hint: Option<Uuid>, parties: &EventParties) -> DbResult<Named> {
+    const COLUMNS: &str = "SELECT id, sender, recipient, wa_id, wamid FROM executions";
     let mut found = match wamid {
         Some(wamid) => tx.query_opt(&format!("{COLUMNS} WHERE wamid = $1"), args![wamid])?,
         None => None,
@@ -490,22 +499,52 @@ fn find_execution(tx: &mut Tx<'_>, wamid: Option<&str>, hint: Option<Uuid>, part
     {
         found = tx.query_opt(&format!("{COLUMNS} WHERE id = $1"), args![hint])?;
     }
-    let Some(row) = found else { return Ok(None) };
+    let Some(row) = found else { return Ok(Named::Nothing) };
     let id = row.uuid(0)?;
-    let person = &parties.person;
-    let belongs = row.text(1)? == parties.phone_number_id && (row.text(2)? == *person || row.opt_str(3)? == Some(person.as_str()));
-    if !belongs {
-        tracing::warn!(execution = %id, phone_number_id = %parties.phone_number_id, "a Meta event names an execution of another sender or recipient; ignored");
-        return Ok(None);
+    let person = parties.person.as_str();
+    let (sender, wa_id) = (row.text(1)?, row.opt_str(3)?);
+    if sender == parties.phone_number_id && (row.text(2)? == person || wa_id == Some(person)) {
+        return Ok(Named::Execution(id));
     }
-    Ok(Some(id))
+    if sender == parties.phone_number_id && wa_id.is_none() && row.opt_str(4)?.is_none() {
+        return Ok(Named::Unanswered(id));
+    }
+    tracing::warn!(execution = %id, phone_number_id = %parties.phone_number_id, "a Meta event names an execution of another sender or recipient; ignored");
+    Ok(Named::Nothing)
+}
+
+/// Keeps an event for an execution whose send is not answered yet, until
+/// the answer names the WhatsApp id it may come from (`apply_parked`).
+fn park(tx: &mut Tx<'_>, id: Uuid, event: &WebhookEvent) -> DbResult<bool> {
+    tx.execute(
+        "INSERT INTO parked_webhook_events (key, execution_id, event, received_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        args![event.key(), id, to_json(event)?, clock::now()],
+    )?;
+    Ok(true)
+}
+
+/// Applies the events kept for these executions (`park`), now that their
+/// sends' answers named the WhatsApp ids Meta gives their recipients.
+pub(super) fn apply_parked(tx: &mut Tx<'_>, ids: &[Uuid]) -> DbResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!("DELETE FROM parked_webhook_events WHERE {} RETURNING event", tx.dialect().among_batch("execution_id", 1));
+    for row in tx.query(&sql, &[batch(&ids)?])? {
+        apply_event(tx, &row.json::<WebhookEvent>(0)?)?;
+    }
+    Ok(())
 }
 
 /// Applies one event; false when it concerns nothing actiond knows (yet).
 fn apply_event(tx: &mut Tx<'_>, event: &WebhookEvent) -> DbResult<bool> {
     match event {
         WebhookEvent::Status { parties, wamid, execution_hint, status, error, .. } => {
-            let Some(id) = find_execution(tx, Some(wamid), *execution_hint, parties)? else { return Ok(false) };
+            let id = match find_execution(tx, Some(wamid), *execution_hint, parties)? {
+                Named::Execution(id) => id,
+                Named::Unanswered(id) => return park(tx, id, event),
+                Named::Nothing => return Ok(false),
+            };
             lock_job(tx, id)?;
             // A status for a send whose answer was lost or is not in yet: Meta
             // has the message, so its wamid is adopted and the job, waiting to
@@ -525,7 +564,11 @@ fn apply_event(tx: &mut Tx<'_>, event: &WebhookEvent) -> DbResult<bool> {
             advance(tx, id, *status, error.as_ref(), None)?;
         }
         WebhookEvent::Reply { parties, context_wamid, execution_hint, reply, .. } => {
-            let Some(id) = find_execution(tx, context_wamid.as_deref(), *execution_hint, parties)? else { return Ok(false) };
+            let id = match find_execution(tx, context_wamid.as_deref(), *execution_hint, parties)? {
+                Named::Execution(id) => id,
+                Named::Unanswered(id) => return park(tx, id, event),
+                Named::Nothing => return Ok(false),
+            };
             let recorded = tx.query_opt(
                 "UPDATE executions SET reply = $2, updated_at = $3 WHERE id = $1 AND reply IS NULL RETURNING mandatory",
                 args![id, to_json(reply)?, clock::now()],

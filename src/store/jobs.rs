@@ -12,7 +12,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::db::{DbError, DbResult, Dialect, Tx, Value, args, batch};
-use super::executions::{advance, error_once_sent, lock_job, moved_to, record_events, status_list};
+use super::executions::{advance, apply_parked, error_once_sent, lock_job, moved_to, record_events, status_list};
 use super::{ClaimedJob, ExecutionError, Lease, Outcome, Recorded, SenderCredentials, Store, StoreResult};
 use crate::clock;
 use crate::delivery::pacing::{Pacing, pair_key, sender_key};
@@ -456,6 +456,12 @@ impl Store {
     /// time; each statement releases or ends a job only under its lease's
     /// token: that is the fence.
     pub async fn record_outcomes(&self, outcomes: Vec<(ClaimedJob, Outcome)>) -> StoreResult<Vec<Recorded>> {
+        // Sends whose answer names the recipient by another WhatsApp id: Meta's
+        // events from that id may have come first and been kept for it.
+        let renamed: Vec<bool> = outcomes
+            .iter()
+            .map(|(job, outcome)| matches!(outcome, Outcome::Accepted { wa_id: Some(wa_id), .. } if *wa_id != job.recipient))
+            .collect();
         let outcomes: Vec<(Lease, String, bool, Outcome)> = outcomes
             .into_iter()
             .map(|(job, outcome)| (job.lease, pair_key(&job.sender, &job.recipient), job.pair_refused, outcome))
@@ -466,6 +472,11 @@ impl Store {
             for (index, fenced) in accept(tx, &accepted.iter().map(|i| &outcomes[*i]).collect::<Vec<_>>())?.into_iter().enumerate() {
                 recorded[accepted[index]] = fenced;
             }
+            let answered: Vec<Uuid> = (0..outcomes.len())
+                .filter(|index| renamed[*index] && recorded[*index] != Recorded::LeaseLost)
+                .map(|index| outcomes[index].0.execution_id)
+                .collect();
+            apply_parked(tx, &answered)?;
             for (index, (lease, _, _, outcome)) in outcomes.iter().enumerate() {
                 if !matches!(outcome, Outcome::Accepted { .. }) {
                     recorded[index] = record_other(tx, *lease, outcome)?;

@@ -398,14 +398,14 @@ pub enum Outcome {
 /// Where a message event comes from: the business number it was sent
 /// through (`metadata.phone_number_id`) and the person on the other side (a
 /// status's `recipient_id`, a reply's `from`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventParties {
     pub phone_number_id: String,
     pub person: String,
 }
 
 /// One event from Meta's webhook, with the key that makes it apply once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum WebhookEvent {
     Status {
         key: String,
@@ -432,6 +432,15 @@ pub enum WebhookEvent {
         event: String,
         reason: Option<String>,
     },
+}
+
+impl WebhookEvent {
+    /// What makes the event apply once, however many copies come.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Status { key, .. } | Self::Reply { key, .. } | Self::TemplateStatus { key, .. } => key,
+        }
+    }
 }
 
 pub struct Store {
@@ -624,7 +633,8 @@ impl Store {
         self.write(move |tx| {
             let events = crate::clock::seconds_ago(WEBHOOK_EVENT_RETENTION_SECONDS);
             let keys = crate::clock::seconds_ago(IDEMPOTENCY_WINDOW_SECONDS);
-            tx.execute("DELETE FROM webhook_events WHERE received_at < $1", args![events])?;
+            tx.execute("DELETE FROM webhook_events WHERE received_at < $1", args![events.clone()])?;
+            tx.execute("DELETE FROM parked_webhook_events WHERE received_at < $1", args![events])?;
             tx.execute("DELETE FROM idempotency_keys WHERE created_at < $1", args![keys.clone()])?;
             tx.execute("DELETE FROM execution_keys WHERE created_at < $1", args![keys])?;
             // A key whose time has passed and has no back-off is the same as no row.
