@@ -4,6 +4,7 @@
 //! skipped, never an error: a new Meta field must not break the pipeline.
 
 use hmac::{Hmac, Mac};
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -54,23 +55,35 @@ pub fn read_payload(body: &[u8]) -> Value {
         Ok(payload) => payload,
         Err(error) => {
             tracing::warn!(%error, "a signed webhook payload does not parse whole; its events are read one by one");
-            serde_json::from_slice::<ItemByItem>(body).map(|read| read.0).unwrap_or(Value::Null)
+            let mut reader = serde_json::Deserializer::from_slice(body);
+            serde::de::DeserializeSeed::deserialize(ItemByItem { arrays: ITEM_BY_ITEM_ARRAYS }, &mut reader).unwrap_or(Value::Null)
         }
     }
 }
 
-/// A JSON value whose array items are each read on their own (see `read_payload`).
-struct ItemByItem(Value);
+/// How many levels of arrays `read_payload` reads item by item: a payload's
+/// `entry`, its `changes`, and their `statuses` and `messages`. Deeper ones
+/// are read whole, under serde_json's depth limit: each item read alone
+/// starts a reader of its own, whose limit starts anew, so unbounded it
+/// would let a deep nest of arrays overflow the stack.
+const ITEM_BY_ITEM_ARRAYS: usize = 3;
 
-impl<'de> serde::Deserialize<'de> for ItemByItem {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ItemByItemVisitor).map(ItemByItem)
+/// A JSON value whose arrays, `arrays` levels deep, are read an item at a
+/// time (see `read_payload`).
+#[derive(Clone, Copy)]
+struct ItemByItem {
+    arrays: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemByItem {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-struct ItemByItemVisitor;
-
-impl<'de> serde::de::Visitor<'de> for ItemByItemVisitor {
+impl<'de> serde::de::Visitor<'de> for ItemByItem {
     type Value = Value;
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -106,19 +119,23 @@ impl<'de> serde::de::Visitor<'de> for ItemByItemVisitor {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let Some(inner) = self.arrays.checked_sub(1) else {
+            return Value::deserialize(serde::de::value::SeqAccessDeserializer::new(items));
+        };
         let mut read = Vec::new();
         // Skipping over an item checks only its syntax, so a bad one is
         // held whole here and fails alone when read.
         while let Some(raw) = items.next_element::<&serde_json::value::RawValue>()? {
-            read.push(serde_json::from_str::<ItemByItem>(raw.get()).map_or(Value::Null, |item| item.0));
+            let mut reader = serde_json::Deserializer::from_str(raw.get());
+            read.push(serde::de::DeserializeSeed::deserialize(ItemByItem { arrays: inner }, &mut reader).unwrap_or(Value::Null));
         }
         Ok(Value::Array(read))
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut fields: A) -> Result<Value, A::Error> {
         let mut read = serde_json::Map::new();
-        while let Some((name, value)) = fields.next_entry::<String, ItemByItem>()? {
-            read.insert(name, value.0);
+        while let Some(name) = fields.next_key::<String>()? {
+            read.insert(name, fields.next_value_seed(self)?);
         }
         Ok(Value::Object(read))
     }
@@ -392,6 +409,15 @@ mod tests {
         );
         assert_eq!(read(batch(r"hi \ud83d")), ["wamid.A", "wamid.B"], "a lone surrogate costs its reply only");
         assert_eq!(read_payload(br#"{"entry": "\ud83d"}"#), Value::Null, "nothing outside an array can be saved");
+    }
+
+    #[test]
+    fn a_deep_nest_of_arrays_is_refused_without_exhausting_the_stack() {
+        for depth in [200, 100_000] {
+            let nest = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let body = format!(r#"{{"entry": [{{"id": "1", "changes": [{nest}]}}, {nest}], "object": {nest}}}"#);
+            assert!(events(&read_payload(body.as_bytes())).is_empty(), "{depth}");
+        }
     }
 
     #[test]
