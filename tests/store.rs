@@ -691,15 +691,16 @@ async fn a_backlog_put_off_by_the_senders_rate_comes_due_a_slot_at_a_time() {
     for replicas in both_dialects().await {
         let tenant = tenant("backlog");
         let action = Uuid::now_v7();
-        for index in 0..20 {
+        for index in 0..10 {
             let to = format!("1415555{:04}", 200 + index);
             replicas.a.create_execution(&tenant, new_execution(action, Some(&format!("b{index}")), None, &to)).await.unwrap();
         }
-        let now = now_ms();
+        // One a second: the slots are far apart next to the test's own pace.
+        let (now, pacing) = (now_ms(), Pacing::new(1));
         let jobs = replicas.a.claim_jobs(now, now + 60_000, 20).await.unwrap();
-        let started = replicas.a.start_sends(jobs.iter().map(send_request).collect(), Pacing::new(5), now * 1000).await.unwrap();
-        assert_eq!(started.iter().filter(|answer| matches!(answer, Started::Sending { .. })).count(), 5, "{}", replicas.name);
-        // Each job put off holds a slot of its own, 200 ms apart; one that
+        let started = replicas.a.start_sends(jobs.iter().map(send_request).collect(), pacing, now * 1000).await.unwrap();
+        assert_eq!(started.iter().filter(|answer| matches!(answer, Started::Sending { .. })).count(), 1, "{}", replicas.name);
+        // Each job put off holds a slot of its own, a second apart; one that
         // comes later queues behind them.
         let Executed::New(late) =
             replicas.a.create_execution(&tenant, new_execution(action, Some("late"), None, "14155550999")).await.unwrap()
@@ -710,19 +711,72 @@ async fn a_backlog_put_off_by_the_senders_rate_comes_due_a_slot_at_a_time() {
         let asked = now_ms();
         let jobs = replicas.b.claim_jobs(asked, asked + 60_000, 20).await.unwrap();
         assert_eq!(jobs.iter().map(|job| job.lease.execution_id).collect::<Vec<_>>(), [late], "{}", replicas.name);
-        let started = replicas.b.start_sends(jobs.iter().map(send_request).collect(), Pacing::new(5), asked * 1000).await.unwrap();
+        let started = replicas.b.start_sends(jobs.iter().map(send_request).collect(), pacing, asked * 1000).await.unwrap();
         assert_eq!(started, [Started::Deferred], "{}", replicas.name);
         for second in 1..=3 {
             let due = replicas.a.claim_jobs(now + second * 1000, now + 60_000, 20).await.unwrap();
-            assert_eq!(due.len(), 5, "{}: five a second come due, not all at once", replicas.name);
-            let started =
-                replicas.a.start_sends(due.iter().map(send_request).collect(), Pacing::new(5), (now + second * 1000) * 1000).await;
-            let sending = started.unwrap().iter().filter(|answer| matches!(answer, Started::Sending { .. })).count();
-            assert_eq!(sending, 5, "{}: each goes in its slot, not put off again", replicas.name);
+            assert_eq!(due.len(), 1, "{}: one a second comes due, not all at once", replicas.name);
+            let started = replicas.a.start_sends(due.iter().map(send_request).collect(), pacing, (now + second * 1000) * 1000).await;
+            assert_eq!(started.unwrap(), [Started::Sending { pair_refused: false }], "{}: it goes in its slot", replicas.name);
         }
+        let before: Vec<Uuid> =
+            replicas.b.claim_jobs(now + 9_999, now + 60_000, 20).await.unwrap().iter().map(|job| job.lease.execution_id).collect();
+        assert_eq!(before.len(), 6, "{}: the rest of the backlog", replicas.name);
         let due: Vec<Uuid> =
-            replicas.b.claim_jobs(now + 3200, now + 60_000, 20).await.unwrap().iter().map(|job| job.lease.execution_id).collect();
+            replicas.b.claim_jobs(now + 10_000, now + 60_000, 20).await.unwrap().iter().map(|job| job.lease.execution_id).collect();
         assert_eq!(due, [late], "{}: the late one after them", replicas.name);
+    }
+}
+
+#[tokio::test]
+async fn a_backlog_to_one_recipient_takes_none_of_its_senders_slots() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("pair-backlog");
+        let action = Uuid::now_v7();
+        for index in 0..50 {
+            replicas.a.create_execution(&tenant, new_execution(action, Some(&format!("r{index}")), None, "12817126508")).await.unwrap();
+        }
+        let (now, pacing) = (now_ms(), Pacing::new(50));
+        let jobs = replicas.a.claim_jobs(now, now + 60_000, 50).await.unwrap();
+        let started = replicas.a.start_sends(jobs.iter().map(send_request).collect(), pacing, now * 1000).await.unwrap();
+        let sending = started.iter().filter(|answer| matches!(answer, Started::Sending { .. })).count();
+        assert_eq!(sending, 45, "{}: Meta's burst to one recipient", replicas.name);
+        // The sender has 5 of its 50 left for everyone else, whatever that recipient's backlog.
+        replicas.a.create_execution(&tenant, new_execution(action, Some("other"), None, "14155550100")).await.unwrap();
+        let other = replicas.a.claim_jobs(now_ms(), now + 60_000, 50).await.unwrap();
+        assert_eq!(other.len(), 1, "{}", replicas.name);
+        let started = replicas.a.start_sends(other.iter().map(send_request).collect(), pacing, now * 1000).await.unwrap();
+        assert_eq!(started, [Started::Sending { pair_refused: false }], "{}", replicas.name);
+        // The backlog comes due one per 6 s, and goes then.
+        let due = replicas.a.claim_jobs(now + 6_000, now + 60_000, 50).await.unwrap();
+        assert_eq!(due.len(), 1, "{}", replicas.name);
+        let started = replicas.a.start_sends(due.iter().map(send_request).collect(), pacing, (now + 6_000) * 1000).await.unwrap();
+        assert_eq!(started, [Started::Sending { pair_refused: false }], "{}", replicas.name);
+    }
+}
+
+#[tokio::test]
+async fn jobs_released_by_new_credentials_are_paced_afresh() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("released");
+        replicas.a.save_sender(&tenant, sender("650175178190170"), Vec::new()).await.unwrap();
+        let action = Uuid::now_v7();
+        for index in 0..20 {
+            let to = format!("1415555{:04}", 300 + index);
+            replicas.a.create_execution(&tenant, new_execution(action, Some(&format!("h{index}")), None, &to)).await.unwrap();
+        }
+        let now = now_ms();
+        let jobs = replicas.a.claim_jobs(now, now + 60_000, 20).await.unwrap();
+        replicas.a.start_sends(jobs.iter().map(send_request).collect(), Pacing::new(5), now * 1000).await.unwrap();
+        // The fifteen put off hold slots over the next three seconds; the
+        // token is refused and new credentials release them all, due now.
+        let refused_token = sender("650175178190170").sealed_access_token;
+        assert!(replicas.a.hold_sender(&tenant, "650175178190170", &refused_token).await.unwrap(), "{}", replicas.name);
+        replicas.a.save_sender(&tenant, NewSender { sealed_access_token: vec![7], ..sender("650175178190170") }, Vec::new()).await.unwrap();
+        let released = replicas.a.claim_jobs(now_ms(), now + 60_000, 20).await.unwrap();
+        assert_eq!(released.len(), 15, "{}", replicas.name);
+        let started = replicas.a.start_sends(released.iter().map(send_request).collect(), Pacing::new(5), now * 1000).await.unwrap();
+        assert!(started.iter().all(|answer| *answer == Started::Deferred), "{}: not all sent at once: {started:?}", replicas.name);
     }
 }
 

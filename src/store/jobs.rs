@@ -62,7 +62,8 @@ pub enum Started {
     /// `pair_refused`: Meta refused this pair lately (131056); an acceptance
     /// clears that.
     Sending { pair_refused: bool },
-    /// Over a pacing limit: rescheduled for its next slot, nothing counted.
+    /// Over a pacing limit: rescheduled for the slot it was given (counted
+    /// now, so not again when it goes); no attempt counted.
     Deferred,
     /// The execution ended meanwhile; its job is gone.
     Ended,
@@ -70,17 +71,42 @@ pub enum Started {
     LeaseLost,
 }
 
+/// Which of its send slots a job put off by pacing holds
+/// (`delivery_jobs.slotted`): counted when it was put off, they are not
+/// counted again when it comes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Held {
+    Neither = 0,
+    /// Its pair's slot: the pair's rate put it off; the sender's slot is
+    /// asked for when it comes due.
+    Pair = 1,
+    /// Both: the sender's rate put it off, and the pair's slot was taken
+    /// for the same time.
+    Both = 2,
+}
+
+impl Held {
+    fn stored(value: i64) -> Self {
+        match value {
+            1 => Self::Pair,
+            2 => Self::Both,
+            _ => Self::Neither,
+        }
+    }
+}
+
 /// A send slot for each job, from its sender's rate and its pair's (both, or
 /// neither), in order: whether its pair was refused lately, or when (Unix ms)
-/// it may go and whether that slot is its own. A job over a limit is given
-/// the next free slot of both, counted now, so it goes then without being
-/// counted or put off again; `slotted` jobs are those, come due.
+/// it may go with the slots it then holds. A job over a limit is given the
+/// next free slot of what put it off (and, when that is the sender's rate, the
+/// pair's slot for the same time), counted now, so a backlog comes due a slot
+/// at a time; a pair's backlog takes none of its sender's slots until it is due.
 fn take_send_slots(
     tx: &mut Tx<'_>,
-    jobs: &[(&SendRequest, bool)],
+    jobs: &[(&SendRequest, Held)],
     pacing: Pacing,
     now_us: i64,
-) -> DbResult<Vec<Result<bool, (i64, bool)>>> {
+) -> DbResult<Vec<Result<bool, (i64, Held)>>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
@@ -100,30 +126,39 @@ fn take_send_slots(
     };
     let current = tx.query(&read, &[batch(&keys)?])?;
     // Each key's tat, back-off, whether its pair was refused lately, and
-    // whether a send admitted here moved its tat.
+    // whether a slot taken here moved its tat.
     let mut state: HashMap<String, (i64, i64, bool, bool)> = HashMap::new();
     for row in current {
         state.insert(row.text(0)?, (row.int(1)?, row.int(2)?, row.int(3)? > 0, false));
     }
     let mut answers = Vec::with_capacity(jobs.len());
-    for (job, slotted) in jobs {
+    for (job, held) in jobs {
         let (sender, pair) = (sender_key(&job.sender), pair_key(&job.sender, &job.recipient));
         let (sender_tat, ..) = state.get(&sender).copied().unwrap_or_default();
         let (pair_tat, backoff_until, refused, _) = state.get(&pair).copied().unwrap_or_default();
         if backoff_until > now_us {
-            answers.push(Err(((backoff_until + 999) / 1000, false)));
+            answers.push(Err(((backoff_until + 999) / 1000, Held::Neither)));
             continue;
         }
-        if *slotted {
+        if *held == Held::Both {
             answers.push(Ok(refused));
             continue;
         }
         let (sender_at, sender_next) = pacing.sender.slot(sender_tat, now_us);
-        let (pair_at, pair_next) = pacing.pair.slot(pair_tat, now_us);
+        let pair_at = if *held == Held::Pair { now_us } else { pacing.pair.slot(pair_tat, now_us).0 };
+        if pair_at > sender_at {
+            // The pair's rate binds: its slot alone is taken.
+            let (_, pair_next) = pacing.pair.slot(pair_tat, now_us);
+            state.insert(pair, (pair_next, backoff_until, refused, true));
+            answers.push(Err(((pair_at + 999) / 1000, Held::Pair)));
+            continue;
+        }
         state.insert(sender, (sender_next, 0, false, true));
-        state.insert(pair, (pair_next, backoff_until, refused, true));
-        let at = sender_at.max(pair_at);
-        answers.push(if at <= now_us { Ok(refused) } else { Err(((at + 999) / 1000, true)) });
+        if *held == Held::Neither {
+            let (_, pair_next) = pacing.pair.slot(pair_tat, sender_at);
+            state.insert(pair, (pair_next, backoff_until, refused, true));
+        }
+        answers.push(if sender_at <= now_us { Ok(refused) } else { Err(((sender_at + 999) / 1000, Held::Both)) });
     }
     // Only the keys a slot was taken from moved; `WHERE TRUE` tells
     // SQLite's parser the SELECT ends there.
@@ -228,11 +263,11 @@ fn record_other(tx: &mut Tx<'_>, lease: Lease, outcome: &Outcome) -> DbResult<Re
         Outcome::Accepted { .. } => unreachable!("acceptances are recorded by accept()"),
         Outcome::Failed(_) => tx.execute("DELETE FROM delivery_jobs WHERE execution_id = $1 AND lease_token = $2", args![id, token])?,
         Outcome::Retry { due_ms, .. } | Outcome::Deferred { due_ms } => tx.execute(
-            "UPDATE delivery_jobs SET due_at = $3, lease_until = 0, slotted = FALSE WHERE execution_id = $1 AND lease_token = $2",
+            "UPDATE delivery_jobs SET due_at = $3, lease_until = 0, slotted = 0 WHERE execution_id = $1 AND lease_token = $2",
             args![id, token, *due_ms],
         )?,
         Outcome::Held => tx.execute(
-            "UPDATE delivery_jobs SET held = TRUE, lease_until = 0, slotted = FALSE WHERE execution_id = $1 AND lease_token = $2",
+            "UPDATE delivery_jobs SET held = TRUE, lease_until = 0, slotted = 0 WHERE execution_id = $1 AND lease_token = $2",
             args![id, token],
         )?,
     };
@@ -346,7 +381,7 @@ impl Store {
             )?;
             let mut rows = HashMap::new();
             for row in fenced {
-                rows.insert(row.uuid(0)?, (row.int(1)?, row.boolean(2)?));
+                rows.insert(row.uuid(0)?, (row.int(1)?, Held::stored(row.int(2)?)));
             }
             let mut answers: Vec<Started> = jobs
                 .iter()
@@ -357,9 +392,9 @@ impl Store {
                 })
                 .collect();
             let held: Vec<usize> = (0..jobs.len()).filter(|index| matches!(answers[*index], Started::Sending { .. })).collect();
-            let pacing_asked: Vec<(&SendRequest, bool)> = held
+            let pacing_asked: Vec<(&SendRequest, Held)> = held
                 .iter()
-                .map(|index| (&jobs[*index], rows.get(&jobs[*index].lease.execution_id).is_some_and(|(_, slotted)| *slotted)))
+                .map(|index| (&jobs[*index], rows.get(&jobs[*index].lease.execution_id).map_or(Held::Neither, |(_, slots)| *slots)))
                 .collect();
             let slots = take_send_slots(tx, &pacing_asked, pacing, now_us)?;
             let mut deferred = Vec::new();
@@ -370,9 +405,9 @@ impl Store {
                         answers[index] = Started::Sending { pair_refused };
                         admitted.push(index);
                     }
-                    Err((due_ms, slotted)) => {
+                    Err((due_ms, slots)) => {
                         answers[index] = Started::Deferred;
-                        deferred.push((jobs[index].lease.execution_id, due_ms, i64::from(slotted)));
+                        deferred.push((jobs[index].lease.execution_id, due_ms, slots as i64));
                     }
                 }
             }
@@ -380,9 +415,9 @@ impl Store {
                 let rows = dialect.batch_rows(1, "d");
                 tx.execute(
                     &format!(
-                        "UPDATE delivery_jobs SET due_at = later.due_at, slotted = (later.slotted = 1), lease_until = 0 \
+                        "UPDATE delivery_jobs SET due_at = later.due_at, slotted = later.slotted, lease_until = 0 \
                          FROM (SELECT d.value ->> 0 AS execution, CAST(d.value ->> 1 AS BIGINT) AS due_at, \
-                         CAST(d.value ->> 2 AS BIGINT) AS slotted FROM {rows}) later \
+                         CAST(d.value ->> 2 AS SMALLINT) AS slotted FROM {rows}) later \
                          WHERE delivery_jobs.execution_id = later.execution{}",
                         dialect.join_by_key("delivery_jobs.execution_id", 1)
                     ),

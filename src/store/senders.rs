@@ -90,11 +90,12 @@ fn sender_jobs(tx: &Tx<'_>, held: bool) -> String {
     )
 }
 
-/// Sends held for a sender go again once new credentials are proven.
+/// Sends held for a sender go again once new credentials are proven, due
+/// now and paced afresh: a slot one held was for a later time.
 fn release_sender_jobs(tx: &mut Tx<'_>, tenant: &str, phone_number_id: &str) -> DbResult<()> {
     let released = tx.execute(
         &format!(
-            "UPDATE delivery_jobs SET held = FALSE, due_at = CASE WHEN due_at < $3 THEN due_at ELSE $3 END \
+            "UPDATE delivery_jobs SET held = FALSE, slotted = 0, due_at = CASE WHEN due_at < $3 THEN due_at ELSE $3 END \
              WHERE execution_id IN ({})",
             sender_jobs(tx, true)
         ),
