@@ -472,19 +472,14 @@ async fn a_database_that_stops_answering_is_not_ready_and_requests_answer_503_wh
     let ready = || async { reqwest::get(format!("{}/readyz", cluster.base(0))).await.unwrap().status().as_u16() };
     assert_eq!(ready().await, 200);
     // A transaction holds the probe's table: statements on it wait, silent, until it ends.
-    let url = cluster.database.url.clone();
-    let locker = std::thread::spawn(move || {
-        TestDatabase::sqlite_at(&url).execute("BEGIN; LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(15); COMMIT");
-    });
-    let held = "SELECT convert_to(COUNT(*)::text, 'UTF8') FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                WHERE c.relname = 'schema_migrations' AND l.mode = 'AccessExclusiveLock' AND l.granted";
-    eventually("the lock is held", async || cluster.database.query_bytes(held) == [b"1".to_vec()]).await;
+    let (locker, connection) = tokio_postgres::connect(&cluster.database.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    locker.batch_execute("BEGIN; LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE").await.unwrap();
     assert_eq!(ready().await, 503, "not ready while the database does not answer");
     // The one session is still in that probe: a create waits for it no longer than 5 s, and is never made.
     let (status, body) = cluster.post(0, "/v2/_actions", &seed_body(), None).await.unwrap();
     assert_eq!((status, body["errors"][0]["code"].as_str()), (503, Some("service_unavailable")), "{body}");
-    assert!(!locker.is_finished(), "both answered while the lock was held");
-    locker.join().unwrap();
+    locker.batch_execute("COMMIT").await.unwrap();
     eventually("ready again", async || ready().await == 200).await;
     assert_eq!(cluster.get(0, "/v2/_actions").await.1["data"]["pagination"]["total_records"], 0, "the create refused was not made later");
 }

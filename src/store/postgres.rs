@@ -151,9 +151,10 @@ impl PgDb {
     async fn run<T: Send + 'static>(&self, op: impl FnOnce(&mut PgSession) -> StoreResult<T> + Send + 'static) -> StoreResult<T> {
         let (reply, mut answer) = oneshot::channel();
         let taken = Arc::new(AtomicBool::new(false));
-        let taken_by_session = Arc::clone(&taken);
+        let (taken_by_session, state) = (Arc::clone(&taken), Arc::clone(&self.state));
         let job = move |session: &mut PgSession| {
             if !taken_by_session.swap(true, Ordering::AcqRel) {
+                state.waiting.fetch_sub(1, Ordering::Relaxed);
                 let _ = reply.send(op(session));
             }
         };
@@ -166,6 +167,7 @@ impl PgDb {
         let answered = match tokio::time::timeout(POOL_WAIT, &mut answer).await {
             Ok(answered) => answered,
             Err(_) if !taken.swap(true, Ordering::AcqRel) => {
+                self.state.waiting.fetch_sub(1, Ordering::Relaxed);
                 return Err(StoreError::Unavailable(format!("no database session came free within {} s", POOL_WAIT.as_secs())));
             }
             Err(_) => answer.await,
@@ -254,7 +256,6 @@ fn serve_sessions(state: Arc<PoolState>) {
         let next = state.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
         state.idle.fetch_sub(1, Ordering::SeqCst);
         let Ok(job) = next else { break };
-        state.waiting.fetch_sub(1, Ordering::Relaxed);
         state.busy.fetch_add(1, Ordering::Relaxed);
         if catch_unwind(AssertUnwindSafe(|| job(&mut session))).is_err() {
             // The connection may be mid-transaction: it is not used again.
