@@ -60,7 +60,7 @@ error_codes! {
     NotFound => "not_found": "404: no such resource for this tenant (another tenant's id answers the same).",
     MethodNotAllowed => "method_not_allowed": "405: the route exists but not with this method.",
     ActionInactive => "action_inactive": "409: the action is inactive (is_active false); activate it to execute it.",
-    TemplateUnavailable => "template_unavailable": "409: the action's template is no longer APPROVED or present, or its sender was removed; the message says which.",
+    TemplateUnavailable => "template_unavailable": "409: the action's template is no longer APPROVED or present, changed, now has parts actiond cannot fill, or its sender was removed; the message says which.",
     IdempotencyKeyReused => "idempotency_key_reused": "409: the Idempotency-Key was used in the last 24 h with a different body, or for another action.",
     ActionChanged => "action_changed": "409: other writes to the action kept overtaking a PATCH, which merges into the action as it finds it; send it again.",
     SenderTaken => "sender_taken": "409: another tenant registered this WhatsApp phone-number ID.",

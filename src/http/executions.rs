@@ -239,9 +239,8 @@ impl Composed {
             return Err(template_unavailable(format!("{label} is {}; only APPROVED templates can be sent", template.status)));
         }
         let shape = TemplateShape::of(&template);
-        if !shape.unsupported.is_empty() {
-            let parts = shape.unsupported.join(" and ");
-            return Err(template_unavailable(format!("{label} now has {parts}, which actiond cannot fill from string parameters")));
+        if let Some(why) = shape.unsupported_parts() {
+            return Err(template_unavailable(format!("{label} now {why}")));
         }
         let counts = shape.counts();
         let [header, body, buttons] = &params;

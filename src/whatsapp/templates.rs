@@ -115,6 +115,13 @@ impl TemplateShape {
         Self::of_parts(&template.parameter_format, &template.components)
     }
 
+    /// Why actiond cannot send the template, when it has parts strings
+    /// cannot fill: "has a CAROUSEL component, which …".
+    pub fn unsupported_parts(&self) -> Option<String> {
+        (!self.unsupported.is_empty())
+            .then(|| format!("has {}, which actiond cannot fill from string parameters", self.unsupported.join(" and ")))
+    }
+
     /// The shape of a template given as Meta's `parameter_format` and `components`.
     pub fn of_parts(parameter_format: &str, components: &Value) -> Self {
         let mut shape = Self {
@@ -263,12 +270,8 @@ pub fn check_against(template: &TemplateRecord, template_use: &TemplateUse<'_>) 
     let shape = TemplateShape::of(template);
     let counts = shape.counts();
 
-    if !shape.unsupported.is_empty() {
-        errors.push(FieldError::new(
-            "webhook.template_name",
-            ErrorCode::UnsupportedTemplate,
-            format!("{label} has {}, which actiond cannot fill from string parameters", shape.unsupported.join(" and ")),
-        ));
+    if let Some(why) = shape.unsupported_parts() {
+        errors.push(FieldError::new("webhook.template_name", ErrorCode::UnsupportedTemplate, format!("{label} {why}")));
     }
     // A list that did not parse was reported as it is; its count is not checked.
     let header = template_use.header_params.as_deref();
