@@ -284,9 +284,7 @@ fn status_naming(id: Uuid, wamid: &str, status: ExecutionStatus) -> WebhookEvent
 async fn a_status_that_comes_before_the_sends_answer_leaves_the_answer_its_wa_id() {
     for replicas in both_dialects().await {
         let tenant = tenant("early");
-        let id = created(&replicas.a, &tenant).await;
-        let job = claim_one(&replicas.a, id).await;
-        assert_eq!(start(&replicas.a, &job).await, Started::Sending { pair_refused: false }, "{}", replicas.name);
+        let (id, job) = sending(&replicas.a, &tenant).await;
         let wamid = format!("wamid.{}", Uuid::new_v4().simple());
         replicas.b.apply_webhook_events(vec![status_naming(id, &wamid, ExecutionStatus::Sent)]).await.unwrap();
         // Meta's answer names the WhatsApp id the person writes from.
@@ -307,9 +305,7 @@ async fn a_status_that_comes_before_the_sends_answer_leaves_the_answer_its_wa_id
 async fn a_status_from_a_wa_id_that_comes_before_the_answer_naming_it_waits_for_that_answer() {
     for replicas in both_dialects().await {
         let tenant = tenant("early-wa-id");
-        let id = created(&replicas.a, &tenant).await;
-        let job = claim_one(&replicas.a, id).await;
-        assert_eq!(start(&replicas.a, &job).await, Started::Sending { pair_refused: false }, "{}", replicas.name);
+        let (id, job) = sending(&replicas.a, &tenant).await;
         let wamid = format!("wamid.{}", Uuid::new_v4().simple());
         let from = |person: &str, status: ExecutionStatus| {
             let WebhookEvent::Status { key, wamid, execution_hint, status, error, .. } = status_naming(id, &wamid, status) else {
@@ -340,9 +336,7 @@ async fn a_status_from_a_wa_id_that_comes_before_the_answer_naming_it_waits_for_
 async fn a_late_status_keeps_the_error_an_ended_execution_failed_with() {
     for replicas in both_dialects().await {
         let tenant = tenant("late");
-        let id = created(&replicas.a, &tenant).await;
-        let job = claim_one(&replicas.a, id).await;
-        assert_eq!(start(&replicas.a, &job).await, Started::Sending { pair_refused: false }, "{}", replicas.name);
+        let (id, job) = sending(&replicas.a, &tenant).await;
         let unknown = actiond::store::ExecutionError { code: "outcome_unknown".into(), message: "no answer".into(), provider_code: None };
         assert_eq!(replicas.a.record_outcome(&job, Outcome::Failed(unknown)).await.unwrap(), Recorded::Yes, "{}", replicas.name);
         let wamid = format!("wamid.{}", Uuid::new_v4().simple());
@@ -533,10 +527,7 @@ async fn two_tenants_racing_for_one_phone_number_id_get_one_201_and_one_409() {
 async fn workers_on_two_replicas_never_claim_one_job_twice() {
     for replicas in both_dialects().await {
         let tenant = tenant("claims");
-        let action = Uuid::now_v7();
-        for index in 0..120 {
-            replicas.a.create_execution(&tenant, new_execution(action, Some(&format!("c{index}")), None, "12817126508")).await.unwrap();
-        }
+        create_executions(&replicas.a, &tenant, (0..120).map(|_| "12817126508".to_owned())).await;
         let claims = (0..8).map(|index| {
             let store = if index % 2 == 0 { Arc::clone(&replicas.a) } else { Arc::clone(&replicas.b) };
             async move {
@@ -562,6 +553,28 @@ async fn created(store: &Store, tenant: &TenantId) -> Uuid {
         panic!("new")
     };
     execution.execution_id
+}
+
+/// New executions of one action of the tenant's, one to each of `recipients`.
+async fn create_executions(store: &Store, tenant: &TenantId, recipients: impl IntoIterator<Item = String>) {
+    let action = Uuid::now_v7();
+    for (index, to) in recipients.into_iter().enumerate() {
+        store.create_execution(tenant, new_execution(action, Some(&format!("c{index}")), None, &to)).await.unwrap();
+    }
+}
+
+/// `count` new executions of the tenant's, each to a recipient of its own
+/// (`1415555` and four digits from `first`).
+async fn to_distinct_recipients(store: &Store, tenant: &TenantId, count: usize, first: usize) {
+    create_executions(store, tenant, (first..first + count).map(|number| format!("1415555{number:04}"))).await;
+}
+
+/// A new execution of the tenant's whose send has started: its id and its claimed job.
+async fn sending(store: &Store, tenant: &TenantId) -> (Uuid, ClaimedJob) {
+    let id = created(store, tenant).await;
+    let job = claim_one(store, id).await;
+    assert_eq!(start(store, &job).await, Started::Sending { pair_refused: false });
+    (id, job)
 }
 
 #[tokio::test]
@@ -635,11 +648,7 @@ async fn a_heartbeat_keeps_the_lease_it_extends() {
 async fn pacing_holds_for_both_replicas_together() {
     for replicas in both_dialects().await {
         let tenant = tenant("pacing");
-        let action = Uuid::now_v7();
-        for index in 0..20 {
-            let to = format!("1415555{:04}", 100 + index);
-            replicas.a.create_execution(&tenant, new_execution(action, Some(&format!("p{index}")), None, &to)).await.unwrap();
-        }
+        to_distinct_recipients(&replicas.a, &tenant, 20, 100).await;
         let pacing = Pacing::new(5);
         // One clock for every claim and slot: a job put off 200 ms is never
         // claimed again here, however slowly the machine runs.
@@ -690,11 +699,7 @@ async fn an_acceptance_keeps_a_pair_refusal_that_came_while_it_was_sent() {
 async fn a_backlog_put_off_by_the_senders_rate_comes_due_a_slot_at_a_time() {
     for replicas in both_dialects().await {
         let tenant = tenant("backlog");
-        let action = Uuid::now_v7();
-        for index in 0..10 {
-            let to = format!("1415555{:04}", 200 + index);
-            replicas.a.create_execution(&tenant, new_execution(action, Some(&format!("b{index}")), None, &to)).await.unwrap();
-        }
+        to_distinct_recipients(&replicas.a, &tenant, 10, 200).await;
         // One a second: the slots are far apart next to the test's own pace.
         let (now, pacing) = (now_ms(), Pacing::new(1));
         let jobs = replicas.a.claim_jobs(now, now + 60_000, 20).await.unwrap();
@@ -703,7 +708,7 @@ async fn a_backlog_put_off_by_the_senders_rate_comes_due_a_slot_at_a_time() {
         // Each job put off holds a slot of its own, a second apart; one that
         // comes later queues behind them.
         let Executed::New(late) =
-            replicas.a.create_execution(&tenant, new_execution(action, Some("late"), None, "14155550999")).await.unwrap()
+            replicas.a.create_execution(&tenant, new_execution(Uuid::now_v7(), Some("late"), None, "14155550999")).await.unwrap()
         else {
             panic!("a new execution")
         };
@@ -732,17 +737,14 @@ async fn a_backlog_put_off_by_the_senders_rate_comes_due_a_slot_at_a_time() {
 async fn a_backlog_to_one_recipient_takes_none_of_its_senders_slots() {
     for replicas in both_dialects().await {
         let tenant = tenant("pair-backlog");
-        let action = Uuid::now_v7();
-        for index in 0..50 {
-            replicas.a.create_execution(&tenant, new_execution(action, Some(&format!("r{index}")), None, "12817126508")).await.unwrap();
-        }
+        create_executions(&replicas.a, &tenant, (0..50).map(|_| "12817126508".to_owned())).await;
         let (now, pacing) = (now_ms(), Pacing::new(50));
         let jobs = replicas.a.claim_jobs(now, now + 60_000, 50).await.unwrap();
         let started = replicas.a.start_sends(jobs.iter().map(send_request).collect(), pacing, now * 1000).await.unwrap();
         let sending = started.iter().filter(|answer| matches!(answer, Started::Sending { .. })).count();
         assert_eq!(sending, 45, "{}: Meta's burst to one recipient", replicas.name);
         // The sender has 5 of its 50 left for everyone else, whatever that recipient's backlog.
-        replicas.a.create_execution(&tenant, new_execution(action, Some("other"), None, "14155550100")).await.unwrap();
+        replicas.a.create_execution(&tenant, new_execution(Uuid::now_v7(), Some("other"), None, "14155550100")).await.unwrap();
         let other = replicas.a.claim_jobs(now_ms(), now + 60_000, 50).await.unwrap();
         assert_eq!(other.len(), 1, "{}", replicas.name);
         let started = replicas.a.start_sends(other.iter().map(send_request).collect(), pacing, now * 1000).await.unwrap();
@@ -760,11 +762,7 @@ async fn jobs_released_by_new_credentials_are_paced_afresh() {
     for replicas in both_dialects().await {
         let tenant = tenant("released");
         replicas.a.save_sender(&tenant, sender("650175178190170"), Vec::new()).await.unwrap();
-        let action = Uuid::now_v7();
-        for index in 0..20 {
-            let to = format!("1415555{:04}", 300 + index);
-            replicas.a.create_execution(&tenant, new_execution(action, Some(&format!("h{index}")), None, &to)).await.unwrap();
-        }
+        to_distinct_recipients(&replicas.a, &tenant, 20, 300).await;
         let now = now_ms();
         let jobs = replicas.a.claim_jobs(now, now + 60_000, 20).await.unwrap();
         replicas.a.start_sends(jobs.iter().map(send_request).collect(), Pacing::new(5), now * 1000).await.unwrap();
