@@ -71,6 +71,12 @@ pub enum Started {
     LeaseLost,
 }
 
+/// A job's due time (Unix ms) for a slot at `at_us`: the first millisecond
+/// not before it.
+fn due_ms(at_us: i64) -> i64 {
+    (at_us + 999) / 1000
+}
+
 /// Which of its send slots a job put off by pacing holds
 /// (`delivery_jobs.slotted`): counted when it was put off, they are not
 /// counted again when it comes due.
@@ -137,7 +143,7 @@ fn take_send_slots(
         let (sender_tat, ..) = state.get(&sender).copied().unwrap_or_default();
         let (pair_tat, backoff_until, refused, _) = state.get(&pair).copied().unwrap_or_default();
         if backoff_until > now_us {
-            answers.push(Err(((backoff_until + 999) / 1000, Held::Neither)));
+            answers.push(Err((due_ms(backoff_until), Held::Neither)));
             continue;
         }
         if *held == Held::Both {
@@ -145,12 +151,11 @@ fn take_send_slots(
             continue;
         }
         let (sender_at, sender_next) = pacing.sender.slot(sender_tat, now_us);
-        let pair_at = if *held == Held::Pair { now_us } else { pacing.pair.slot(pair_tat, now_us).0 };
-        if pair_at > sender_at {
+        let (pair_at, pair_next) = pacing.pair.slot(pair_tat, now_us);
+        if *held == Held::Neither && pair_at > sender_at {
             // The pair's rate binds: its slot alone is taken.
-            let (_, pair_next) = pacing.pair.slot(pair_tat, now_us);
             state.insert(pair, (pair_next, backoff_until, refused, true));
-            answers.push(Err(((pair_at + 999) / 1000, Held::Pair)));
+            answers.push(Err((due_ms(pair_at), Held::Pair)));
             continue;
         }
         state.insert(sender, (sender_next, 0, false, true));
@@ -158,7 +163,7 @@ fn take_send_slots(
             let (_, pair_next) = pacing.pair.slot(pair_tat, sender_at);
             state.insert(pair, (pair_next, backoff_until, refused, true));
         }
-        answers.push(if sender_at <= now_us { Ok(refused) } else { Err(((sender_at + 999) / 1000, Held::Both)) });
+        answers.push(if sender_at <= now_us { Ok(refused) } else { Err((due_ms(sender_at), Held::Both)) });
     }
     // Only the keys a slot was taken from moved; `WHERE TRUE` tells
     // SQLite's parser the SELECT ends there.

@@ -2,8 +2,9 @@
 //! operations are written once, as plain functions of a transaction
 //! (`db::Tx`), and run on SQLite (one process, group commit) or PostgreSQL
 //! (any number of replicas). Every state change is a conditional statement
-//! (or runs on a row locked first) that holds when replicas race. Every method of the API's side takes the
-//! tenant first: there is no way to read or write across tenants.
+//! (or runs on a row locked first) that holds when replicas race. Every
+//! method of the API's side takes the tenant first: there is no way to read
+//! or write across tenants.
 
 mod actions;
 mod db;
