@@ -267,6 +267,14 @@ async fn meta_events_racing_on_two_replicas_apply_once_and_forward_only() {
     }
 }
 
+/// The event as `person` would send it: a status's recipient, a reply's author.
+fn sent_by(person: &str, mut event: WebhookEvent) -> WebhookEvent {
+    if let WebhookEvent::Status { parties, .. } | WebhookEvent::Reply { parties, .. } = &mut event {
+        parties.person = person.into();
+    }
+    event
+}
+
 /// A status of this send that names its execution (Meta's
 /// `biz_opaque_callback_data`), as it comes before the send's answer is in.
 fn status_naming(id: Uuid, wamid: &str, status: ExecutionStatus) -> WebhookEvent {
@@ -290,11 +298,7 @@ async fn a_status_that_comes_before_the_sends_answer_leaves_the_answer_its_wa_id
         // Meta's answer names the WhatsApp id the person writes from.
         let answer = Outcome::Accepted { wamid: wamid.clone(), wa_id: Some("5511912345678".into()) };
         assert_eq!(replicas.a.record_outcome(&job, answer).await.unwrap(), Recorded::JobEnded, "{}", replicas.name);
-        let WebhookEvent::Reply { key, context_wamid, execution_hint, reply, .. } = reply(&wamid, "in-early", "sim") else {
-            unreachable!()
-        };
-        let parties = EventParties { person: "5511912345678".into(), ..parties() };
-        let from_wa_id = WebhookEvent::Reply { key, parties, context_wamid, execution_hint, reply };
+        let from_wa_id = sent_by("5511912345678", reply(&wamid, "in-early", "sim"));
         replicas.b.apply_webhook_events(vec![from_wa_id]).await.unwrap();
         let execution = replicas.a.get_execution(&tenant, id).await.unwrap().unwrap();
         assert_eq!(execution.status, ExecutionStatus::Replied, "{}: the reply from the wa_id counts", replicas.name);
@@ -307,12 +311,7 @@ async fn a_status_from_a_wa_id_that_comes_before_the_answer_naming_it_waits_for_
         let tenant = tenant("early-wa-id");
         let (id, job) = sending(&replicas.a, &tenant).await;
         let wamid = format!("wamid.{}", Uuid::new_v4().simple());
-        let from = |person: &str, status: ExecutionStatus| {
-            let WebhookEvent::Status { key, wamid, execution_hint, status, error, .. } = status_naming(id, &wamid, status) else {
-                unreachable!()
-            };
-            WebhookEvent::Status { key, parties: EventParties { person: person.into(), ..parties() }, wamid, execution_hint, status, error }
-        };
+        let from = |person: &str, status: ExecutionStatus| sent_by(person, status_naming(id, &wamid, status));
         // Meta's statuses name the person by the WhatsApp id its answer is about to give; a stranger's comes too.
         let early = vec![from("5511912345678", ExecutionStatus::Delivered), from("5511900000000", ExecutionStatus::Read)];
         replicas.b.apply_webhook_events(early.clone()).await.unwrap();
