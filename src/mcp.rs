@@ -35,7 +35,7 @@ use crate::http::context::ctx_id;
 use crate::http::error::ApiError;
 use crate::http::executions::{WAIT_MAX_SECONDS, parse_execute_for, start_execution, wait_for};
 use crate::http::extract::{BODY_LIMIT, execution_not_found, is_json, parse_uuid, read_body};
-use crate::store::{ActionFilter, ActionRecord, ExecutionRecord, Page};
+use crate::store::{ActionFilter, ActionRecord, ExecutionRecord, ExecutionReply, Page};
 
 pub const GET_EXECUTION: &str = "get_execution";
 pub const LIST_ACTIONS: &str = "list_actions";
@@ -257,8 +257,8 @@ fn spoken(execution: &ExecutionRecord) -> String {
         ExecutionStatus::Accepted | ExecutionStatus::Sent => format!("The WhatsApp message to {to} has been sent."),
         ExecutionStatus::Delivered => format!("The WhatsApp message to {to} was delivered."),
         ExecutionStatus::Read => format!("The WhatsApp message to {to} was read."),
-        ExecutionStatus::Replied => match execution.reply.as_ref().and_then(|reply| reply.text.as_deref().or(reply.payload.as_deref())) {
-            Some(answer) => format!("{to} replied on WhatsApp: \"{answer}\"."),
+        ExecutionStatus::Replied => match &execution.reply {
+            Some(reply) => replied(&to, reply),
             None => format!("{to} replied on WhatsApp."),
         },
         ExecutionStatus::Failed => match &execution.error {
@@ -267,6 +267,27 @@ fn spoken(execution: &ExecutionRecord) -> String {
         },
         ExecutionStatus::Expired => format!("No reply came from {to} on WhatsApp in time."),
         ExecutionStatus::Cancelled => format!("The WhatsApp message to {to} was cancelled."),
+    }
+}
+
+/// A reply in words: what the person wrote or tapped, or what they sent instead.
+fn replied(to: &str, reply: &ExecutionReply) -> String {
+    let sent = match reply.kind.as_str() {
+        "image" => "a photo",
+        "video" => "a video",
+        "document" => "a document",
+        "audio" => "an audio message",
+        "sticker" => "a sticker",
+        _ => {
+            return match reply.text.as_deref().or(reply.payload.as_deref()) {
+                Some(answer) => format!("{to} replied on WhatsApp: \"{answer}\"."),
+                None => format!("{to} replied on WhatsApp."),
+            };
+        }
+    };
+    match &reply.text {
+        Some(caption) => format!("{to} replied on WhatsApp with {sent}: \"{caption}\"."),
+        None => format!("{to} replied on WhatsApp with {sent}."),
     }
 }
 
@@ -451,5 +472,12 @@ mod tests {
             received_at: String::new(),
         });
         assert_eq!(spoken(&execution), "+12817126508 replied on WhatsApp: \"Yes\".");
+        execution.reply = Some(crate::store::ExecutionReply {
+            kind: "audio".into(),
+            text: None,
+            payload: Some("1013859600285441".into()),
+            received_at: String::new(),
+        });
+        assert_eq!(spoken(&execution), "+12817126508 replied on WhatsApp with an audio message.", "a media id is not words");
     }
 }

@@ -127,6 +127,24 @@ async fn a_duplicate_reply_is_applied_once_and_a_failed_status_carries_metas_cod
 }
 
 #[tokio::test]
+async fn a_voice_note_in_answer_settles_a_mandatory_execution() {
+    let app = spawn_app().await;
+    let (id, wamid) = accepted_execution(&app).await;
+    let voice_note = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "metadata": {"phone_number_id": SENDER},
+        "messages": [{"from": RECIPIENT, "id": "wamid.VOICE1", "timestamp": "1750091045", "type": "audio", "context": {"id": wamid},
+                      "audio": {"id": "1013859600285441", "mime_type": "audio/ogg; codecs=opus", "voice": true}}]}}]}]});
+    assert_eq!(post_webhook(&app, &voice_note, Some(APP_SECRET)).await.status, 200);
+    let replied = app.get(&format!("/v2/_executions/{id}")).await.body["data"].clone();
+    assert_eq!(replied["status"], "replied", "{replied}");
+    assert_eq!(
+        (&replied["reply"]["type"], &replied["reply"]["text"], &replied["reply"]["payload"]),
+        (&json!("audio"), &Value::Null, &json!("1013859600285441")),
+        "the media id is what the business fetches the voice note with"
+    );
+}
+
+#[tokio::test]
 async fn events_apply_only_to_the_sender_and_recipient_of_their_execution() {
     let app = spawn_app().await;
     let (id, wamid) = accepted_execution(&app).await;

@@ -258,11 +258,15 @@ impl ExecutionError {
 /// The recipient's answer to the message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecutionReply {
-    /// `text`, `button` (a template quick reply) or `interactive` (a button or list reply).
+    /// `text`, `button` (a template quick reply), `interactive` (a button or list
+    /// reply, or a completed Flow), or the media sent in answer: `image`, `video`,
+    /// `document`, `audio` (a voice note too) or `sticker`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The text, the tapped button's label, the Flow's body, or the media's caption.
     pub text: Option<String>,
-    /// The tapped button's payload or reply id.
+    /// The tapped button's payload or reply id, the Flow's `response_json`, or the
+    /// media id with which the business downloads the media from Meta.
     pub payload: Option<String>,
     pub received_at: String,
 }

@@ -228,12 +228,23 @@ fn reply_event(message: &Value, parties: EventParties) -> Option<WebhookEvent> {
         "text" => ("text", message["text"]["body"].as_str(), None),
         "button" => ("button", message["button"]["text"].as_str(), message["button"]["payload"].as_str()),
         "interactive" => {
-            let reply = if message["interactive"]["type"] == "list_reply" {
-                &message["interactive"]["list_reply"]
-            } else {
-                &message["interactive"]["button_reply"]
-            };
-            ("interactive", reply["title"].as_str(), reply["id"].as_str())
+            let interactive = &message["interactive"];
+            match interactive["type"].as_str()? {
+                choice @ ("button_reply" | "list_reply") => {
+                    ("interactive", interactive[choice]["title"].as_str(), interactive[choice]["id"].as_str())
+                }
+                // A completed WhatsApp Flow: its answers are the JSON text Meta sends.
+                "nfm_reply" => {
+                    let flow = &interactive["nfm_reply"];
+                    ("interactive", flow["body"].as_str(), flow["response_json"].as_str())
+                }
+                _ => return None,
+            }
+        }
+        // A voice note, a photo or a file sent in answer: its caption, if any, and
+        // the media id with which the business fetches it from Meta.
+        media @ ("image" | "video" | "document" | "audio" | "sticker") => {
+            (media, message[media]["caption"].as_str(), message[media]["id"].as_str())
         }
         _ => return None,
     };
@@ -363,6 +374,40 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn media_and_flow_answers_are_replies_and_other_kinds_are_not() {
+        let answer = |kind: &str, content: Value| {
+            let mut message = json!({"id": format!("wamid.{kind}"), "type": kind, "context": {"id": "wamid.A"}});
+            message[kind] = content;
+            message
+        };
+        let payload = json!({"entry": [{"changes": [{"field": "messages", "value": {"messages": [
+            answer("audio", json!({"id": "1013859600285441", "mime_type": "audio/ogg; codecs=opus", "voice": true})),
+            answer("image", json!({"id": "2754859441498128", "caption": "the receipt", "mime_type": "image/jpeg"})),
+            answer("interactive", json!({"type": "nfm_reply",
+                "nfm_reply": {"name": "flow", "body": "Sent", "response_json": "{\"slot\": \"10:00\"}"}})),
+            answer("interactive", json!({"type": "call_permission_reply", "call_permission_reply": {"response": "accept"}})),
+            answer("location", json!({"latitude": 37.4, "longitude": -122.1})),
+            answer("unsupported", json!({}))
+        ]}}]}]});
+        let replies: Vec<_> = events(&payload)
+            .into_iter()
+            .map(|event| match event {
+                WebhookEvent::Reply { reply, .. } => (reply.kind, reply.text, reply.payload),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let owned = |kind: &str, text: Option<&str>, payload: &str| (kind.to_owned(), text.map(str::to_owned), Some(payload.to_owned()));
+        assert_eq!(
+            replies,
+            [
+                owned("audio", None, "1013859600285441"),
+                owned("image", Some("the receipt"), "2754859441498128"),
+                owned("interactive", Some("Sent"), "{\"slot\": \"10:00\"}"),
+            ]
+        );
     }
 
     #[test]
