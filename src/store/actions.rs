@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::db::{DbError, DbResult, ListQuery, Row, Tx, Value, args, to_json};
-use super::executions::{advance, status_list};
+use super::executions::{advance_each, status_list};
 use super::remembered::Remembered;
 use super::{
     ActionFilter, ActionRecord, ActionUpdate, Created, IDEMPOTENCY_WINDOW_SECONDS, IdempotentResponse, Page, Store, StoreResult,
@@ -222,9 +222,7 @@ impl Store {
             )?;
             let unaccepted = status_list([ExecutionStatus::Queued, ExecutionStatus::Sending]);
             let unsettled = format!("(mandatory = TRUE OR status IN {unaccepted})");
-            for row in open {
-                advance(tx, row.uuid(0)?, ExecutionStatus::Cancelled, None, Some(&unsettled))?;
-            }
+            advance_each(tx, open, ExecutionStatus::Cancelled, None, Some(&unsettled))?;
             Ok(true)
         })
         .await

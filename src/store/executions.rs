@@ -70,6 +70,23 @@ pub(super) fn advance(
     Ok(true)
 }
 
+/// `advance` for each execution the rows name in their first column; how many moved.
+pub(super) fn advance_each(
+    tx: &mut Tx<'_>,
+    rows: Vec<Row>,
+    next: ExecutionStatus,
+    error: Option<&ExecutionError>,
+    only_if: Option<&str>,
+) -> DbResult<usize> {
+    let mut moved = 0;
+    for row in rows {
+        if advance(tx, row.uuid(0)?, next, error, only_if)? {
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
 /// `CASE` SQL giving the error an execution keeps once Meta shows it has the
 /// message: what made its send wait or retry no longer holds, but an ended
 /// execution keeps why it ended.
@@ -441,13 +458,7 @@ impl Store {
                 ),
                 args![clock::now(), EXPIRE_BATCH],
             )?;
-            let mut expired = 0;
-            for row in due {
-                if advance(tx, row.uuid(0)?, ExecutionStatus::Expired, None, None)? {
-                    expired += 1;
-                }
-            }
-            Ok(expired)
+            advance_each(tx, due, ExecutionStatus::Expired, None, None)
         })
         .await
     }
@@ -604,9 +615,7 @@ fn apply_event(tx: &mut Tx<'_>, event: &WebhookEvent) -> DbResult<bool> {
             )?;
             let message = format!("template '{name}' ({language}) became {status} before the message was sent");
             let error = ExecutionError::new(FailureCode::TemplateNotApproved, message, None);
-            for row in pending {
-                advance(tx, row.uuid(0)?, ExecutionStatus::Failed, Some(&error), Some("attempt_open = FALSE AND wamid IS NULL"))?;
-            }
+            advance_each(tx, pending, ExecutionStatus::Failed, Some(&error), Some("attempt_open = FALSE AND wamid IS NULL"))?;
         }
     }
     Ok(true)

@@ -4,7 +4,7 @@
 
 use super::db::{DbResult, ListQuery, Row, Tx, args};
 use super::events;
-use super::executions::advance;
+use super::executions::advance_each;
 use super::remembered::Remembered;
 use super::{ExecutionError, NewSender, Page, SenderCredentials, SenderRecord, SenderSaved, Signal, Store, StoreResult, TemplateRecord};
 use crate::clock;
@@ -247,9 +247,7 @@ impl Store {
                 args![tenant.as_str(), phone_number_id.as_str()],
             )?;
             let error = ExecutionError::sender_removed();
-            for row in unsent {
-                advance(tx, row.uuid(0)?, ExecutionStatus::Failed, Some(&error), None)?;
-            }
+            advance_each(tx, unsent, ExecutionStatus::Failed, Some(&error), None)?;
             Ok(true)
         })
         .await
