@@ -403,7 +403,7 @@ async fn a_template_change_on_one_replica_reaches_the_other_replicas_registry() 
             let seen = template_status_seen(store, &tenant, &phone_number_id, Some("APPROVED")).await;
             assert_eq!(seen.as_deref(), Some("APPROVED"), "{}: read, and now remembered", replicas.name);
         }
-        let read_with = replicas.a.sender_credentials(&tenant, &phone_number_id).await.unwrap().unwrap();
+        let read_with = replicas.a.sync_basis(&tenant, &phone_number_id).await.unwrap().unwrap();
         replicas.a.replace_templates(&tenant, &phone_number_id, read_with, vec![template("order_update", "PAUSED")]).await.unwrap();
         let on_a = replicas.a.templates_named(&tenant, &phone_number_id, "order_update").await.unwrap().unwrap();
         assert_eq!(on_a[0].status, "PAUSED", "{}: the replica that changed it forgets at once", replicas.name);
@@ -421,7 +421,7 @@ async fn a_sync_read_with_credentials_replaced_meanwhile_writes_nothing() {
         let tenant = tenant("sync");
         let phone_number_id = format!("7{}", now_ms());
         replicas.a.save_sender(&tenant, sender(&phone_number_id), vec![template("order_update", "APPROVED")]).await.unwrap();
-        let read_with = replicas.a.sender_credentials(&tenant, &phone_number_id).await.unwrap().unwrap();
+        let read_with = replicas.a.sync_basis(&tenant, &phone_number_id).await.unwrap().unwrap();
         // Registered anew, with another token, while the sync read Meta's list.
         let renewed = NewSender { sealed_access_token: vec![9, 9], ..sender(&phone_number_id) };
         replicas.b.save_sender(&tenant, renewed, vec![template("order_update", "APPROVED")]).await.unwrap();
@@ -429,8 +429,43 @@ async fn a_sync_read_with_credentials_replaced_meanwhile_writes_nothing() {
         assert!(synced.unwrap().is_some(), "{}: the sender is answered as it stands", replicas.name);
         let on_b = template_status_seen(&replicas.b, &tenant, &phone_number_id, Some("APPROVED")).await;
         assert_eq!(on_b.as_deref(), Some("APPROVED"), "{}: the stale list is not written", replicas.name);
-        let kept = replicas.a.sender_credentials(&tenant, &phone_number_id).await.unwrap().unwrap();
-        assert_eq!(kept.sealed_access_token, [9, 9], "{}", replicas.name);
+        let kept = replicas.a.sync_basis(&tenant, &phone_number_id).await.unwrap().unwrap();
+        assert_eq!(kept.credentials.sealed_access_token, [9, 9], "{}", replicas.name);
+    }
+}
+
+#[tokio::test]
+async fn a_sync_keeps_a_template_status_metas_webhook_changed_during_its_read() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("sync-race");
+        let phone_number_id = format!("6{}", now_ms());
+        // A WABA of its own: a template event changes every sender of its WABA.
+        let waba_id = format!("5{}", now_ms());
+        let registered = NewSender { waba_id: waba_id.clone(), ..sender(&phone_number_id) };
+        let both = vec![template("order_update", "APPROVED"), template("shipping_update", "APPROVED")];
+        replicas.a.save_sender(&tenant, registered, both).await.unwrap();
+        let basis = replicas.a.sync_basis(&tenant, &phone_number_id).await.unwrap().unwrap();
+        // Meta pauses the template while the sync reads a list that still says APPROVED.
+        let paused = WebhookEvent::TemplateStatus {
+            key: format!("template:{waba_id}:paused"),
+            waba_id: waba_id.clone(),
+            name: "order_update".into(),
+            language: "en".into(),
+            event: "PAUSED".into(),
+            reason: None,
+        };
+        replicas.b.apply_webhook_events(vec![paused]).await.unwrap();
+        let listed = vec![template("order_update", "APPROVED")];
+        replicas.a.replace_templates(&tenant, &phone_number_id, basis, listed.clone()).await.unwrap();
+        let status = template_status_seen(&replicas.b, &tenant, &phone_number_id, Some("PAUSED")).await;
+        assert_eq!(status.as_deref(), Some("PAUSED"), "{}: the change the read predates is kept", replicas.name);
+        let gone = replicas.a.templates_named(&tenant, &phone_number_id, "shipping_update").await.unwrap();
+        assert_eq!(gone, Some(Vec::new()), "{}: a template Meta no longer lists is removed", replicas.name);
+
+        let basis = replicas.a.sync_basis(&tenant, &phone_number_id).await.unwrap().unwrap();
+        replicas.a.replace_templates(&tenant, &phone_number_id, basis, listed).await.unwrap();
+        let status = template_status_seen(&replicas.b, &tenant, &phone_number_id, Some("APPROVED")).await;
+        assert_eq!(status.as_deref(), Some("APPROVED"), "{}: a list read after the change is written", replicas.name);
     }
 }
 

@@ -232,10 +232,11 @@ pub async fn sync(
     Authorized(caller, _): Authorized<WhatsappAdmin>,
     PhoneNumberId(id): PhoneNumberId,
 ) -> Result<Response, ApiError> {
-    let credentials = state.store.sender_credentials(&caller.tenant, &id).await?.ok_or_else(sender_not_found)?;
+    let basis = state.store.sync_basis(&caller.tenant, &id).await?.ok_or_else(sender_not_found)?;
+    let credentials = &basis.credentials;
     let access_token = state.sealer.open(&credentials.sealed_access_token, &id).map_err(ApiError::internal)?;
     let templates = state.graph.templates(&credentials.waba_id, &access_token).await.map_err(|e| graph_failure("waba_id", e))?;
-    let sender = state.store.replace_templates(&caller.tenant, &id, credentials, templates).await?.ok_or_else(sender_not_found)?;
+    let sender = state.store.replace_templates(&caller.tenant, &id, basis, templates).await?.ok_or_else(sender_not_found)?;
     Ok(response::ok(sender))
 }
 

@@ -593,8 +593,13 @@ fn apply_event(tx: &mut Tx<'_>, event: &WebhookEvent) -> DbResult<bool> {
         }
         WebhookEvent::TemplateStatus { waba_id, name, language, event, reason, .. } => {
             let Some(status) = template_status_after(event) else { return Ok(true) };
+            // Counted, and the count kept on the rows it changes, so that a sync
+            // whose Graph read may predate this change keeps it (`replace_templates`).
+            tx.execute("UPDATE senders SET template_changes = template_changes + 1 WHERE waba_id = $1", args![waba_id.as_str()])?;
             let changed = tx.query(
-                "UPDATE templates SET status = $4 WHERE name = $2 AND language = $3 AND status <> $4 \
+                "UPDATE templates SET status = $4, \
+                 status_change = (SELECT s.template_changes FROM senders s WHERE s.phone_number_id = templates.phone_number_id) \
+                 WHERE name = $2 AND language = $3 AND status <> $4 \
                  AND phone_number_id IN (SELECT phone_number_id FROM senders WHERE waba_id = $1) RETURNING tenant, phone_number_id",
                 args![waba_id.as_str(), name.as_str(), language.as_str(), status],
             )?;

@@ -188,6 +188,15 @@ pub struct SenderCredentials {
     pub healthy: bool,
 }
 
+/// What a sync reads before it asks the Graph API for the templates: the
+/// credentials it asks with, and how many template status changes Meta's
+/// webhook had made to the sender by then.
+#[derive(Debug, Clone)]
+pub struct SyncBasis {
+    pub credentials: SenderCredentials,
+    pub template_changes: i64,
+}
+
 /// One language version of a template in a sender's WABA.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TemplateRecord {

@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/postgres/0007_action_versions.sql")),
     (8, include_str!("../../migrations/postgres/0008_job_slots.sql")),
     (9, include_str!("../../migrations/postgres/0009_parked_webhook_events.sql")),
+    (10, include_str!("../../migrations/postgres/0010_template_changes.sql")),
 ];
 /// The channel every replica listens on.
 const CHANNEL: &str = "actiond";

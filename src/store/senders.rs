@@ -2,11 +2,15 @@
 //! tenant: registration is one conditional upsert, so two tenants racing for
 //! it on two replicas get one 201 and one 409.
 
+use std::collections::HashSet;
+
 use super::db::{DbResult, ListQuery, Row, Tx, args};
 use super::events;
 use super::executions::advance_each;
 use super::remembered::Remembered;
-use super::{ExecutionError, NewSender, Page, SenderCredentials, SenderRecord, SenderSaved, Signal, Store, StoreResult, TemplateRecord};
+use super::{
+    ExecutionError, NewSender, Page, SenderCredentials, SenderRecord, SenderSaved, Signal, Store, StoreResult, SyncBasis, TemplateRecord,
+};
 use crate::clock;
 use crate::domain::{ExecutionStatus, TenantId};
 use crate::events::EventType;
@@ -38,15 +42,35 @@ fn select_sender(tx: &mut Tx<'_>, tenant: &str, phone_number_id: &str) -> DbResu
     .transpose()
 }
 
-fn replace_template_rows(tx: &mut Tx<'_>, tenant: &str, phone_number_id: &str, templates: &[TemplateRecord]) -> DbResult<()> {
-    tx.execute("DELETE FROM templates WHERE phone_number_id = $1", args![phone_number_id])?;
+/// Writes the sender's templates as Meta listed them, and removes those it
+/// no longer lists. A row whose status Meta's webhook changed after
+/// `read_after` (the sender's `template_changes` when the list was read)
+/// keeps that status: the list may predate it.
+fn replace_template_rows(
+    tx: &mut Tx<'_>,
+    tenant: &str,
+    phone_number_id: &str,
+    templates: &[TemplateRecord],
+    read_after: Option<i64>,
+) -> DbResult<()> {
+    let listed: HashSet<(&str, &str)> = templates.iter().map(|t| (t.name.as_str(), t.language.as_str())).collect();
+    for row in tx.query("SELECT name, language FROM templates WHERE phone_number_id = $1", args![phone_number_id])? {
+        let (name, language) = (row.text(0)?, row.text(1)?);
+        if !listed.contains(&(name.as_str(), language.as_str())) {
+            tx.execute(
+                "DELETE FROM templates WHERE phone_number_id = $1 AND name = $2 AND language = $3",
+                args![phone_number_id, name, language],
+            )?;
+        }
+    }
     for template in templates {
         // Meta lists one language version once; a repeat keeps the last.
         tx.execute(
             "INSERT INTO templates (tenant, phone_number_id, name, language, id, status, category, parameter_format, components) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant, phone_number_id, name, language) DO UPDATE SET \
-             id = excluded.id, status = excluded.status, category = excluded.category, \
-             parameter_format = excluded.parameter_format, components = excluded.components",
+             id = excluded.id, category = excluded.category, parameter_format = excluded.parameter_format, \
+             components = excluded.components, \
+             status = CASE WHEN templates.status_change > $10 THEN templates.status ELSE excluded.status END",
             args![
                 tenant,
                 phone_number_id,
@@ -56,7 +80,8 @@ fn replace_template_rows(tx: &mut Tx<'_>, tenant: &str, phone_number_id: &str, t
                 template.status.as_str(),
                 template.category.as_str(),
                 template.parameter_format.as_str(),
-                template.components.to_string()
+                template.components.to_string(),
+                read_after
             ],
         )?;
     }
@@ -141,7 +166,7 @@ impl Store {
             )?;
             let Some(saved) = saved else { return Ok(SenderSaved::Taken) };
             let created = saved.text(0)? == now;
-            replace_template_rows(tx, &tenant, &sender.phone_number_id, &templates)?;
+            replace_template_rows(tx, &tenant, &sender.phone_number_id, &templates, None)?;
             release_sender_jobs(tx, &tenant, &sender.phone_number_id)?;
             let record = select_sender(tx, &tenant, &sender.phone_number_id)?
                 .ok_or_else(|| super::db::DbError::Internal("the sender just saved is gone".into()))?;
@@ -150,19 +175,21 @@ impl Store {
         .await
     }
 
-    /// A sync: the sender's templates as Meta listed them to `read_with`, the
-    /// credentials the sync read. They are written only while the sender
-    /// still has those credentials; one registered anew meanwhile read its
-    /// own templates, and is answered as it stands. `None`: no such sender.
+    /// A sync: the sender's templates as Meta listed them to the credentials
+    /// in `basis`. They are written only while the sender still has those
+    /// credentials; one registered anew meanwhile read its own templates, and
+    /// is answered as it stands. A status Meta's webhook changed since `basis`
+    /// was read is kept. `None`: no such sender.
     pub async fn replace_templates(
         &self,
         tenant: &TenantId,
         phone_number_id: &str,
-        read_with: SenderCredentials,
+        basis: SyncBasis,
         templates: Vec<TemplateRecord>,
     ) -> StoreResult<Option<SenderRecord>> {
         let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
         self.write_configuration(move |tx| {
+            let read_with = &basis.credentials;
             let changed = tx.execute(
                 "UPDATE senders SET healthy = TRUE, synced_at = $3, updated_at = $3 \
                  WHERE tenant = $1 AND phone_number_id = $2 AND waba_id = $4 AND sealed_access_token = $5",
@@ -171,10 +198,14 @@ impl Store {
             if changed == 0 {
                 return select_sender(tx, &tenant, &phone_number_id);
             }
-            let before =
-                tx.query("SELECT name, language, status FROM templates WHERE phone_number_id = $1", args![phone_number_id.as_str()])?;
-            replace_template_rows(tx, &tenant, &phone_number_id, &templates)?;
-            // A template that stopped being sendable since the last look is reported.
+            let before = tx.query(
+                "SELECT name, language, status FROM templates WHERE phone_number_id = $1 \
+                 AND (status_change IS NULL OR status_change <= $2)",
+                args![phone_number_id.as_str(), basis.template_changes],
+            )?;
+            replace_template_rows(tx, &tenant, &phone_number_id, &templates, Some(basis.template_changes))?;
+            // A template that stopped being sendable since the last look is
+            // reported; one whose change came by webhook was reported then.
             for template in &templates {
                 let was = before.iter().find(|row| {
                     row.opt_str(0).ok().flatten() == Some(template.name.as_str())
@@ -205,15 +236,19 @@ impl Store {
         self.read(move |tx| select_sender(tx, &tenant, &phone_number_id)).await
     }
 
-    /// What a sync or a send needs to call the Graph API.
-    pub async fn sender_credentials(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<SenderCredentials>> {
+    /// What a sync reads before it asks the Graph API.
+    pub async fn sync_basis(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<SyncBasis>> {
         let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
         self.read(move |tx| {
             let row = tx.query_opt(
-                "SELECT waba_id, sealed_access_token, healthy FROM senders WHERE tenant = $1 AND phone_number_id = $2",
+                "SELECT waba_id, sealed_access_token, healthy, template_changes FROM senders WHERE tenant = $1 AND phone_number_id = $2",
                 args![tenant, phone_number_id],
             )?;
-            row.map(|r| Ok(SenderCredentials { waba_id: r.text(0)?, sealed_access_token: r.bytes(1)?, healthy: r.boolean(2)? })).transpose()
+            row.map(|r| {
+                let credentials = SenderCredentials { waba_id: r.text(0)?, sealed_access_token: r.bytes(1)?, healthy: r.boolean(2)? };
+                Ok(SyncBasis { credentials, template_changes: r.int(3)? })
+            })
+            .transpose()
         })
         .await
     }

@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/sqlite/0009_action_versions.sql")),
     (10, include_str!("../../migrations/sqlite/0010_job_slots.sql")),
     (11, include_str!("../../migrations/sqlite/0011_parked_webhook_events.sql")),
+    (12, include_str!("../../migrations/sqlite/0012_template_changes.sql")),
 ];
 const READERS: usize = 4;
 /// Prepared statements kept per connection: more than the writer's distinct
