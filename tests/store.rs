@@ -12,8 +12,8 @@ use actiond::clock::now_ms;
 use actiond::delivery::pacing::Pacing;
 use actiond::domain::{ExecutionStatus, TenantId, parse_action_spec};
 use actiond::store::{
-    ActionUpdate, ClaimedJob, EventParties, Executed, ExecutionReply, NewExecution, NewSender, Outcome, Recorded, SendRequest, SenderSaved,
-    Started, Store, TemplateRecord, WebhookEvent,
+    ActionUpdate, ClaimedJob, EndpointPatch, EventParties, Executed, ExecutionError, ExecutionReply, FailureCode, NewEndpoint,
+    NewExecution, NewSender, Outcome, Recorded, SendRequest, SenderSaved, Started, Store, TemplateRecord, WebhookEvent,
 };
 use common::database::TestDatabase;
 use futures::future::join_all;
@@ -469,6 +469,33 @@ async fn a_sync_keeps_a_template_status_metas_webhook_changed_during_its_read() 
     }
 }
 
+#[tokio::test]
+async fn an_event_delivery_under_way_is_not_claimed_again_when_its_endpoint_is_disabled_and_enabled() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("event-lease");
+        let new = NewEndpoint {
+            id: Uuid::now_v7(),
+            url: "https://hooks.example.com/actiond".into(),
+            events: None,
+            description: String::new(),
+            sealed_secret: vec![1, 2, 3],
+        };
+        let endpoint = replicas.a.create_endpoint(&tenant, new).await.unwrap();
+        replicas.a.queue_test_event(&tenant, endpoint.id).await.unwrap().expect("the endpoint exists");
+        let lease = |now: i64| (now, now + 60_000);
+        let (now, until) = lease(now_ms());
+        assert_eq!(replicas.a.claim_event_deliveries(now, until, 10, 10).await.unwrap().len(), 1, "{}", replicas.name);
+        // Turned off and on again on another replica while the attempt is under way.
+        for disabled in [true, false] {
+            let patch = EndpointPatch { disabled: Some(disabled), ..EndpointPatch::default() };
+            replicas.b.update_endpoint(&tenant, endpoint.id, patch).await.unwrap().expect("the endpoint exists");
+        }
+        let (now, until) = lease(now_ms());
+        let again = replicas.b.claim_event_deliveries(now, until, 10, 10).await.unwrap();
+        assert!(again.is_empty(), "{}: the resumed event is its attempt's until the lease ends, not sent beside it", replicas.name);
+    }
+}
+
 /// Whether the action is active as the replica's execute path reads it,
 /// once it reads `expected`.
 async fn action_active_seen(store: &Store, tenant: &TenantId, id: Uuid, expected: Option<bool>) -> Option<bool> {
@@ -609,6 +636,23 @@ async fn sending(store: &Store, tenant: &TenantId) -> (Uuid, ClaimedJob) {
     let job = claim_one(store, id).await;
     assert_eq!(start(store, &job).await, Started::Sending { pair_refused: false });
     (id, job)
+}
+
+#[tokio::test]
+async fn a_retry_shows_its_error_and_moves_updated_at() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("retry");
+        let (id, job) = sending(&replicas.a, &tenant).await;
+        let before = replicas.a.get_execution(&tenant, id).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let error = ExecutionError::new(FailureCode::TransportError, "the Graph API could not be reached", None);
+        let retry = Outcome::Retry { due_ms: now_ms() + 60_000, error: error.clone() };
+        assert_eq!(replicas.a.record_outcome(&job, retry).await.unwrap(), Recorded::Yes, "{}", replicas.name);
+        let after = replicas.a.get_execution(&tenant, id).await.unwrap().unwrap();
+        assert_eq!(after.error, Some(error), "{}", replicas.name);
+        // Waiters recheck by updated_at: a change they must see moves it.
+        assert!(after.updated_at > before.updated_at, "{}: {} then {}", replicas.name, before.updated_at, after.updated_at);
+    }
 }
 
 #[tokio::test]
