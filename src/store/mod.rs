@@ -688,8 +688,8 @@ pub fn redacted(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Store;
     use super::db::{DbError, Value};
+    use super::{Store, StoreError};
 
     /// A store on a database of its own, removed when dropped: on
     /// PostgreSQL's test server when `ACTIOND_TEST_DATABASE=postgres`, as for
@@ -779,6 +779,27 @@ mod tests {
         let kept: Vec<(String, i64)> =
             kept.iter().map(|row| Ok::<_, DbError>((row.text(0)?, row.int(1)?))).collect::<Result<_, _>>().unwrap();
         assert_eq!(kept, [("a".to_owned(), 1)], "nothing of a failed write is kept");
+    }
+
+    #[tokio::test]
+    async fn past_its_limit_an_operation_is_refused_at_once_while_every_session_is_stuck() {
+        let scratch = Scratch::new().await;
+        let Some((admin, name)) = &scratch.postgres else { return }; // PostgreSQL's sessions only
+        let url = format!("{}/{name}", admin.rsplit_once('/').expect("a URL with a database").0);
+        let (locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("the test PostgreSQL answers");
+        tokio::spawn(connection);
+        locker.batch_execute("BEGIN; LOCK TABLE pacing IN ACCESS EXCLUSIVE MODE").await.unwrap();
+        let read = || scratch.store.read(|tx| tx.query("SELECT tat FROM pacing", &[]).map(drop));
+        // Both sessions stick in the first two; the rest fill the queue.
+        let mut queued: Vec<_> = (0..super::postgres::QUEUE_LIMIT + 2).map(|_| Box::pin(read())).collect();
+        for operation in &mut queued {
+            let _ = futures::poll!(operation.as_mut());
+        }
+        match read().await {
+            Err(StoreError::Unavailable(message)) => assert!(message.contains("queued"), "{message}"),
+            other => panic!("not refused: {:?}", other.map_err(|e| e.to_string())),
+        }
+        locker.batch_execute("COMMIT").await.unwrap();
     }
 
     #[test]

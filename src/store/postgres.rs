@@ -46,6 +46,11 @@ const MIGRATION_LOCK: i64 = 0x0061_6374_696f_6e64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an operation waits for a free session before it is answered 503.
 const POOL_WAIT: Duration = Duration::from_secs(5);
+/// Operations queued for a session, past which another is answered 503 at
+/// once: while every session is stuck, those given up on stay queued until a
+/// session takes them, and a client retrying must not grow that without end.
+/// A busy replica queues about as many as it has requests in flight.
+pub(super) const QUEUE_LIMIT: usize = 8_192;
 /// A deadlock is broken by aborting one side; it is tried again this often.
 const CONTENTION_RETRIES: u32 = 5;
 /// Signals per notification: a payload must stay under 8,000 bytes.
@@ -74,6 +79,8 @@ struct PoolState {
     connected: AtomicUsize,
     busy: AtomicUsize,
     waiting: AtomicUsize,
+    /// Operations sent and not yet taken off the queue, given up on or not.
+    queued: AtomicUsize,
     /// Where a commit's signals go: this replica's waiters, and the outbox to every other one.
     signals: Arc<Signals>,
     outbox: Arc<Outbox>,
@@ -137,6 +144,7 @@ impl PgDb {
             connected: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
             signals: Arc::clone(&signals),
             outbox: Arc::default(),
         });
@@ -159,9 +167,14 @@ impl PgDb {
                 let _ = reply.send(op(session));
             }
         };
+        if self.state.queued.fetch_add(1, Ordering::AcqRel) >= QUEUE_LIMIT {
+            self.state.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(StoreError::Unavailable(format!("{QUEUE_LIMIT} operations are queued for a database session already")));
+        }
         self.state.waiting.fetch_add(1, Ordering::Relaxed);
         if self.jobs.send(Box::new(job)).is_err() {
             self.state.waiting.fetch_sub(1, Ordering::Relaxed);
+            self.state.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(StoreError::Unavailable("the database sessions have stopped".into()));
         }
         self.state.grow();
@@ -257,6 +270,7 @@ fn serve_sessions(state: Arc<PoolState>) {
         let next = state.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
         state.idle.fetch_sub(1, Ordering::SeqCst);
         let Ok(job) = next else { break };
+        state.queued.fetch_sub(1, Ordering::AcqRel);
         state.busy.fetch_add(1, Ordering::Relaxed);
         if catch_unwind(AssertUnwindSafe(|| job(&mut session))).is_err() {
             // The connection may be mid-transaction: it is not used again.
