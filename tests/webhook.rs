@@ -34,6 +34,15 @@ fn statuses_payload(entries: &[(&str, &str)]) -> Value {
         "messaging_product": "whatsapp", "metadata": {"phone_number_id": SENDER}, "statuses": statuses}}]}]})
 }
 
+/// Meta's webhook carrying one message from `from` quoting `wamid`; `kind`
+/// is the message's type and `content` what Meta sends under that type.
+fn message_payload(from: &str, id: &str, wamid: &str, kind: &str, content: Value) -> Value {
+    let mut message = json!({"from": from, "id": id, "timestamp": "1750091045", "type": kind, "context": {"id": wamid}});
+    message[kind] = content;
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "metadata": {"phone_number_id": SENDER}, "messages": [message]}}]}]})
+}
+
 fn statuses(execution: &Value) -> Vec<String> {
     execution["timeline"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap().to_owned()).collect()
 }
@@ -108,10 +117,8 @@ async fn statuses_apply_once_forward_only_whatever_the_order() {
 async fn a_duplicate_reply_is_applied_once_and_a_failed_status_carries_metas_code() {
     let app = spawn_app().await;
     let (id, wamid) = accepted_execution(&app).await;
-    let reply = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
-        "metadata": {"phone_number_id": SENDER},
-        "messages": [{"from": RECIPIENT, "id": "wamid.REPLY1", "timestamp": "1750091045", "type": "interactive",
-                      "context": {"id": wamid}, "interactive": {"type": "button_reply", "button_reply": {"id": "yes", "title": "Yes"}}}]}}]}]});
+    let button = json!({"type": "button_reply", "button_reply": {"id": "yes", "title": "Yes"}});
+    let reply = message_payload(RECIPIENT, "wamid.REPLY1", &wamid, "interactive", button);
     assert_eq!(post_webhook(&app, &reply, Some(APP_SECRET)).await.status, 200);
     let mut again = reply.clone();
     again["entry"][0]["changes"][0]["value"]["messages"][0]["interactive"]["button_reply"]["title"] = json!("Changed");
@@ -130,10 +137,8 @@ async fn a_duplicate_reply_is_applied_once_and_a_failed_status_carries_metas_cod
 async fn a_voice_note_in_answer_settles_a_mandatory_execution() {
     let app = spawn_app().await;
     let (id, wamid) = accepted_execution(&app).await;
-    let voice_note = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
-        "metadata": {"phone_number_id": SENDER},
-        "messages": [{"from": RECIPIENT, "id": "wamid.VOICE1", "timestamp": "1750091045", "type": "audio", "context": {"id": wamid},
-                      "audio": {"id": "1013859600285441", "mime_type": "audio/ogg; codecs=opus", "voice": true}}]}}]}]});
+    let audio = json!({"id": "1013859600285441", "mime_type": "audio/ogg; codecs=opus", "voice": true});
+    let voice_note = message_payload(RECIPIENT, "wamid.VOICE1", &wamid, "audio", audio);
     assert_eq!(post_webhook(&app, &voice_note, Some(APP_SECRET)).await.status, 200);
     let replied = app.get(&format!("/v2/_executions/{id}")).await.body["data"].clone();
     assert_eq!(replied["status"], "replied", "{replied}");
@@ -161,10 +166,7 @@ async fn events_apply_only_to_the_sender_and_recipient_of_their_execution() {
         assert_eq!(post_webhook(&app, &payload, Some(APP_SECRET)).await.status, 200, "{case}: acknowledged");
         assert_eq!(app.get(&format!("/v2/_executions/{id}")).await.body["data"]["status"], "accepted", "{case}: ignored");
     }
-    let stray_reply = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
-        "metadata": {"phone_number_id": SENDER},
-        "messages": [{"from": "447700900123", "id": "wamid.STRAY", "timestamp": "1750091045", "type": "text",
-                      "context": {"id": wamid}, "text": {"body": "yes"}}]}}]}]});
+    let stray_reply = message_payload("447700900123", "wamid.STRAY", &wamid, "text", json!({"body": "yes"}));
     assert_eq!(post_webhook(&app, &stray_reply, Some(APP_SECRET)).await.status, 200);
     let after = app.get(&format!("/v2/_executions/{id}")).await.body["data"].clone();
     assert!(after["reply"].is_null(), "a reply from someone else is not the recipient's: {after}");
