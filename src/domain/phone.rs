@@ -31,7 +31,7 @@ impl PhoneE164 {
             match c {
                 '0'..='9' => digits.push(c),
                 ' ' | '-' | '(' | ')' | '.' => {}
-                _ => return Err("may hold only digits, one leading '+', spaces, dashes and parentheses"),
+                _ => return Err("may hold only digits, one leading '+', spaces, dots, dashes and parentheses"),
             }
         }
         if digits.is_empty() {

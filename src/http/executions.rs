@@ -110,7 +110,16 @@ fn read_execute(body: &Map<String, Value>) -> (ExecuteRequest, Vec<FieldError>) 
                         None
                     }
                     Value::String(text) => variables.insert(name.clone(), text.clone()),
-                    Value::Number(_) | Value::Bool(_) => variables.insert(name.clone(), value.to_string()),
+                    Value::Number(number) if number.is_i64() || number.is_u64() => variables.insert(name.clone(), number.to_string()),
+                    Value::Bool(flag) => variables.insert(name.clone(), flag.to_string()),
+                    // Read as a float, it would be rendered as the float prints
+                    // (12.50 as 12.5, a 24-digit reference as 1.2345678901234568e23).
+                    Value::Number(_) => {
+                        let message = "a number with a fraction or an exponent, or past 64 bits, must be sent as a string: \
+                                       its digits would not be kept as sent";
+                        fields.error(&format!("variables.{name}"), ErrorCode::InvalidType, message);
+                        None
+                    }
                     Value::Null => None,
                     _ => {
                         fields.error(&format!("variables.{name}"), ErrorCode::InvalidType, "must be a string, a number or a boolean");
