@@ -16,7 +16,7 @@ use actiond::store::{
     NewExecution, NewSender, Outcome, Recorded, SendRequest, SenderSaved, Started, Store, TemplateRecord, WebhookEvent,
 };
 use common::database::TestDatabase;
-use futures::future::join_all;
+use futures::future::{join, join_all};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -74,6 +74,15 @@ fn new_execution(action_id: Uuid, call_id: Option<&str>, key: Option<&str>, to: 
     }
 }
 
+/// A new action of the tenant's, the seed's: an execution is stored only for
+/// an action that is.
+async fn action(store: &Store, tenant: &TenantId) -> Uuid {
+    let spec = parse_action_spec(common::seed_body().as_object().unwrap()).spec.expect("the seed body is a valid action");
+    let id = Uuid::now_v7();
+    store.create_action(tenant, id, &spec, None).await.unwrap();
+    id
+}
+
 /// Sends `count` copies of one execute to both replicas at once; the ids answered.
 async fn race_executes(
     replicas: &Replicas,
@@ -82,7 +91,7 @@ async fn race_executes(
     call_id: Option<&str>,
     key: Option<&str>,
 ) -> Vec<(bool, Uuid)> {
-    let action = Uuid::now_v7();
+    let action = action(&replicas.a, tenant).await;
     let creates = (0..count).map(|index| {
         let store = if index % 2 == 0 { &replicas.a } else { &replicas.b };
         store.create_execution(tenant, new_execution(action, call_id, key, "12817126508"))
@@ -93,6 +102,7 @@ async fn race_executes(
         .map(|created| match created.unwrap() {
             Executed::New(execution) => (true, execution.execution_id),
             Executed::Existing(execution) => (false, execution.execution_id),
+            Executed::ActionGone => panic!("the action is there"),
         })
         .collect()
 }
@@ -109,6 +119,39 @@ async fn racing_executes_with_one_key_or_call_id_create_one_execution_and_one_jo
         }
         let jobs = replicas.a.claim_jobs(now_ms(), now_ms() + 60_000, 100).await.unwrap();
         assert_eq!(jobs.len(), 3, "{}: one job per execution", replicas.name);
+    }
+}
+
+#[tokio::test]
+async fn no_execution_of_a_deleted_action_is_left_open_however_execute_and_delete_race() {
+    for replicas in both_dialects().await {
+        let tenant = tenant("delete-race");
+        for _ in 0..5 {
+            let action = action(&replicas.a, &tenant).await;
+            let executes = (0..8).map(|index| {
+                let store = if index % 2 == 0 { &replicas.a } else { &replicas.b };
+                store.create_execution(&tenant, new_execution(action, Some(&format!("call-{index}")), None, "12817126508"))
+            });
+            let (executed, deleted) = join(join_all(executes), replicas.b.delete_action(&tenant, action)).await;
+            assert!(deleted.unwrap(), "{}", replicas.name);
+            for executed in executed {
+                match executed.unwrap() {
+                    Executed::New(execution) => {
+                        let now = replicas.a.get_execution(&tenant, execution.execution_id).await.unwrap().unwrap();
+                        assert_eq!(now.status, ExecutionStatus::Cancelled, "{}: stored before the delete, cancelled by it", replicas.name);
+                    }
+                    Executed::ActionGone => {}
+                    Executed::Existing(_) => panic!("{}: every call id is new", replicas.name),
+                }
+            }
+        }
+        // An execute that read the action before its delete, and stores after it.
+        let action = action(&replicas.a, &tenant).await;
+        assert!(replicas.b.delete_action(&tenant, action).await.unwrap());
+        let late = replicas.a.create_execution(&tenant, new_execution(action, None, Some("late"), "12817126508")).await.unwrap();
+        assert!(matches!(late, Executed::ActionGone), "{}: nothing stored", replicas.name);
+        let again = race_executes(&replicas, &tenant, 1, None, Some("late")).await[0];
+        assert!(again.0, "{}: the key starts anew on another action", replicas.name);
     }
 }
 
@@ -131,8 +174,9 @@ async fn retention_deletes_old_executions_with_nothing_left_to_send_in_batches()
     for replicas in both_dialects().await {
         let tenant = tenant("retention");
         let mut created = Vec::new();
+        let action = action(&replicas.a, &tenant).await;
         for _ in 0..503 {
-            let new = new_execution(Uuid::now_v7(), None, None, "12817126508");
+            let new = new_execution(action, None, None, "12817126508");
             let Executed::New(execution) = replicas.a.create_execution(&tenant, new).await.unwrap() else { panic!("a new execution") };
             created.push(execution.execution_id);
         }
@@ -154,14 +198,9 @@ async fn retention_deletes_old_executions_with_nothing_left_to_send_in_batches()
 
 /// An execution claimed and accepted by Meta with this wamid.
 async fn accepted(store: &Store, tenant: &TenantId, wamid: &str) -> Uuid {
-    let Executed::New(execution) = store.create_execution(tenant, new_execution(Uuid::now_v7(), None, None, "12817126508")).await.unwrap()
-    else {
-        panic!("a new execution")
-    };
-    let job = claim_one(store, execution.execution_id).await;
-    assert_eq!(start(store, &job).await, Started::Sending { pair_refused: false });
+    let (id, job) = sending(store, tenant).await;
     assert_eq!(store.record_outcome(&job, Outcome::Accepted { wamid: wamid.into(), wa_id: None }).await.unwrap(), Recorded::Yes);
-    execution.execution_id
+    id
 }
 
 fn send_request(job: &ClaimedJob) -> SendRequest {
@@ -609,16 +648,14 @@ async fn workers_on_two_replicas_never_claim_one_job_twice() {
 
 /// A new execution of the tenant's, with its job; its id.
 async fn created(store: &Store, tenant: &TenantId) -> Uuid {
-    let Executed::New(execution) = store.create_execution(tenant, new_execution(Uuid::now_v7(), None, None, "12817126508")).await.unwrap()
-    else {
-        panic!("new")
-    };
+    let new = new_execution(action(store, tenant).await, None, None, "12817126508");
+    let Executed::New(execution) = store.create_execution(tenant, new).await.unwrap() else { panic!("new") };
     execution.execution_id
 }
 
 /// New executions of one action of the tenant's, one to each of `recipients`.
 async fn create_executions(store: &Store, tenant: &TenantId, recipients: impl IntoIterator<Item = String>) {
-    let action = Uuid::now_v7();
+    let action = action(store, tenant).await;
     for (index, to) in recipients.into_iter().enumerate() {
         store.create_execution(tenant, new_execution(action, Some(&format!("c{index}")), None, &to)).await.unwrap();
     }
@@ -785,8 +822,11 @@ async fn a_backlog_put_off_by_the_senders_rate_comes_due_a_slot_at_a_time() {
         assert_eq!(started.iter().filter(|answer| matches!(answer, Started::Sending { .. })).count(), 1, "{}", replicas.name);
         // Each job put off holds a slot of its own, a second apart; one that
         // comes later queues behind them.
-        let Executed::New(late) =
-            replicas.a.create_execution(&tenant, new_execution(Uuid::now_v7(), Some("late"), None, "14155550999")).await.unwrap()
+        let Executed::New(late) = replicas
+            .a
+            .create_execution(&tenant, new_execution(action(&replicas.a, &tenant).await, Some("late"), None, "14155550999"))
+            .await
+            .unwrap()
         else {
             panic!("a new execution")
         };
@@ -822,7 +862,11 @@ async fn a_backlog_to_one_recipient_takes_none_of_its_senders_slots() {
         let sending = started.iter().filter(|answer| matches!(answer, Started::Sending { .. })).count();
         assert_eq!(sending, 45, "{}: Meta's burst to one recipient", replicas.name);
         // The sender has 5 of its 50 left for everyone else, whatever that recipient's backlog.
-        replicas.a.create_execution(&tenant, new_execution(Uuid::now_v7(), Some("other"), None, "14155550100")).await.unwrap();
+        replicas
+            .a
+            .create_execution(&tenant, new_execution(action(&replicas.a, &tenant).await, Some("other"), None, "14155550100"))
+            .await
+            .unwrap();
         let other = replicas.a.claim_jobs(now_ms(), now + 60_000, 50).await.unwrap();
         assert_eq!(other.len(), 1, "{}", replicas.name);
         let started = replicas.a.start_sends(other.iter().map(send_request).collect(), pacing, now * 1000).await.unwrap();
@@ -876,7 +920,8 @@ async fn one_batch_of_outcomes_is_recorded_each_under_its_own_lease() {
     for replicas in both_dialects().await {
         let tenant = tenant("batch");
         let store = &replicas.a;
-        let create = || store.create_execution(&tenant, new_execution(Uuid::now_v7(), None, None, "12817126508"));
+        let action = action(store, &tenant).await;
+        let create = || store.create_execution(&tenant, new_execution(action, None, None, "12817126508"));
         let Executed::New(lost) = create().await.unwrap() else { panic!("new") };
         // Replica a claims the three jobs; the first one's lease runs out below.
         let stale = replicas.a.claim_jobs(now_ms(), now_ms() + 60_000, 1).await.unwrap().pop().unwrap();

@@ -396,6 +396,7 @@ pub async fn start_execution(
     match state.store.create_execution(tenant, new).await? {
         Executed::New(execution) => Ok((execution, false)),
         Executed::Existing(execution) => same_action(action_id, execution).map(|execution| (execution, true)),
+        Executed::ActionGone => Err(action_not_found()),
     }
 }
 

@@ -90,6 +90,16 @@ impl Dialect {
         }
     }
 
+    /// Appended to a SELECT of a row the transaction relies on staying: a
+    /// DELETE of it waits for this transaction, and one committed first
+    /// makes the SELECT find nothing. Shared with every other reader's.
+    pub fn for_key_share(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR KEY SHARE",
+        }
+    }
+
     /// `column` as a term the planner filters by but never looks up through
     /// an index (SQLite's unary `+`, an expression on PostgreSQL). Without
     /// statistics, or with those of a table that has grown since they were

@@ -332,10 +332,16 @@ impl Store {
             let deadline = execution
                 .mandatory
                 .then(|| clock::format(time::OffsetDateTime::now_utc() + time::Duration::seconds(i64::from(execution.reply_timeout))));
+            // Stored only while the action is: its DELETE, which cancels its
+            // executions, waits for this one to commit or makes it find none.
             let inserted = tx.execute(
-                "INSERT INTO executions (id, tenant, action_id, call_id, recipient, sender, template_name, language, \
-                 mandatory, payload, status, reply_timeout, reply_deadline, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $13) ON CONFLICT DO NOTHING",
+                &format!(
+                    "INSERT INTO executions (id, tenant, action_id, call_id, recipient, sender, template_name, language, \
+                     mandatory, payload, status, reply_timeout, reply_deadline, created_at, updated_at) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $13 \
+                     WHERE EXISTS (SELECT 1 FROM actions WHERE tenant = $2 AND id = $3{}) ON CONFLICT DO NOTHING",
+                    tx.dialect().for_key_share()
+                ),
                 args![
                     id,
                     tenant.as_str(),
@@ -355,8 +361,9 @@ impl Store {
             if inserted == 0 {
                 // The call id was executed before: this request, and its key, answer with that execution.
                 let call_id = execution.call_id.as_deref().unwrap_or_default();
-                let first = call_execution(tx, &tenant, execution.action_id, call_id)?
-                    .ok_or_else(|| DbError::Internal(format!("no execution holds call id {call_id}, yet the insert conflicted")))?;
+                // Else the action is gone (a key claimed above names no
+                // execution, and is taken over as one whose execution was pruned).
+                let Some(first) = call_execution(tx, &tenant, execution.action_id, call_id)? else { return Ok(Executed::ActionGone) };
                 if let Some(key) = &execution.idempotency_key {
                     tx.execute(
                         "UPDATE execution_keys SET execution_id = $3 WHERE tenant = $1 AND key = $2",

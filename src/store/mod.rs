@@ -334,6 +334,8 @@ pub enum Executed {
     New(ExecutionRecord),
     /// The same call id or idempotency key was executed before: nothing new is sent.
     Existing(ExecutionRecord),
+    /// The action was deleted before the execution could be stored: nothing is.
+    ActionGone,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
