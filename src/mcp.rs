@@ -178,12 +178,15 @@ fn action_tool(name: &str, action: &ActionRecord) -> Tool {
     for variable in &variables {
         properties.insert(variable.clone(), json!({"type": "string", "description": format!("Fills {{{{{variable}}}}} in the message")}));
     }
-    properties
-        .entry("to")
-        .or_insert(json!({"type": "string", "description": "The recipient's phone number in international form; else the action's"}));
-    properties
-        .entry("call_id")
-        .or_insert(json!({"type": "string", "description": "The call this runs for: the same call id runs the action once"}));
+    for (name, meaning) in [
+        ("to", "The recipient's phone number in international form; else the action's"),
+        ("call_id", "The call this runs for: the same call id runs the action once"),
+    ] {
+        let property = properties.entry(name).or_insert(json!({"type": "string", "description": meaning}));
+        if variables.iter().any(|variable| variable == name) {
+            property["description"] = json!(format!("{meaning}. It also fills {{{{{name}}}}} in the message"));
+        }
+    }
     let schema = json!({"type": "object", "properties": properties, "required": variables});
     Tool::new(name.to_owned(), action.description.clone(), object(schema))
         .with_annotations(ToolAnnotations::new().read_only(false).destructive(false).idempotent(true).open_world(true))
@@ -359,16 +362,16 @@ impl ActionTools {
 
     async fn run_action(&self, caller: &Caller, action: ActionRecord, arguments: JsonObject) -> Result<CallToolResult, ApiError> {
         require(caller, Scope::ActionsExecute)?;
-        // The tool's arguments as execute's body: `to` and `call_id` as they are, the rest variables.
+        // The tool's arguments as execute's body: each fills its variable, and
+        // `to` and `call_id` are the recipient and the call id too (an action
+        // may use either in its message; variables it does not use are ignored).
         let mut body = Map::new();
-        let mut given = Map::new();
-        for (name, value) in arguments {
-            match name.as_str() {
-                "to" | "call_id" => drop(body.insert(name, value)),
-                _ => drop(given.insert(name, value)),
+        for name in ["to", "call_id"] {
+            if let Some(value) = arguments.get(name) {
+                body.insert(name.into(), value.clone());
             }
         }
-        body.insert("variables".into(), Value::Object(given));
+        body.insert("variables".into(), Value::Object(arguments));
         let request = parse_execute_for(&self.state, &caller.tenant, action.id, &body).await?;
         let (execution, _) = start_execution(&self.state, &caller.tenant, action.id, None, request).await?;
         Ok(execution_result(&execution))

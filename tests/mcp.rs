@@ -95,6 +95,29 @@ async fn actions_are_tools_that_run_exactly_as_execute() {
 }
 
 #[tokio::test]
+async fn an_action_that_uses_call_id_in_its_message_runs_through_its_tool() {
+    let app = common::spawn_app().await;
+    app.register_sender().await;
+    let mut body = seed_body();
+    body["webhook"]["body_params"] = json!(["{{call_id}}"]);
+    app.create_action(&body).await;
+    let token = app.token(&[]);
+    let (_, listed) = rpc(&app, Some(&token), "tools/list", json!({})).await;
+    let schema = &listed["result"]["tools"][0]["inputSchema"];
+    assert_eq!(schema["required"], json!(["call_id"]), "{listed}");
+    assert!(schema["properties"]["call_id"]["description"].as_str().unwrap().contains("fills {{call_id}}"), "{schema}");
+
+    let ran = call(&app, &token, "my_whatsapp_action", json!({"call_id": "call-77"})).await;
+    assert_ne!(ran["isError"], true, "{ran}");
+    let id = ran["structuredContent"]["execution_id"].as_str().unwrap().to_owned();
+    assert_eq!(ran["structuredContent"]["call_id"], "call-77");
+    app.reaches(&id, "accepted").await;
+    let sent = app.sandbox.sent().into_iter().find(|sent| sent.payload["biz_opaque_callback_data"] == id.as_str()).expect("sent");
+    let body_component = &sent.payload["template"]["components"][0];
+    assert_eq!(body_component["parameters"][0]["text"], "call-77", "{}", sent.payload);
+}
+
+#[tokio::test]
 async fn errors_are_tool_results_with_the_apis_codes_and_scopes_hold() {
     let (app, _) = app_with_seed_action().await;
     let token = app.token(&[]);
