@@ -408,20 +408,26 @@ impl ServerHandler for ActionTools {
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         let caller = caller(&context)?;
         let arguments = request.arguments.unwrap_or_default();
-        let result = match request.name.as_ref() {
-            LIST_ACTIONS => self.list_actions(&caller).await,
-            GET_EXECUTION => self.get_execution(&caller, &arguments).await,
-            tool => match self.action_named(&caller, tool).await {
-                Ok(Some(action)) => self.run_action(&caller, action, arguments).await,
-                // The MCP specification makes an unknown tool a protocol error.
-                Ok(None) => {
-                    return Err(ErrorData::invalid_params(
-                        format!("unknown tool '{tool}'; tools/list gives the active actions' tools"),
-                        None,
-                    ));
-                }
-                Err(error) => Err(error),
-            },
+        let call = async {
+            match request.name.as_ref() {
+                LIST_ACTIONS => Ok(self.list_actions(&caller).await),
+                GET_EXECUTION => Ok(self.get_execution(&caller, &arguments).await),
+                tool => match self.action_named(&caller, tool).await {
+                    Ok(Some(action)) => Ok(self.run_action(&caller, action, arguments).await),
+                    // The MCP specification makes an unknown tool a protocol error.
+                    Ok(None) => {
+                        Err(ErrorData::invalid_params(format!("unknown tool '{tool}'; tools/list gives the active actions' tools"), None))
+                    }
+                    Err(error) => Ok(Err(error)),
+                },
+            }
+        };
+        // The transport cancels a call whose client has gone (the handler runs
+        // in a task of its own): dropped then, as REST drops a request's
+        // handler, it gives back what it holds, such as one of the tenant's waits.
+        let result = tokio::select! {
+            result = call => result?,
+            () = context.ct.cancelled() => return Err(ErrorData::internal_error("the client went away", None)),
         };
         Ok(result.unwrap_or_else(failed).into())
     }

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use actiond::auth::Scope;
 use actiond::whatsapp::sandbox::ReplyRequest;
 use common::{TestApp, app_with_seed_action, seed_body};
@@ -115,6 +117,34 @@ async fn an_action_that_uses_call_id_in_its_message_runs_through_its_tool() {
     let sent = app.sandbox.sent().into_iter().find(|sent| sent.payload["biz_opaque_callback_data"] == id.as_str()).expect("sent");
     let body_component = &sent.payload["template"]["components"][0];
     assert_eq!(body_component["parameters"][0]["text"], "call-77", "{}", sent.payload);
+}
+
+#[tokio::test]
+async fn a_wait_whose_client_has_gone_gives_back_the_tenants_wait() {
+    let app = common::spawn_app_with(|settings| settings.max_waits_per_tenant = 1).await;
+    app.register_sender().await;
+    let action = app.create_action(&seed_body()).await;
+    let execution = app.execute(&action, &json!({"variables": {"customer_name": "Ana"}})).await;
+    let id = execution["execution_id"].as_str().unwrap().to_owned();
+    // Mandatory, read and never answered: a wait on it holds for all its seconds.
+    app.reaches(&id, "read").await;
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "get_execution", "arguments": {"execution_id": id, "wait_seconds": 30}}});
+    let abandoned = app
+        .http
+        .post(format!("{}/mcp", app.base))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .bearer_auth(app.token(&[]))
+        .json(&call)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(abandoned.is_err_and(|error| error.is_timeout()), "the wait held until the client left");
+    let started = Instant::now();
+    while app.get(&format!("/v2/_executions/{id}?wait=1")).await.status == 429 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the tenant's one wait is still held by a client that left");
+    }
 }
 
 #[tokio::test]
