@@ -113,7 +113,7 @@ async fn an_action_that_uses_call_id_in_its_message_runs_through_its_tool() {
     assert_ne!(ran["isError"], true, "{ran}");
     let id = ran["structuredContent"]["execution_id"].as_str().unwrap().to_owned();
     assert_eq!(ran["structuredContent"]["call_id"], "call-77");
-    app.reaches(&id, "accepted").await;
+    app.reaches(&id, "read").await;
     let sent = app.sandbox.sent().into_iter().find(|sent| sent.payload["biz_opaque_callback_data"] == id.as_str()).expect("sent");
     let body_component = &sent.payload["template"]["components"][0];
     assert_eq!(body_component["parameters"][0]["text"], "call-77", "{}", sent.payload);
