@@ -6,6 +6,7 @@
 //! so idempotency, validation and errors are the same; an error is a tool
 //! result (`isError`) naming the API's error code.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +18,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ClientRequest, ContentBlock, ErrorCode as JsonRpcCode,
-    Implementation, JsonObject, JsonRpcRequest, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    Implementation, JsonObject, JsonRpcRequest, ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+    Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
@@ -378,7 +379,17 @@ impl ActionTools {
     }
 }
 
+/// The protocol versions `/mcp` speaks: 2025-06-18 and later, without the
+/// batches 2025-03-26 had. A client asking for an older one is offered the
+/// latest with an `initialize`, as the specification's negotiation has it.
+const PROTOCOL_VERSIONS: &[ProtocolVersion] =
+    &[ProtocolVersion::V_2025_06_18, ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2026_07_28];
+
 impl ServerHandler for ActionTools {
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(PROTOCOL_VERSIONS)
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("actiond", env!("CARGO_PKG_VERSION")))

@@ -60,6 +60,15 @@ async fn actions_are_tools_that_run_exactly_as_execute() {
     assert_eq!(status, 200, "{initialized}");
     assert_eq!(initialized["result"]["serverInfo"]["name"], "actiond");
     assert!(initialized["result"]["capabilities"]["tools"].is_object());
+    assert_eq!(initialized["result"]["protocolVersion"], "2025-06-18");
+    for older in ["2024-11-05", "2025-03-26"] {
+        let params = json!({"protocolVersion": older, "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}});
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params});
+        let answer = app.http.post(format!("{}/mcp", app.base)).header("accept", "application/json, text/event-stream").bearer_auth(&token);
+        let offered: Value = answer.json(&body).send().await.unwrap().json().await.unwrap();
+        // The specification: a version the server speaks, the latest it speaks.
+        assert_eq!(offered["result"]["protocolVersion"], "2025-11-25", "{older}: not a version /mcp does not speak: {offered}");
+    }
 
     let (_, listed) = rpc(&app, Some(&token), "tools/list", json!({})).await;
     let tools = listed["result"]["tools"].as_array().unwrap_or_else(|| panic!("{listed}")).clone();
