@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::model::{
@@ -59,7 +59,13 @@ pub async fn gate(request: Request, next: Next) -> Response {
     if !is_json(request.headers()) {
         return ApiError::unsupported_media_type().into_response();
     }
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // The transport answers 406 unless both of its media types are named, but
+    // its answers here are JSON: a client that takes JSON (curl's `*/*`, or no
+    // Accept at all) is served.
+    if takes_json(&parts.headers) {
+        parts.headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+    }
     let bytes = match read_body(Request::from_parts(parts.clone(), body), BODY_LIMIT).await {
         Ok(bytes) => bytes,
         Err(error) => return error.into_response(),
@@ -92,6 +98,14 @@ pub async fn gate(request: Request, next: Next) -> Response {
         },
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+fn takes_json(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT) else { return true };
+    let ranges = accept.to_str().unwrap_or_default().split(',');
+    ranges
+        .map(|range| range.split(';').next().unwrap_or_default().trim())
+        .any(|media| ["application/json", "application/*", "*/*"].iter().any(|taken| media.eq_ignore_ascii_case(taken)))
 }
 
 /// A JSON-RPC error answer whose `data` carries the ctx_id and the API's error on `field`.
