@@ -34,7 +34,7 @@ use crate::error_code::ErrorCode;
 use crate::http::AppState;
 use crate::http::context::ctx_id;
 use crate::http::error::ApiError;
-use crate::http::executions::{WAIT_MAX_SECONDS, parse_execute_for, start_execution, wait_for};
+use crate::http::executions::{WAIT_MAX_SECONDS, integral, parse_execute_for, start_execution, wait_for};
 use crate::http::extract::{BODY_LIMIT, execution_not_found, is_json, parse_uuid, read_body};
 use crate::store::{ActionFilter, ActionRecord, ExecutionRecord, ExecutionReply, Page};
 
@@ -353,10 +353,15 @@ impl ActionTools {
 
     async fn get_execution(&self, caller: &Caller, arguments: &JsonObject) -> Result<CallToolResult, ApiError> {
         require(caller, Scope::ActionsRead)?;
-        let id = arguments.get("execution_id").and_then(Value::as_str).and_then(parse_uuid).ok_or_else(execution_not_found)?;
+        let id = match arguments.get("execution_id") {
+            None | Some(Value::Null) => {
+                return Err(ApiError::bad_request("execution_id", ErrorCode::MissingField, "give the execution an action's tool started"));
+            }
+            Some(given) => given.as_str().and_then(parse_uuid).ok_or_else(execution_not_found)?,
+        };
         let wait = match arguments.get("wait_seconds") {
             None | Some(Value::Null) => Duration::ZERO,
-            Some(value) => match value.as_u64().filter(|seconds| *seconds <= u64::from(WAIT_MAX_SECONDS)) {
+            Some(value) => match integral(value).filter(|seconds| *seconds <= u64::from(WAIT_MAX_SECONDS)) {
                 Some(seconds) => Duration::from_secs(seconds),
                 None => {
                     let message = format!("must be a whole number of seconds from 0 to {WAIT_MAX_SECONDS}");

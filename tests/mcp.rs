@@ -107,7 +107,8 @@ async fn actions_are_tools_that_run_exactly_as_execute() {
         .reply(ReplyRequest { execution_id: Some(id.clone()), text: Some("yes please".into()), ..Default::default() })
         .await
         .unwrap();
-    let settled = call(&app, &token, "get_execution", json!({"execution_id": id, "wait_seconds": 5})).await;
+    // 5.0 is a whole number to JSON Schema's `integer`, as 5 is.
+    let settled = call(&app, &token, "get_execution", json!({"execution_id": id, "wait_seconds": 5.0})).await;
     assert_eq!(settled["structuredContent"]["status"], "replied", "{settled}");
     assert_eq!(text(&settled), "+12817126508 replied on WhatsApp: \"yes please\".");
 
@@ -181,6 +182,8 @@ async fn errors_are_tool_results_with_the_apis_codes_and_scopes_hold() {
     assert_eq!((status, unknown["error"]["code"].as_i64()), (200, Some(-32602)), "{unknown}");
     let nothing = call(&app, &token, "get_execution", json!({"execution_id": "01a242cc-0000-7000-8000-000000000000"})).await;
     assert!(text(&nothing).starts_with("not_found:"), "{nothing}");
+    let unnamed = call(&app, &token, "get_execution", json!({"wait_seconds": 1.0})).await;
+    assert!(text(&unnamed).starts_with("missing_field: execution_id:"), "{unnamed}");
 
     let reader = app.token(&[Scope::ActionsRead]);
     let refused = call(&app, &reader, "my_whatsapp_action", json!({"customer_name": "Ana"})).await;

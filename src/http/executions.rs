@@ -145,7 +145,8 @@ fn read_execute(body: &Map<String, Value>) -> (ExecuteRequest, Vec<FieldError>) 
 
 /// A JSON number with no fraction, written `950` or `950.0` alike (JSON
 /// Schema's `integer` is both), or `None`.
-fn integral(value: &Value) -> Option<u64> {
+/// A whole number however JSON writes it: 30 or 30.0.
+pub fn integral(value: &Value) -> Option<u64> {
     value.as_u64().or_else(|| value.as_f64().filter(|n| n.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(n)).map(|n| n as u64))
 }
 
