@@ -33,9 +33,10 @@ pub fn forbidden(ip: IpAddr) -> bool {
             if let Some(v4) = embedded_v4(v6) {
                 return forbidden_v4(v4);
             }
-            let first = v6.segments()[0];
+            let [first, second, ..] = v6.segments();
             v6.is_loopback()
                 || v6.is_unspecified()
+                || (first == 0x64 && second == 0xff9b) // NAT64 but the well-known /96: local-use 64:ff9b:1::/48
                 || (first & 0xfe00) == 0xfc00 // unique local, fc00::/7
                 || (first & 0xffc0) == 0xfe80 // link-local, fe80::/10
                 || (first & 0xffc0) == 0xfec0 // site-local (deprecated), fec0::/10
@@ -58,14 +59,15 @@ fn forbidden_v4(ip: Ipv4Addr) -> bool {
 }
 
 /// The IPv4 address an IPv6 one stands for: mapped (`::ffff:a.b.c.d`),
-/// compatible (`::a.b.c.d`) or NAT64 (`64:ff9b::a.b.c.d`).
+/// translated (`::ffff:0:a.b.c.d`), compatible (`::a.b.c.d`), NAT64
+/// (`64:ff9b::a.b.c.d`) or 6to4 (`2002:aabb:ccdd::`).
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let segments = ip.segments();
-    let low = Ipv4Addr::new((segments[6] >> 8) as u8, segments[6] as u8, (segments[7] >> 8) as u8, segments[7] as u8);
+    let v4 = |high: u16, low: u16| Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8);
     match segments[..6] {
-        [0, 0, 0, 0, 0, 0xffff] => Some(low),
-        [0, 0, 0, 0, 0, 0] if !ip.is_loopback() && !ip.is_unspecified() => Some(low),
-        [0x64, 0xff9b, 0, 0, 0, 0] => Some(low),
+        [0, 0, 0, 0, 0, 0xffff] | [0, 0, 0, 0, 0xffff, 0] | [0x64, 0xff9b, 0, 0, 0, 0] => Some(v4(segments[6], segments[7])),
+        [0, 0, 0, 0, 0, 0] if !ip.is_loopback() && !ip.is_unspecified() => Some(v4(segments[6], segments[7])),
+        [0x2002, ..] => Some(v4(segments[1], segments[2])),
         _ => None,
     }
 }
@@ -185,10 +187,23 @@ mod tests {
             "::ffff:169.254.169.254",
             "::127.0.0.1",
             "64:ff9b::a00:1",
+            "::ffff:0:7f00:1",
+            "64:ff9b:1::7f00:1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
         ] {
             assert!(forbidden(ip.parse().unwrap()), "{ip} should be forbidden");
         }
-        for ip in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:2800:220:1::1", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:2800:220:1::1",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(!forbidden(ip.parse().unwrap()), "{ip} should be allowed");
         }
     }
