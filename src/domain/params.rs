@@ -96,11 +96,15 @@ impl Param {
 /// call fills it in; only a literal `http://` or other scheme is refused up front.
 pub fn is_media_reference(param: &Param) -> bool {
     let text = param.as_str();
+    // A URL's scheme is read in any letter case (RFC 3986).
+    let https = text.get(..HTTPS.len()).is_some_and(|scheme| scheme.eq_ignore_ascii_case(HTTPS));
     if param.has_variables() {
-        return text.starts_with("https://") || text.starts_with("{{");
+        return https || text.starts_with("{{");
     }
-    (text.starts_with("https://") && text.len() > "https://".len() && !text.contains(' ')) || text.chars().all(|c| c.is_ascii_digit())
+    (https && text.len() > HTTPS.len() && !text.contains(' ')) || text.chars().all(|c| c.is_ascii_digit())
 }
+
+const HTTPS: &str = "https://";
 
 #[cfg(test)]
 mod tests {
@@ -150,6 +154,7 @@ mod tests {
     fn media_references_are_https_urls_or_ids() {
         let media = |s: &str| is_media_reference(&Param::parse(s).unwrap());
         assert!(media("https://cdn.example.com/a.jpg"));
+        assert!(media("HTTPS://cdn.example.com/a.jpg"));
         assert!(media("1234567890"));
         assert!(media("{{image_url}}"));
         assert!(!media("http://cdn.example.com/a.jpg"));
