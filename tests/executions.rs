@@ -643,4 +643,8 @@ async fn the_call_id_filter_is_trimmed_as_execute_trims_it() {
     assert_eq!(executed["call_id"], "sp1");
     let listed = app.get("/v2/_executions?call_id=%20sp1%20").await;
     assert_eq!(listed.body["data"]["pagination"]["total_records"], 1, "{}", listed.text);
+    for empty in ["", "%20%20"] {
+        let refused = app.get(&format!("/v2/_executions?call_id={empty}")).await;
+        assert_eq!(refused.error_codes(), [("call_id", "invalid_query_parameter")], "no execution has an empty call id: {}", refused.text);
+    }
 }

@@ -461,7 +461,8 @@ pub async fn get(
     summary = "List executions", description = "Newest first.",
     params(
         ("action_id" = Option<Uuid>, Query, description = "Only this action's executions"),
-        ("call_id" = Option<String>, Query, description = "Only this call's executions", pattern = r"^[^\u0000]*$"),
+        ("call_id" = Option<String>, Query, description = "Only this call's executions (trimmed, as execute trims it; not empty)",
+            pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"),
         ("status" = Option<ExecutionStatus>, Query, description = "Only executions in this status"),
         PageParams,
     ),
@@ -482,8 +483,12 @@ pub async fn list(
         let known: Vec<&str> = ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect();
         format!("'{raw}' is not a status; use one of {}", known.join(", "))
     });
-    // Trimmed as execute trims it before storing.
-    let call_id = query.get("call_id").map(str::trim).map(str::to_owned);
+    // Trimmed as execute trims it before storing; no execution has an empty one.
+    let call_id = query.parsed(
+        "call_id",
+        |raw| Some(raw.trim()).filter(|id| !id.is_empty()).map(str::to_owned),
+        |_| format!("must be 1-{CALL_ID_MAX} characters, as an execute's call_id"),
+    );
     query.finish()?;
     let filter = ExecutionFilter { action_id, call_id: call_id.as_deref(), status };
     let (executions, total) = state.store.list_executions(&caller.tenant, filter, page).await?;
