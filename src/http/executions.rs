@@ -110,16 +110,16 @@ fn read_execute(body: &Map<String, Value>) -> (ExecuteRequest, Vec<FieldError>) 
                         None
                     }
                     Value::String(text) => variables.insert(name.clone(), text.clone()),
-                    Value::Number(number) if number.is_i64() || number.is_u64() => variables.insert(name.clone(), number.to_string()),
                     Value::Bool(flag) => variables.insert(name.clone(), flag.to_string()),
-                    // Read as a float, it would be rendered as the float prints
-                    // (12.50 as 12.5, a 24-digit reference as 1.2345678901234568e23).
-                    Value::Number(_) => {
-                        let message = "a number with a fraction or an exponent, or past 64 bits, must be sent as a string: \
-                                       its digits would not be kept as sent";
-                        fields.error(&format!("variables.{name}"), ErrorCode::InvalidType, message);
-                        None
-                    }
+                    Value::Number(number) => match exact_digits(number) {
+                        Some(digits) => variables.insert(name.clone(), digits),
+                        None => {
+                            let message = "a number must be whole and within 64 bits, or be sent as a string: \
+                                           its digits would not be kept as sent";
+                            fields.error(&format!("variables.{name}"), ErrorCode::InvalidType, message);
+                            None
+                        }
+                    },
                     Value::Null => None,
                     _ => {
                         fields.error(&format!("variables.{name}"), ErrorCode::InvalidType, "must be a string, a number or a boolean");
@@ -143,9 +143,21 @@ fn read_execute(body: &Map<String, Value>) -> (ExecuteRequest, Vec<FieldError>) 
     (ExecuteRequest { call_id, to, variables, reply_timeout }, errors)
 }
 
+/// A variable's number as its digits, when they are known exactly: an
+/// integer within 64 bits, or one written with a zero fraction (12.0) that a
+/// float holds exactly. Any other is known only as a float, which would be
+/// rendered as the float prints (12.50 as 12.5, a 24-digit reference as
+/// 1.2345678901234568e23).
+fn exact_digits(number: &serde_json::Number) -> Option<String> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if number.is_i64() || number.is_u64() {
+        return Some(number.to_string());
+    }
+    number.as_f64().filter(|n| n.fract() == 0.0 && n.abs() <= EXACT).map(|n| (n as i64).to_string())
+}
+
 /// A JSON number with no fraction, written `950` or `950.0` alike (JSON
 /// Schema's `integer` is both), or `None`.
-/// A whole number however JSON writes it: 30 or 30.0.
 pub fn integral(value: &Value) -> Option<u64> {
     value.as_u64().or_else(|| value.as_f64().filter(|n| n.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(n)).map(|n| n as u64))
 }

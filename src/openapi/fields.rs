@@ -162,12 +162,18 @@ pub fn call_id() -> Object {
 }
 
 pub fn variables() -> Object {
+    // A whole number within 64 bits is rendered as sent; another would not be.
     let value = ObjectBuilder::new()
-        .schema_type(SchemaType::from_iter([Type::String, Type::Number, Type::Boolean, Type::Null]))
-        .pattern(Some(WITHOUT_NUL));
+        .schema_type(SchemaType::from_iter([Type::String, Type::Integer, Type::Boolean, Type::Null]))
+        .pattern(Some(WITHOUT_NUL))
+        .minimum(Some(i64::MIN))
+        .maximum(Some(u64::MAX));
     nullable(ObjectBuilder::new(), Type::Object)
         .additional_properties(Some(value))
-        .description(Some("Values for the {{variable}} placeholders of the action's parameters; null leaves one unset."))
+        .description(Some(
+            "Values for the {{variable}} placeholders of the action's parameters: text, a boolean, or a whole number within 64 \
+             bits (any other number is refused, as it would not be rendered as sent); null leaves one unset.",
+        ))
         .examples([json!({"customer_name": "Ana"})])
         .build()
 }
