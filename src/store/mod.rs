@@ -268,14 +268,16 @@ impl ExecutionError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecutionReply {
     /// `text`, `button` (a template quick reply), `interactive` (a button or list
-    /// reply, or a completed Flow), or the media sent in answer: `image`, `video`,
-    /// `document`, `audio` (a voice note too) or `sticker`.
+    /// reply, a completed Flow, a call permission answered), or the media sent in
+    /// answer: `image`, `video`, `document`, `audio` (a voice note too) or `sticker`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// The text, the tapped button's label, the Flow's body, or the media's caption.
+    /// The text, the tapped button's label, the Flow's body, `accept` or `reject`
+    /// for a call permission, or the media's caption.
     pub text: Option<String>,
-    /// The tapped button's payload or reply id, the Flow's `response_json`, or the
-    /// media id with which the business downloads the media from Meta.
+    /// The tapped button's payload or reply id, the Flow's `response_json`, the
+    /// media id with which the business downloads the media from Meta, or the
+    /// JSON of an interactive answer of another kind.
     pub payload: Option<String>,
     pub received_at: String,
 }

@@ -224,33 +224,35 @@ fn status_event(status: &Value, parties: EventParties) -> Option<WebhookEvent> {
 
 fn reply_event(message: &Value, parties: EventParties) -> Option<WebhookEvent> {
     let id = message["id"].as_str()?;
+    let owned = |value: &Value| value.as_str().map(str::to_owned);
     let (kind, text, payload) = match message["type"].as_str()? {
-        "text" => ("text", message["text"]["body"].as_str(), None),
-        "button" => ("button", message["button"]["text"].as_str(), message["button"]["payload"].as_str()),
+        "text" => ("text", owned(&message["text"]["body"]), None),
+        "button" => ("button", owned(&message["button"]["text"]), owned(&message["button"]["payload"])),
         "interactive" => {
-            let interactive = &message["interactive"];
-            match interactive["type"].as_str()? {
-                choice @ ("button_reply" | "list_reply") => {
-                    ("interactive", interactive[choice]["title"].as_str(), interactive[choice]["id"].as_str())
-                }
+            let subtype = message["interactive"]["type"].as_str()?;
+            let answer = &message["interactive"][subtype];
+            let (text, payload) = match subtype {
+                "button_reply" | "list_reply" => (owned(&answer["title"]), owned(&answer["id"])),
                 // A completed WhatsApp Flow: its answers are the JSON text Meta sends.
-                "nfm_reply" => {
-                    let flow = &interactive["nfm_reply"];
-                    ("interactive", flow["body"].as_str(), flow["response_json"].as_str())
-                }
-                _ => return None,
-            }
+                "nfm_reply" => (owned(&answer["body"]), owned(&answer["response_json"])),
+                // A call permission request answered: `accept` or `reject`.
+                "call_permission_reply" => (owned(&answer["response"]), None),
+                // A kind of answer this version does not know is still the
+                // person's answer to the message: kept whole, as JSON text.
+                _ => (None, Some(answer).filter(|answer| !answer.is_null()).map(Value::to_string)),
+            };
+            ("interactive", text, payload)
         }
         // A voice note, a photo or a file sent in answer: its caption, if any, and
         // the media id with which the business fetches it from Meta.
         media @ ("image" | "video" | "document" | "audio" | "sticker") => {
-            (media, message[media]["caption"].as_str(), message[media]["id"].as_str())
+            (media, owned(&message[media]["caption"]), owned(&message[media]["id"]))
         }
         _ => return None,
     };
     let context_wamid = message["context"]["id"].as_str().map(str::to_owned);
     // A quick reply's payload is `<execution id>:<button index>` (see payload.rs).
-    let execution_hint = payload.and_then(|p| p.split(':').next()).and_then(|id| Uuid::parse_str(id).ok());
+    let execution_hint = payload.as_deref().and_then(|p| p.split(':').next()).and_then(|id| Uuid::parse_str(id).ok());
     if context_wamid.is_none() && execution_hint.is_none() {
         return None;
     }
@@ -261,7 +263,7 @@ fn reply_event(message: &Value, parties: EventParties) -> Option<WebhookEvent> {
         parties,
         context_wamid,
         execution_hint,
-        reply: ExecutionReply { kind: kind.into(), text: text.map(str::to_owned), payload: payload.map(str::to_owned), received_at },
+        reply: ExecutionReply { kind: kind.into(), text, payload, received_at },
     })
 }
 
@@ -377,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn media_and_flow_answers_are_replies_and_other_kinds_are_not() {
+    fn media_flow_and_call_permission_answers_are_replies_and_other_kinds_are_not() {
         let answer = |kind: &str, content: Value| {
             let mut message = json!({"id": format!("wamid.{kind}"), "type": kind, "context": {"id": "wamid.A"}});
             message[kind] = content;
@@ -388,7 +390,9 @@ mod tests {
             answer("image", json!({"id": "2754859441498128", "caption": "the receipt", "mime_type": "image/jpeg"})),
             answer("interactive", json!({"type": "nfm_reply",
                 "nfm_reply": {"name": "flow", "body": "Sent", "response_json": "{\"slot\": \"10:00\"}"}})),
-            answer("interactive", json!({"type": "call_permission_reply", "call_permission_reply": {"response": "accept"}})),
+            answer("interactive", json!({"type": "call_permission_reply",
+                "call_permission_reply": {"response": "accept", "is_permanent": false, "response_source": "user_action"}})),
+            answer("interactive", json!({"type": "rating_reply", "rating_reply": {"stars": 5}})),
             answer("location", json!({"latitude": 37.4, "longitude": -122.1})),
             answer("unsupported", json!({}))
         ]}}]}]});
@@ -399,13 +403,16 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        let owned = |kind: &str, text: Option<&str>, payload: &str| (kind.to_owned(), text.map(str::to_owned), Some(payload.to_owned()));
+        let reply =
+            |kind: &str, text: Option<&str>, payload: Option<&str>| (kind.to_owned(), text.map(str::to_owned), payload.map(str::to_owned));
         assert_eq!(
             replies,
             [
-                owned("audio", None, "1013859600285441"),
-                owned("image", Some("the receipt"), "2754859441498128"),
-                owned("interactive", Some("Sent"), "{\"slot\": \"10:00\"}"),
+                reply("audio", None, Some("1013859600285441")),
+                reply("image", Some("the receipt"), Some("2754859441498128")),
+                reply("interactive", Some("Sent"), Some("{\"slot\": \"10:00\"}")),
+                reply("interactive", Some("accept"), None),
+                reply("interactive", None, Some(r#"{"stars":5}"#)),
             ]
         );
     }
