@@ -393,6 +393,7 @@ fn sender(phone_number_id: &str) -> NewSender {
         display_phone_number: None,
         verified_name: None,
         quality_rating: None,
+        templates_read_after: None,
     }
 }
 
@@ -485,15 +486,15 @@ async fn a_sync_keeps_a_template_status_metas_webhook_changed_during_its_read() 
         replicas.a.save_sender(&tenant, registered, both).await.unwrap();
         let basis = replicas.a.sync_basis(&tenant, &phone_number_id).await.unwrap().unwrap();
         // Meta pauses the template while the sync reads a list that still says APPROVED.
-        let paused = WebhookEvent::TemplateStatus {
-            key: format!("template:{waba_id}:paused"),
+        let paused = |key: &str| WebhookEvent::TemplateStatus {
+            key: format!("template:{waba_id}:{key}"),
             waba_id: waba_id.clone(),
             name: "order_update".into(),
             language: "en".into(),
             event: "PAUSED".into(),
             reason: None,
         };
-        replicas.b.apply_webhook_events(vec![paused]).await.unwrap();
+        replicas.b.apply_webhook_events(vec![paused("first")]).await.unwrap();
         let listed = vec![template("order_update", "APPROVED")];
         replicas.a.replace_templates(&tenant, &phone_number_id, basis, listed.clone()).await.unwrap();
         let status = template_status_seen(&replicas.b, &tenant, &phone_number_id, Some("PAUSED")).await;
@@ -502,9 +503,17 @@ async fn a_sync_keeps_a_template_status_metas_webhook_changed_during_its_read() 
         assert_eq!(gone, Some(Vec::new()), "{}: a template Meta no longer lists is removed", replicas.name);
 
         let basis = replicas.a.sync_basis(&tenant, &phone_number_id).await.unwrap().unwrap();
-        replicas.a.replace_templates(&tenant, &phone_number_id, basis, listed).await.unwrap();
+        replicas.a.replace_templates(&tenant, &phone_number_id, basis, listed.clone()).await.unwrap();
         let status = template_status_seen(&replicas.b, &tenant, &phone_number_id, Some("APPROVED")).await;
         assert_eq!(status.as_deref(), Some("APPROVED"), "{}: a list read after the change is written", replicas.name);
+
+        // Registered anew while Meta pauses it again: the same holds.
+        let basis = replicas.a.sync_basis(&tenant, &phone_number_id).await.unwrap().unwrap();
+        replicas.b.apply_webhook_events(vec![paused("second")]).await.unwrap();
+        let again = NewSender { waba_id: waba_id.clone(), templates_read_after: Some(basis.template_changes), ..sender(&phone_number_id) };
+        replicas.a.save_sender(&tenant, again, listed).await.unwrap();
+        let status = template_status_seen(&replicas.b, &tenant, &phone_number_id, Some("PAUSED")).await;
+        assert_eq!(status.as_deref(), Some("PAUSED"), "{}: a registration's list does not undo it either", replicas.name);
     }
 }
 

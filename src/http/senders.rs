@@ -151,6 +151,10 @@ pub async fn save_sender(
     waba_id: &str,
     access_token: &str,
 ) -> Result<SenderSaved, ApiError> {
+    // Noted before Meta is asked, as a sync notes it: a template status Meta's
+    // webhook changes meanwhile is kept (the same WABA's only).
+    let basis = state.store.sync_basis(tenant, phone_number_id).await?;
+    let templates_read_after = basis.filter(|basis| basis.credentials.waba_id == waba_id).map(|basis| basis.template_changes);
     // Asked together, so that Meta refusing both ids is one answer naming both.
     let (number, templates) =
         tokio::join!(state.graph.phone_number(phone_number_id, access_token), state.graph.templates(waba_id, access_token));
@@ -163,6 +167,7 @@ pub async fn save_sender(
         display_phone_number: number.display_phone_number,
         verified_name: number.verified_name,
         quality_rating: number.quality_rating,
+        templates_read_after,
     };
     Ok(state.store.save_sender(tenant, sender, templates).await?)
 }

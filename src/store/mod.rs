@@ -153,6 +153,10 @@ pub struct NewSender {
     pub display_phone_number: Option<String>,
     pub verified_name: Option<String>,
     pub quality_rating: Option<String>,
+    /// The sender's template status changes by Meta's webhook when its
+    /// templates were read, if it was registered then with the same WABA:
+    /// a status changed since is kept (see `replace_templates`).
+    pub templates_read_after: Option<i64>,
 }
 
 /// A sender as the API shows it; its access token is never part of it.

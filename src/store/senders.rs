@@ -166,7 +166,7 @@ impl Store {
             )?;
             let Some(saved) = saved else { return Ok(SenderSaved::Taken) };
             let created = saved.text(0)? == now;
-            replace_template_rows(tx, &tenant, &sender.phone_number_id, &templates, None)?;
+            replace_template_rows(tx, &tenant, &sender.phone_number_id, &templates, sender.templates_read_after)?;
             release_sender_jobs(tx, &tenant, &sender.phone_number_id)?;
             let record = select_sender(tx, &tenant, &sender.phone_number_id)?
                 .ok_or_else(|| super::db::DbError::Internal("the sender just saved is gone".into()))?;
@@ -236,7 +236,7 @@ impl Store {
         self.read(move |tx| select_sender(tx, &tenant, &phone_number_id)).await
     }
 
-    /// What a sync reads before it asks the Graph API.
+    /// What a sync, or a registration anew, reads before it asks the Graph API.
     pub async fn sync_basis(&self, tenant: &TenantId, phone_number_id: &str) -> StoreResult<Option<SyncBasis>> {
         let (tenant, phone_number_id) = (tenant.as_str().to_owned(), phone_number_id.to_owned());
         self.read(move |tx| {
