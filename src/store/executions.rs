@@ -70,7 +70,8 @@ pub(super) fn advance(
     Ok(true)
 }
 
-/// `advance` for each execution the rows name in their first column; how many moved.
+/// `advance` for each execution the rows name in their first column, in id
+/// order (each locks its job, and jobs are locked in id order); how many moved.
 pub(super) fn advance_each(
     tx: &mut Tx<'_>,
     rows: Vec<Row>,
@@ -78,9 +79,11 @@ pub(super) fn advance_each(
     error: Option<&ExecutionError>,
     only_if: Option<&str>,
 ) -> DbResult<usize> {
+    let mut ids = rows.iter().map(|row| row.uuid(0)).collect::<DbResult<Vec<Uuid>>>()?;
+    ids.sort_unstable();
     let mut moved = 0;
-    for row in rows {
-        if advance(tx, row.uuid(0)?, next, error, only_if)? {
+    for id in ids {
+        if advance(tx, id, next, error, only_if)? {
             moved += 1;
         }
     }
