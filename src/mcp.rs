@@ -102,10 +102,13 @@ pub async fn gate(request: Request, next: Next) -> Response {
 
 fn takes_json(headers: &HeaderMap) -> bool {
     let Some(accept) = headers.get(header::ACCEPT) else { return true };
-    let ranges = accept.to_str().unwrap_or_default().split(',');
-    ranges
-        .map(|range| range.split(';').next().unwrap_or_default().trim())
-        .any(|media| ["application/json", "application/*", "*/*"].iter().any(|taken| media.eq_ignore_ascii_case(taken)))
+    accept.to_str().unwrap_or_default().split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default();
+        // `q=0` says "not this one".
+        let refused = parts.any(|parameter| parameter.strip_prefix("q=").is_some_and(|q| q.parse::<f32>() == Ok(0.0)));
+        !refused && ["application/json", "application/*", "*/*"].iter().any(|taken| media.eq_ignore_ascii_case(taken))
+    })
 }
 
 /// A JSON-RPC error answer whose `data` carries the ctx_id and the API's error on `field`.
@@ -275,10 +278,7 @@ fn spoken(execution: &ExecutionRecord) -> String {
         ExecutionStatus::Accepted | ExecutionStatus::Sent => format!("The WhatsApp message to {to} has been sent."),
         ExecutionStatus::Delivered => format!("The WhatsApp message to {to} was delivered."),
         ExecutionStatus::Read => format!("The WhatsApp message to {to} was read."),
-        ExecutionStatus::Replied => match &execution.reply {
-            Some(reply) => replied(&to, reply),
-            None => format!("{to} replied on WhatsApp."),
-        },
+        ExecutionStatus::Replied => replied(&to, execution.reply.as_ref()),
         ExecutionStatus::Failed => match &execution.error {
             Some(error) => format!("The WhatsApp message to {to} could not be sent: {}", error.message),
             None => format!("The WhatsApp message to {to} could not be sent."),
@@ -289,23 +289,21 @@ fn spoken(execution: &ExecutionRecord) -> String {
 }
 
 /// A reply in words: what the person wrote or tapped, or what they sent instead.
-fn replied(to: &str, reply: &ExecutionReply) -> String {
+fn replied(to: &str, reply: Option<&ExecutionReply>) -> String {
+    let Some(reply) = reply else { return format!("{to} replied on WhatsApp.") };
     let sent = match reply.kind.as_str() {
-        "image" => "a photo",
-        "video" => "a video",
-        "document" => "a document",
-        "audio" => "an audio message",
-        "sticker" => "a sticker",
-        _ => {
-            return match reply.text.as_deref().or(reply.payload.as_deref()) {
-                Some(answer) => format!("{to} replied on WhatsApp: \"{answer}\"."),
-                None => format!("{to} replied on WhatsApp."),
-            };
-        }
+        "image" => " with a photo",
+        "video" => " with a video",
+        "document" => " with a document",
+        "audio" => " with an audio message",
+        "sticker" => " with a sticker",
+        _ => "",
     };
-    match &reply.text {
-        Some(caption) => format!("{to} replied on WhatsApp with {sent}: \"{caption}\"."),
-        None => format!("{to} replied on WhatsApp with {sent}."),
+    // A button's payload stands in for the words it lacks; a media id does not.
+    let words = if sent.is_empty() { reply.text.as_deref().or(reply.payload.as_deref()) } else { reply.text.as_deref() };
+    match words {
+        Some(words) => format!("{to} replied on WhatsApp{sent}: \"{words}\"."),
+        None => format!("{to} replied on WhatsApp{sent}."),
     }
 }
 
