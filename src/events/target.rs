@@ -36,7 +36,7 @@ pub fn forbidden(ip: IpAddr) -> bool {
             let [first, second, ..] = v6.segments();
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (first == 0x64 && second == 0xff9b) // NAT64 but the well-known /96: local-use 64:ff9b:1::/48
+                || (first == 0x64 && second == 0xff9b) // the rest of 64:ff9b::/32, local-use NAT64
                 || (first & 0xfe00) == 0xfc00 // unique local, fc00::/7
                 || (first & 0xffc0) == 0xfe80 // link-local, fe80::/10
                 || (first & 0xffc0) == 0xfec0 // site-local (deprecated), fec0::/10

@@ -499,7 +499,7 @@ pub async fn list(
     let call_id = query.parsed(
         "call_id",
         |raw| Some(raw.trim()).filter(|id| !id.is_empty()).map(str::to_owned),
-        |_| format!("must be 1-{CALL_ID_MAX} characters, as an execute's call_id"),
+        |_| "must not be empty: no execution has an empty call_id".to_owned(),
     );
     query.finish()?;
     let filter = ExecutionFilter { action_id, call_id: call_id.as_deref(), status };
