@@ -45,16 +45,19 @@ fn select_sender(tx: &mut Tx<'_>, tenant: &str, phone_number_id: &str) -> DbResu
 /// Writes the sender's templates as Meta listed them, and removes those it
 /// no longer lists. A row whose status Meta's webhook changed after
 /// `read_after` (the sender's `template_changes` when the list was read)
-/// keeps that status: the list may predate it.
+/// keeps that status: the list may predate it. Returns the rows as they
+/// stood before: name, language, status and `status_change`.
 fn replace_template_rows(
     tx: &mut Tx<'_>,
     tenant: &str,
     phone_number_id: &str,
     templates: &[TemplateRecord],
     read_after: Option<i64>,
-) -> DbResult<()> {
+) -> DbResult<Vec<Row>> {
     let listed: HashSet<(&str, &str)> = templates.iter().map(|t| (t.name.as_str(), t.language.as_str())).collect();
-    for row in tx.query("SELECT name, language FROM templates WHERE phone_number_id = $1", args![phone_number_id])? {
+    let before =
+        tx.query("SELECT name, language, status, status_change FROM templates WHERE phone_number_id = $1", args![phone_number_id])?;
+    for row in &before {
         let (name, language) = (row.text(0)?, row.text(1)?);
         if !listed.contains(&(name.as_str(), language.as_str())) {
             tx.execute(
@@ -85,7 +88,7 @@ fn replace_template_rows(
             ],
         )?;
     }
-    Ok(())
+    Ok(before)
 }
 
 const TEMPLATE_COLUMNS: &str = "phone_number_id, id, name, language, status, category, parameter_format, components";
@@ -198,18 +201,15 @@ impl Store {
             if changed == 0 {
                 return select_sender(tx, &tenant, &phone_number_id);
             }
-            let before = tx.query(
-                "SELECT name, language, status FROM templates WHERE phone_number_id = $1 \
-                 AND (status_change IS NULL OR status_change <= $2)",
-                args![phone_number_id.as_str(), basis.template_changes],
-            )?;
-            replace_template_rows(tx, &tenant, &phone_number_id, &templates, Some(basis.template_changes))?;
+            let before = replace_template_rows(tx, &tenant, &phone_number_id, &templates, Some(basis.template_changes))?;
             // A template that stopped being sendable since the last look is
-            // reported; one whose change came by webhook was reported then.
+            // reported; one whose change came by webhook since was reported
+            // then, and kept.
             for template in &templates {
                 let was = before.iter().find(|row| {
                     row.opt_str(0).ok().flatten() == Some(template.name.as_str())
                         && row.opt_str(1).ok().flatten() == Some(template.language.as_str())
+                        && row.opt_int(3).ok().flatten().is_none_or(|change| change <= basis.template_changes)
                 });
                 if let Some(was) = was
                     && was.text(2)? != template.status
